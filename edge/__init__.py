@@ -1,0 +1,3 @@
+"""The gate agent: on-device biometric access control with signed consent and signed results."""
+
+__version__ = "0.1.0"

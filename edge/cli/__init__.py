@@ -1,0 +1,1 @@
+"""Console entry points. Each is a thin ``main(argv) -> int``; subcommands import lazily."""

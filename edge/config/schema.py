@@ -1,0 +1,184 @@
+"""The typed schemas of the agent's config file and of a device profile.
+
+Pure: no I/O, no environment reads. ``load.py`` reads files and maps errors to lines;
+``migrate.py`` upgrades older versions; ``final.py`` checks what drivers need against what the
+profile offers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+CONFIG_VERSION = 1
+PROFILE_VERSION = 1
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- device profile
+
+
+class Board(Strict):
+    id: str = Field(description="Short board id, e.g. rpi4")
+    name: str = Field(description="Human-readable board name")
+    arch: Literal["aarch64", "x86_64", "armv7l"] = "aarch64"
+    inference_threads: int = Field(2, ge=1, le=16, description="Threads for TFLite inference")
+    notes: str = ""
+
+
+class Uart(Strict):
+    name: str = Field(description="Name drivers refer to, e.g. 'primary' or 'usb0'")
+    path: str = Field(description="Device path or pyserial URL, e.g. /dev/serial0 or sim://")
+    kind: Literal["soc", "usb", "sim"] = "soc"
+    max_baud: int = Field(921600, ge=1200)
+    notes: str = ""
+
+
+CameraKind = Literal["v4l2", "picamera2", "gstreamer", "replay"]
+
+
+class CameraMode(Strict):
+    width: int = Field(ge=16)
+    height: int = Field(ge=16)
+    fps: float = Field(gt=0)
+
+
+class CameraOffer(Strict):
+    kind: CameraKind
+    device: str = Field("", description="/dev/video0, a GStreamer pipeline, or a replay folder")
+    sensor: str = ""
+    modes: list[CameraMode] = Field(default_factory=list)
+    mirrored: bool = False
+
+
+GpioLine = int | str  # a line offset, or a line name that libgpiod looks up (Jetson: "PQ.05")
+
+SensorFamily = Literal["r307", "r503", "as608", "zfm20"]
+
+
+class FingerprintOffer(Strict):
+    family: SensorFamily
+    uart: str = Field(description="Name of a UART in [[uarts]]")
+    baud: int = 57600
+    address: int = Field(0xFFFFFFFF, ge=0, le=0xFFFFFFFF)
+    touch_gpio: GpioLine | None = Field(None, description="GPIO line of the module's touch/wake output")
+    power_gpio: GpioLine | None = None
+
+
+class GpioOffer(Strict):
+    chip: str = "/dev/gpiochip0"
+    door_relay: GpioLine | None = None
+    request_to_exit: GpioLine | None = None
+    door_contact: GpioLine | None = None
+    status_led: GpioLine | None = None
+    relay_active_high: bool = True
+    simulated: bool = False
+
+
+class Profile(Strict):
+    version: int = PROFILE_VERSION
+    board: Board
+    uarts: list[Uart] = Field(default_factory=list)
+    camera: CameraOffer | None = None
+    fingerprint: FingerprintOffer | None = None
+    gpio: GpioOffer = Field(default_factory=GpioOffer)
+
+
+# --------------------------------------------------------------------------- agent config
+
+
+class DeviceSection(Strict):
+    site: str = Field(min_length=1, description="Site id issued by the consent authority")
+    gate: str = Field("gate-1", min_length=1)
+    profile: str = Field("sim", description="A shipped profile name or a path to a profile TOML")
+    state_dir: Path = Path("/var/lib/gate-edge")
+
+
+class CameraSection(Strict):
+    enabled: bool = True
+    source: str = Field("", description="Override the profile's camera: device, pipeline or replay dir")
+    width: int | None = None
+    height: int | None = None
+    fps: float | None = None
+
+
+class FaceSection(Strict):
+    enabled: bool = True
+    models_dir: Path = Path("models")
+    variant: Literal["float32", "int8"] = "float32"
+    threshold: float | None = Field(None, description="Override the manifest's calibrated threshold")
+    min_face_px: int = 80
+    enrol_frames: int = Field(5, ge=1, le=20)
+
+
+class FingerprintSection(Strict):
+    enabled: bool = True
+    uart: str | None = Field(None, description="Override the profile's UART name")
+    port: str | None = Field(None, description="Override the UART path, e.g. a simulator pty")
+    password: SecretStr = SecretStr("00000000")
+    capture_timeout_s: float = Field(10.0, gt=0)
+    enrol_captures: int = Field(2, ge=1, le=6)
+
+
+class GallerySection(Strict):
+    backend: Literal["numpy", "faiss", "faiss-sq8"] = "numpy"
+    templates_per_subject: int = Field(5, ge=1, le=50)
+
+
+class PolicySection(Strict):
+    mode: Literal["face_or_finger", "face_and_card", "finger_and_card", "any"] = "face_or_finger"
+    margin: float = Field(0.0, ge=0.0, description="Required distance margin to the next subject")
+    failures_before_backoff: int = Field(5, ge=1)
+    backoff_s: float = Field(30.0, ge=0)
+    backoff_growth: float = Field(2.0, ge=1.0)
+    door_pulse_s: float = Field(3.0, gt=0, le=60)
+
+
+class ConsentSection(Strict):
+    purpose: str = "access:main-gate"
+    grace_period_s: float = Field(86400.0, ge=0)
+
+
+class MqttSection(Strict):
+    url: str = Field("mqtt://127.0.0.1:1883", description="mqtt:// or mqtts://host:port")
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(30, ge=5)
+    outbox_max_events: int = Field(100_000, ge=100)
+    outbox_max_age_s: float = Field(30 * 86400.0, gt=0)
+
+
+class CredentialsSection(Strict):
+    card: Literal["none", "sim", "wiegand", "serial"] = "sim"
+    pin: bool = True
+    qr: bool = False
+
+
+class MetricsSection(Strict):
+    enabled: bool = True
+    bind: str = "127.0.0.1"
+    port: int = Field(9108, ge=1, le=65535)
+
+
+class AgentConfig(Strict):
+    version: int = CONFIG_VERSION
+    device: DeviceSection
+    camera: CameraSection = Field(default_factory=CameraSection)
+    face: FaceSection = Field(default_factory=FaceSection)
+    fingerprint: FingerprintSection = Field(default_factory=FingerprintSection)
+    gallery: GallerySection = Field(default_factory=GallerySection)
+    policy: PolicySection = Field(default_factory=PolicySection)
+    consent: ConsentSection = Field(default_factory=ConsentSection)
+    mqtt: MqttSection = Field(default_factory=MqttSection)
+    credentials: CredentialsSection = Field(default_factory=CredentialsSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)

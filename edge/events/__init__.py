@@ -1,0 +1,1 @@
+"""Signed events: the only thing that leaves the terminal."""

@@ -1,0 +1,1 @@
+"""The installer's CLI: identity, trust anchors, profile, broker, self-test, enrolment."""

@@ -1,0 +1,76 @@
+"""The layout of the agent's state directory: one place that names every file the agent keeps.
+
+Secrets are 0600 files; the directory itself is 0700. Stores are SQLite databases owned by the
+subsystem that writes them. Nothing here holds raw biometrics in plaintext.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.errors import StorageError
+
+
+@dataclass(frozen=True)
+class StateDir:
+    root: Path
+
+    # secrets (0600)
+    @property
+    def identity_key(self) -> Path:
+        """The device's Ed25519 private key (signs every event)."""
+        return self.root / "identity.key"
+
+    @property
+    def gallery_key(self) -> Path:
+        """The gallery's secret: encryption key and template-protection seed."""
+        return self.root / "gallery.key"
+
+    # trust anchors
+    @property
+    def trust_dir(self) -> Path:
+        return self.root / "trust"
+
+    @property
+    def broker_ca(self) -> Path:
+        return self.trust_dir / "broker-ca.pem"
+
+    def consent_authority_keys(self) -> list[Path]:
+        """Pinned consent-authority public keys, one hex file per key id (rotation keeps several)."""
+        return sorted(self.trust_dir.glob("consent-authority-*.pub"))
+
+    # stores
+    @property
+    def gallery_db(self) -> Path:
+        return self.root / "gallery.sqlite3"
+
+    @property
+    def consent_db(self) -> Path:
+        return self.root / "consent.sqlite3"
+
+    @property
+    def audit_db(self) -> Path:
+        return self.root / "audit.sqlite3"
+
+    @property
+    def outbox_db(self) -> Path:
+        """Signed events waiting for PUBACK, and the persisted event sequence number."""
+        return self.root / "outbox.sqlite3"
+
+    @property
+    def settings(self) -> Path:
+        """What provisioning chose: profile, broker, site (TOML, secrets redacted elsewhere)."""
+        return self.root / "edge.toml"
+
+    def ensure(self) -> None:
+        """Create the directory 0700, or check an existing one is not open to others."""
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.trust_dir.mkdir(mode=0o700, exist_ok=True)
+        for path in (self.root, self.trust_dir):
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                raise StorageError(f"{path} is open to other users (mode {mode:o})", hint=f"chmod 700 {path}")
+        if not os.access(self.root, os.W_OK):
+            raise StorageError(f"{self.root} is not writable by this user")

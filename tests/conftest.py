@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge.datasets import dataset
+from edge.testing.mosquitto import Mosquitto
 
 
 def _children() -> set[int]:
@@ -73,3 +74,18 @@ def fvc_dev() -> Path:
     if path is None:
         pytest.skip("FVC2002 dev data not found (set EDGE_DATASETS or place ../shared/datasets)")
     return path
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """One real, anonymous Mosquitto on a free loopback port for the whole test session.
+
+    Tests that need TLS, ACLs or kill/restart start their own ``Mosquitto`` instead.
+    """
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    broker.start()
+    assert broker.pid is not None
+    ALLOWED_PIDS.add(broker.pid)
+    yield broker
+    ALLOWED_PIDS.discard(broker.pid)
+    broker.stop()

@@ -43,6 +43,7 @@ from edge.agent.ports import (
 from edge.door.base import DoorOutput
 from edge.errors import HardwareError
 from edge.events.sink import EventSink
+from edge.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +62,6 @@ class SystemClock:
 
     def mono(self) -> float:
         return time.monotonic()
-
-
-class _Counter(Protocol):
-    def inc(self, amount: float = 1) -> None: ...
-
-
-class _Labelled(Protocol):
-    def labels(self, *args: str, **kwargs: str) -> Any: ...
-
-
-class MetricsPort(Protocol):
-    decisions: _Labelled
-    device_up: _Labelled
-    alarms: _Labelled
-    door_pulses: _Counter
-    sink_errors: _Counter
 
 
 @dataclass
@@ -100,7 +85,7 @@ class GateCore:
     sink: EventSink
     settings: GateSettings = field(default_factory=GateSettings)
     clock: Clock = field(default_factory=SystemClock)
-    metrics: MetricsPort | None = None
+    metrics: Metrics | None = None
     protect: Callable[[str], None] = lambda _subject: None  # the log redactor learns every subject id
     devices: dict[str, str] = field(default_factory=dict)  # name -> "up" | "down"
     decisions: int = 0

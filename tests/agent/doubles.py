@@ -178,3 +178,36 @@ class SwitchedSensor:
 
     def close(self) -> None:
         pass
+
+
+# --------------------------------------------------------------------------- a whole agent on doubles
+
+SUBJECT_ON_SENSOR = "s-dora-44"
+
+
+class RepeatingSensor:
+    """A finger placed every 0.2 s: slot 5 (enrolled, consenting)."""
+
+    def identify(self, timeout_s: float) -> Match | None:
+        threading.Event().wait(0.2)
+        return Match(slot=5)
+
+    def close(self) -> None:
+        pass
+
+
+def build_wired(config: object, profile: object, state: object) -> object:
+    """``edge run --wiring tests.agent.doubles:build_wired``: the real run command on port doubles."""
+    from edge.agent.wiring import Wired
+    from edge.events.sink import MemorySink
+
+    gallery = MemoryGallery()
+    gallery.slots[5] = SUBJECT_ON_SENSOR
+    consent = MemoryConsent(consents={(SUBJECT_ON_SENSOR, "fingerprint")})
+    return Wired(
+        gallery=gallery,
+        consent=consent,
+        sink=MemorySink(),
+        fingerprint=RepeatingSensor,
+        subjects=lambda: [SUBJECT_ON_SENSOR],
+    )

@@ -158,3 +158,44 @@ def test_watchdog_is_fed_by_the_gate_thread() -> None:
     notifier = Notifier()
     with GateRunner(rig.core, notifier=notifier, tick_s=0.01):
         assert wait_for(lambda: notifier.beats >= 3)
+
+
+def test_gate_logs_and_events_carry_no_biometric_data_and_logs_no_subject() -> None:
+    import io
+    import json
+    import logging
+
+    from edge.ops.logs import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    redactor = setup_logging("debug", stream=stream)
+    rig = Rig()
+    rig.core.protect = redactor.protect
+    probe = near(unit(0), 7)
+    try:
+        with rig.runner():
+            rig.frames.append(probe)
+            rig.fingers.append(Match(slot=3))
+            assert wait_for(lambda: rig.grants("face") >= 1 and rig.grants("fingerprint") >= 1)
+            rig.camera_switch.broken.set()
+            assert wait_for(lambda: rig.core.devices.get("camera") == "down")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logs = stream.getvalue()
+    assert "access granted by face" in logs
+    for subject in (ALICE, BOB):
+        assert subject not in logs
+    events = json.dumps(rig.sink.events)
+    assert ALICE in events  # events name the consenting subject's pseudonym; logs never do
+    for value in probe[:4]:
+        text = repr(float(value))[:10]
+        assert text not in logs
+        assert text not in events
+    for _, body in rig.sink.events:
+        for value in body.values():
+            assert not isinstance(value, (bytes, bytearray, np.ndarray)), f"{value!r} left in an event"
+            if isinstance(value, list):
+                assert all(isinstance(v, str) for v in value)

@@ -296,6 +296,7 @@ class DeviceWorker:
         self.first_backoff_s = first_backoff_s
         self.stop_event = threading.Event()
         self.heartbeat = time.monotonic()
+        self.hung = False  # set by the gate thread when the heartbeat is older than the runner's hang_s
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -355,6 +356,7 @@ class DeviceWorker:
                     device = None
                 healthy = False
                 self._put(("failed", (self.name, exc)), droppable=False)
+                self.heartbeat = time.monotonic() + backoff  # waiting on purpose is not hanging
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
         if device is not None:
@@ -384,9 +386,11 @@ class GateRunner:
         read_timeout_s: float = 0.5,
         tick_s: float = 0.05,
         max_backoff_s: float = 30.0,
+        hang_s: float = 30.0,
         queue_size: int = 64,
     ) -> None:
         self.core = core
+        self.hang_s = hang_s  # a device call blocked this long (a driver without a deadline) is a failure
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
         self.notifier = notifier
         self.tick_s = tick_s
@@ -451,6 +455,19 @@ class GateRunner:
         elif kind == "ok":
             self.core.device_ok(payload)
 
+    def _check_hangs(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            stale = now - worker.heartbeat > self.hang_s
+            if stale and not worker.hung:
+                worker.hung = True
+                self.core.device_failed(
+                    worker.name, HardwareError(f"{worker.name} has not answered for {self.hang_s:.0f} s")
+                )
+            elif not stale and worker.hung:
+                worker.hung = False
+                self.core.device_ok(worker.name)
+
     def _gate(self) -> None:
         next_beat = 0.0
         interval = self.notifier.watchdog_interval_s if self.notifier is not None else None
@@ -460,9 +477,13 @@ class GateRunner:
             except queue.Empty:
                 item = None
             try:
+                started = time.monotonic()
                 if item is not None:
                     self._dispatch(item)
+                self._check_hangs()
                 self.core.tick()
+                if self.core.metrics is not None and item is not None:
+                    self.core.metrics.loop_seconds.observe(time.monotonic() - started)
             except Exception as exc:  # a store or port failed mid-decision: log, keep the gate up
                 log.error("gate iteration failed: %s", exc.__class__.__name__)
                 self.errors.append(exc)

@@ -199,3 +199,26 @@ def test_gate_logs_and_events_carry_no_biometric_data_and_logs_no_subject() -> N
             assert not isinstance(value, (bytes, bytearray, np.ndarray)), f"{value!r} left in an event"
             if isinstance(value, list):
                 assert all(isinstance(v, str) for v in value)
+
+
+def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() -> None:
+    import threading
+
+    rig = Rig()
+    release = threading.Event()
+
+    class StuckSensor:
+        def identify(self, timeout_s: float) -> Match | None:
+            if not release.wait(10):  # a driver ignoring its deadline
+                return None
+            time.sleep(timeout_s)  # released: an ordinary bounded wait with no finger
+            return None
+
+        def close(self) -> None:
+            pass
+
+    runner = GateRunner(rig.core, fingerprint=StuckSensor, hang_s=0.3, read_timeout_s=0.05)
+    with runner:
+        assert wait_for(lambda: rig.alarm_states("fingerprint") == [True])
+        release.set()
+        assert wait_for(lambda: rig.alarm_states("fingerprint") == [True, False])

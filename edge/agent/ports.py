@@ -13,7 +13,7 @@ Privacy by construction: the only biometric values crossing a port are the embed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 # --------------------------------------------------------------------------- camera and face
@@ -130,3 +130,41 @@ class SensorHealthPort(Protocol):
     def template_count(self) -> int: ...
 
     def health(self) -> Any: ...
+
+
+# --------------------------------------------------------------------------- enrolment
+
+
+class EnrolResultLike(Protocol):
+    """``edge.gallery.EnrolResult``: the other subject this enrolment matched, if any."""
+
+    @property
+    def duplicate_of(self) -> str | None: ...
+
+
+class EnrolGalleryPort(Protocol):
+    def enrol(
+        self,
+        subject: str,
+        modality: str,
+        *,
+        templates: Sequence[Any] | None = None,
+        sensor_slot: int | None = None,
+        model_id: str | None = None,
+    ) -> EnrolResultLike: ...
+
+
+class FingerEnrolOutcome(Protocol):
+    """``edge.fingerprint.EnrolOutcome``: the slot stored (None if nothing was), or the slot it duplicates."""
+
+    @property
+    def slot(self) -> int | None: ...
+
+    @property
+    def duplicate_of(self) -> int | None: ...
+
+
+class FingerEnrolPort(Protocol):
+    def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> FingerEnrolOutcome: ...
+
+    def delete(self, slot: int) -> None: ...

@@ -13,6 +13,7 @@ with a fake clock. ``GateRunner`` adds the threads, device reopening with backof
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import queue
@@ -387,6 +388,7 @@ class GateRunner:
         tick_s: float = 0.05,
         max_backoff_s: float = 30.0,
         hang_s: float = 30.0,
+        max_consecutive_errors: int = 50,
         queue_size: int = 64,
     ) -> None:
         self.core = core
@@ -396,7 +398,11 @@ class GateRunner:
         self.tick_s = tick_s
         self.stop_event = threading.Event()
         self.workers: list[DeviceWorker] = []
-        self.errors: list[BaseException] = []
+        self.errors: collections.deque[BaseException] = collections.deque(maxlen=20)
+        self.consecutive_errors = 0
+        # After this many failed iterations in a row the watchdog is no longer fed: systemd restarts
+        # the agent, which reopens every store and device (a wedged store rarely heals in place).
+        self.max_consecutive_errors = max_consecutive_errors
         if camera is not None:
             if face is None:
                 raise ValueError("a camera needs a face pipeline")
@@ -484,10 +490,18 @@ class GateRunner:
                 self.core.tick()
                 if self.core.metrics is not None and item is not None:
                     self.core.metrics.loop_seconds.observe(time.monotonic() - started)
+                if item is not None:  # an idle tick proves little; a handled input proves the gate works
+                    self.consecutive_errors = 0
             except Exception as exc:  # a store or port failed mid-decision: log, keep the gate up
                 log.error("gate iteration failed: %s", exc.__class__.__name__)
                 self.errors.append(exc)
-            if interval is not None and self.notifier is not None and time.monotonic() >= next_beat:
+                self.consecutive_errors += 1
+                if self.consecutive_errors == self.max_consecutive_errors:
+                    log.critical(
+                        "%d gate iterations failed in a row; no longer feeding the watchdog", self.consecutive_errors
+                    )
+            wedged = self.consecutive_errors >= self.max_consecutive_errors
+            if interval is not None and self.notifier is not None and not wedged and time.monotonic() >= next_beat:
                 self.notifier.watchdog()
                 next_beat = time.monotonic() + interval
 

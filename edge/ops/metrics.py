@@ -6,7 +6,7 @@ import ipaddress
 import logging
 from typing import Any
 
-from edge.errors import ConfigError, ConfigProblem
+from edge.errors import ConfigError, ConfigProblem, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,13 @@ class Metrics:
             )
         from prometheus_client import start_http_server
 
-        self._server, self._thread = start_http_server(port, addr=bind, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=bind, registry=self.registry)
+        except OSError as exc:
+            raise TransportError(
+                f"cannot serve metrics on {bind}:{port}: {exc.strerror or exc}",
+                hint="another process holds the port: set metrics.port, or metrics.enabled = false",
+            ) from None
         self._thread.name = "metrics-http"
         actual = int(self._server.server_address[1])
         log.info("metrics on http://%s:%d/metrics", bind, actual)

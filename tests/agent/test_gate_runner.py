@@ -222,3 +222,40 @@ def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() 
         assert wait_for(lambda: rig.alarm_states("fingerprint") == [True])
         release.set()
         assert wait_for(lambda: rig.alarm_states("fingerprint") == [True, False])
+
+
+def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
+    rig = Rig()
+
+    class BrokenGallery(MemoryGallery):
+        def subject_for_slot(self, slot: int) -> str | None:
+            raise OSError("database disk image is malformed")
+
+    rig.core.gallery = BrokenGallery()
+
+    class Notifier:
+        watchdog_interval_s = 0.01
+
+        def __init__(self) -> None:
+            self.beats = 0
+
+        def watchdog(self) -> bool:
+            self.beats += 1
+            return True
+
+    notifier = Notifier()
+    rig.fingers.extend(Match(slot=3) for _ in range(200))
+    runner = GateRunner(
+        rig.core,
+        fingerprint=lambda: SwitchedSensor(rig.sensor_switch, rig.fingers),
+        notifier=notifier,
+        max_consecutive_errors=5,
+        read_timeout_s=0.01,
+        tick_s=0.01,
+    )
+    with runner:
+        assert wait_for(lambda: runner.consecutive_errors >= 5)
+        beats = notifier.beats
+        time.sleep(0.2)
+        assert notifier.beats == beats, "a wedged gate kept telling systemd it was alive"
+    assert isinstance(runner.errors[-1], OSError)

@@ -142,3 +142,16 @@ def test_metrics_refuse_a_non_loopback_bind() -> None:
     with pytest.raises(ConfigError) as info:
         Metrics().serve("0.0.0.0", 0)
     assert info.value.problems[0].key_path == "metrics.bind"
+
+
+def test_metrics_port_in_use_is_a_clear_error() -> None:
+    from edge.errors import TransportError
+
+    first = Metrics()
+    port = first.serve("127.0.0.1", 0)
+    try:
+        with pytest.raises(TransportError, match="cannot serve metrics") as info:
+            Metrics().serve("127.0.0.1", port)
+        assert "metrics.port" in info.value.hint
+    finally:
+        first.close()

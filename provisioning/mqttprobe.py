@@ -28,6 +28,7 @@ FIXES = {
     "auth": "the broker refused the credentials: check username/password or the client certificate",
     "acl": "the broker's ACL does not let this device publish under its own topic: fix the ACL",
     "connack": "the broker refused the connection; see the reason",
+    "closed": "the broker requires a client certificate it trusts (--cert/--key), or its log says why it closed",
     "publish": "the broker did not acknowledge the test publish",
 }
 
@@ -111,6 +112,11 @@ def probe_broker(
         outcome["puback"] = reason_code
         published.set()
 
+    def on_disconnect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        if not connected.is_set():
+            outcome["closed_early"] = reason_code
+            connected.set()
+
     def on_subscribe(client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         outcome["suback"] = reason_codes
         subscribed.set()
@@ -123,6 +129,7 @@ def probe_broker(
     client.on_connect = on_connect
     client.on_publish = on_publish
     client.on_subscribe = on_subscribe
+    client.on_disconnect = on_disconnect
     client.on_message = on_message
     client.connect_timeout = timeout_s
     if username:
@@ -160,6 +167,12 @@ def probe_broker(
     try:
         if not connected.wait(timeout_s):
             result.problem, result.reason = "timeout", "no CONNACK within the timeout"
+            return result
+        if "connack" not in outcome:
+            # TLS 1.3 reports a refused client certificate only by closing after the handshake.
+            result.problem = "closed"
+            result.reason = "the broker closed the connection before CONNACK"
+            result.steps.append(("connect", False, result.reason))
             return result
         connack = outcome["connack"]
         result.connect_ms = (time.monotonic() - started) * 1000

@@ -87,6 +87,8 @@ class Pki:
     other_ca: Path
     server_cert: Path
     server_key: Path
+    client_cert: Path
+    client_key: Path
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -114,13 +116,37 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         "-out", "server.pem", "-days", "2", "-extfile", "ext",
         cwd=d,
     )  # fmt: skip
-    return Pki(d / "ca.pem", d / "other.pem", d / "server.pem", d / "server.key")
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=gate-device",
+        cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "2",
+        cwd=d,
+    )  # fmt: skip
+    return Pki(d / "ca.pem", d / "other.pem", d / "server.pem", d / "server.key", d / "client.pem", d / "client.key")
 
 
 @pytest.fixture
 def tls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
     work = tmp_path / "tls-broker"
     broker = Mosquitto(work, extra=f"{STAY}\ncafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def mtls_broker(tmp_path: Path, pki: Pki) -> Iterator[Mosquitto]:
+    """TLS that requires a client certificate signed by the test CA (mTLS)."""
+    work = tmp_path / "mtls-broker"
+    broker = Mosquitto(
+        work,
+        extra=f"{STAY}\ncafile {pki.ca}\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+        "require_certificate true\nuse_identity_as_username true",
+    )
     broker.start()
     yield broker
     broker.stop()

@@ -177,3 +177,29 @@ def test_tls_broker_needs_the_pinned_ca(provision: Run, initialised: Path, tls_b
     right = provision("broker", "--url", url, "--json", "--timeout", "5")
     assert right.code == 0, right.out
     assert settings(initialised)["mqtt"]["ca_file"] == str(initialised / "trust" / "broker-ca.pem")  # type: ignore[index]
+
+
+def test_mtls_broker_with_a_client_certificate(
+    provision: Run, initialised: Path, mtls_broker: Mosquitto, pki: Pki
+) -> None:
+    url = f"mqtts://127.0.0.1:{mtls_broker.port}"
+    assert provision("trust", "--broker-ca", str(pki.ca)).code == 0
+    before = snapshot(initialised)
+    without = provision("broker", "--url", url, "--json", "--timeout", "5")
+    assert without.code == 3, without.out  # the broker requires a certificate
+    assert without.json()["problem"] == "closed"
+    assert snapshot(initialised) == before
+    result = provision(
+        "broker", "--url", url, "--cert", str(pki.client_cert), "--key", str(pki.client_key), "--json", "--timeout", "5"
+    )
+    assert result.code == 0, result.out
+    mqtt = settings(initialised)["mqtt"]
+    cert, key = initialised / "trust" / "client-cert.pem", initialised / "client.key"
+    assert mqtt["cert_file"] == str(cert)  # type: ignore[index]
+    assert mqtt["key_file"] == str(key)  # type: ignore[index]
+    assert cert.read_bytes() == pki.client_cert.read_bytes()
+    assert key.read_bytes() == pki.client_key.read_bytes()
+    assert cert.stat().st_mode & 0o777 == 0o644
+    assert key.stat().st_mode & 0o777 == 0o600
+    again = provision("selftest", "--only", "broker", "--json")  # the saved copies work on their own
+    assert again.json()["checks"][0]["status"] == "pass"  # type: ignore[index]

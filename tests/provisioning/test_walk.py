@@ -12,7 +12,7 @@ import pytest
 from edge.cli.main import main as edge_main
 from edge.crypto.keys import device_id, fingerprint_text, key_id
 from edge.testing.mosquitto import Mosquitto
-from tests.provisioning.conftest import Run
+from tests.provisioning.conftest import Result, Run
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,8 +46,15 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     mosquitto: Mosquitto,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    outputs: list[str] = []
+
+    def step(*args: str) -> Result:
+        result = provision(*args)
+        outputs.append(result.out + result.err)
+        return result
+
     # init: 0700 directory, 0600 identity and gallery key, settings naming the site
-    result = provision("init", "--site", "site-001", "--gate", "north-1", "--json")
+    result = step("init", "--site", "site-001", "--gate", "north-1", "--json")
     assert result.code == 0, result.err
     created = result.json()
     assert mode(state_dir) == 0o700
@@ -66,18 +73,18 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     assert created["fingerprint"] == fingerprint_text(public)
     settings = tomllib.loads((state_dir / "edge.toml").read_text())
     assert settings["device"] == {"site": "site-001", "gate": "north-1", "state_dir": str(state_dir)}
-    assert provision("status").code == 3  # trust, profile and broker are still missing
+    assert step("status").code == 3  # trust, profile and broker are still missing
 
     # init again: refused, nothing changed
     before = snapshot(state_dir)
-    again = provision("init", "--site", "other-site")
+    again = step("init", "--site", "other-site")
     assert again.code == 1
     assert "already provisioned" in again.err
     assert snapshot(state_dir) == before
 
     # trust: one hex file named by key id, fingerprint shown for comparison by eye
     key_file, raw = authority_key
-    result = provision("trust", "--consent-key", str(key_file), "--json")
+    result = step("trust", "--consent-key", str(key_file), "--json")
     assert result.code == 0, result.err
     pinned = state_dir / "trust" / f"consent-authority-{key_id(raw).hex()}.pub"
     assert pinned.read_text() == raw.hex() + "\n"
@@ -92,13 +99,13 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     ]
 
     # profile: chosen, written to the settings, and the settings file passes `edge validate`
-    assert provision("profile", "sim").code == 0
+    assert step("profile", "sim").code == 0
     settings = tomllib.loads((state_dir / "edge.toml").read_text())
     assert settings["device"]["profile"] == "sim"
     assert edge_main(["validate", str(state_dir / "edge.toml")]) == 0
 
     # broker: a live test against the real Mosquitto, then saved
-    result = provision("broker", "--url", mosquitto.url, "--json")
+    result = step("broker", "--url", mosquitto.url, "--json")
     assert result.code == 0, result.out + result.err
     report = result.json()
     assert report["ok"] is True
@@ -108,21 +115,21 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     assert mode(state_dir / "edge.toml") == 0o600
 
     # export: the registry entry matches the identity on disk, and holds nothing secret
-    result = provision("export", "--json")
+    result = step("export", "--json")
     exported = result.json()
     assert exported["device_id"] == device_id(public)
     assert exported["public_key"] == bytes(public).hex()
     assert identity.hex() not in result.out
 
     # status: complete now
-    result = provision("status", "--json")
+    result = step("status", "--json")
     assert result.code == 0, result.out
     status = result.json()
     assert status["provisioned"] is True
     assert status["consent_authority_keys"] == [key_id(raw).hex()]
 
     # selftest: the checks that do not need devices pass against the real broker
-    result = provision("selftest", "--json")
+    result = step("selftest", "--json")
     checks = {c["name"]: c for c in result.json()["checks"]}  # type: ignore[union-attr]
     for name in ("storage", "settings", "trust", "broker"):
         assert checks[name]["status"] == "pass", checks[name]
@@ -135,13 +142,19 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     (state_dir / "outbox.sqlite3-wal").write_bytes(b"wal")
     library = SensorLibrary(templates=12)
     monkeypatch.setattr("provisioning.hooks.sensor_eraser", lambda state: library.erase)
-    result = provision("factory-reset", "--yes", "--json")
+    result = step("factory-reset", "--yes", "--json")
     assert result.code == 0, result.out + result.err
     assert result.json()["erased"]["sensor library"] == "erased (12 templates)"  # type: ignore[index]
     assert library.templates == 0
     assert mode(state_dir) == 0o700
     assert sorted(p.name for p in state_dir.rglob("*")) == ["trust"]
-    assert provision("status").code == 3
+    assert step("status").code == 3
+
+    # No command printed a secret: neither key, in hex or raw.
+    printed = "\n".join(outputs)
+    for secret in (identity, gallery_key):
+        assert secret.hex() not in printed
+        assert secret.hex().upper() not in printed
 
 
 def test_force_replaces_the_identity_and_drops_the_unreadable_gallery(provision: Run, state_dir: Path) -> None:

@@ -94,6 +94,8 @@ class GateCore:
     _last_grant: dict[tuple[str, str], float] = field(default_factory=dict)
     _alarms: set[str] = field(default_factory=set)
     _next_health: float = 0.0
+    _next_stale_check: float = 0.0
+    _next_prune: float = 0.0
     _started: float = field(default=0.0)
 
     def __post_init__(self) -> None:
@@ -246,7 +248,13 @@ class GateCore:
                 self._alarm("door_held_open", False)
             else:
                 log.info("door: %s", event.kind)
-        self._consent_stale()
+        if now >= self._next_stale_check:  # biometric inputs check it themselves; idle ticks once a second
+            self._next_stale_check = now + 1.0
+            self._consent_stale()
+        if now >= self._next_prune:  # years of passages must not grow these maps
+            self._next_prune = now + 60.0
+            self._last_grant = {k: t for k, t in self._last_grant.items() if now - t < self.settings.regrant_s}
+            self._last_denial = {k: t for k, t in self._last_denial.items() if now - t < self.settings.deny_interval_s}
         if now >= self._next_health:
             self._next_health = now + self.settings.health_interval_s
             self.emit_health()

@@ -7,8 +7,9 @@ any handler formats it:
 - bytes-like arguments and array-like arguments (anything with ``shape`` and ``dtype``) become a
   size note: an image, an embedding or a sensor template never reaches a log line;
 - long runs of hex or base64 (keys, templates, signatures written as text) become ``<redacted>``;
-- values registered with ``Redactor.protect`` (subject ids the agent has seen, passwords read from
-  the config) become ``<subject>`` / ``<secret>`` wherever they appear in the rendered message;
+- values registered with ``Redactor.protect`` become ``<subject>`` / ``<secret>``: secrets (the
+  MQTT password) wherever they appear, subject ids wherever they stand as a word (a set lookup per
+  word, so a gallery of 100k subjects costs nothing per line);
 - ``extra=`` fields whose names look secret (password, token, key, ...) are dropped to ``********``.
 """
 
@@ -26,6 +27,8 @@ from typing import IO, Any
 from edge.config.redact import REDACTED, is_secret_key
 
 _BLOB = re.compile(r"(?<![0-9A-Za-z+/=])(?:[0-9a-fA-F]{32,}|[A-Za-z0-9+/]{40,}={0,2})(?![0-9A-Za-z+/=])")
+_TOKEN = re.compile(r"[^\s'\"(),\[\]{}<>=/|]+")
+_EDGE_PUNCT = ".,;:!?`"
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
 
@@ -45,29 +48,46 @@ class Redactor(logging.Filter):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._values: dict[str, str] = {}
+        # Secrets (a handful): matched anywhere, even inside other text.
+        self._secrets: dict[str, str] = {}
         self._pattern: re.Pattern[str] | None = None
+        # Subject ids (up to a whole gallery): matched as tokens through a set, O(words) per line.
+        self._subjects: set[str] = set()
 
     def protect(self, value: str | None, label: str = "subject") -> None:
         """Never let ``value`` appear in a log line again (shorter than 3 characters is ignored)."""
         if not value or len(value) < 3:
             return
         with self._lock:
-            if value in self._values:
+            if label == "subject":
+                self._subjects.add(value)
                 return
-            self._values[value] = f"<{label}>"
-            alternatives = sorted(self._values, key=len, reverse=True)
+            if value in self._secrets:
+                return
+            self._secrets[value] = f"<{label}>"
+            alternatives = sorted(self._secrets, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(v) for v in alternatives))
 
     def protect_all(self, values: Iterable[str], label: str = "subject") -> None:
         for value in values:
             self.protect(value, label)
 
+    def _token(self, match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in self._subjects:
+            return "<subject>"
+        core = token.strip(_EDGE_PUNCT)
+        if core and core in self._subjects:
+            return token.replace(core, "<subject>")
+        return token
+
     def scrub(self, text: str) -> str:
         with self._lock:
-            pattern, values = self._pattern, dict(self._values)
+            pattern, secrets = self._pattern, dict(self._secrets)
+            if self._subjects:
+                text = _TOKEN.sub(self._token, text)
         if pattern is not None:
-            text = pattern.sub(lambda m: values[m.group(0)], text)
+            text = pattern.sub(lambda m: secrets[m.group(0)], text)
         return _BLOB.sub("<redacted>", text)
 
     def filter(self, record: logging.LogRecord) -> bool:

@@ -286,3 +286,14 @@ def test_fingerprint_slot_without_subject_is_no_match(mode: str) -> None:
     lane = Lane(mode=mode)
     lane.core.on_finger(Match(slot=99))
     assert lane.access()[-1]["reason"] == "no_match"
+
+
+def test_passage_memory_is_pruned_over_time() -> None:
+    lane = Lane()
+    lane.consent.consents |= {(ALICE, "face"), (BOB, "fingerprint")}
+    lane.face(0)
+    lane.core.on_finger(Match(slot=8))
+    assert len(lane.core._last_grant) == 2
+    lane.clock.advance(61.0)
+    lane.core.tick()
+    assert lane.core._last_grant == {}

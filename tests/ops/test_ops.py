@@ -155,3 +155,12 @@ def test_metrics_port_in_use_is_a_clear_error() -> None:
         assert "metrics.port" in info.value.hint
     finally:
         first.close()
+
+
+def test_subject_ids_are_scrubbed_as_words_among_a_whole_gallery() -> None:
+    redactor = Redactor()
+    redactor.protect_all(f"subj-{i:06d}" for i in range(100_000))
+    assert redactor.scrub("granted subj-004242.") == "granted <subject>."
+    assert redactor.scrub("(subj-000001, subj-099999)") == "(<subject>, <subject>)"
+    assert redactor.scrub("subject=subj-000007") == "subject=<subject>"
+    assert redactor.scrub("subj-1000000 is not enrolled") == "subj-1000000 is not enrolled"

@@ -215,9 +215,15 @@ class GateCore:
             assert decision.subject is not None
             for modality in decision.modality.split("+"):
                 self._last_grant[(modality, decision.subject)] = now
-            self.door.pulse(self.settings.door_pulse_s, now)
-            if self.metrics is not None:
-                self.metrics.door_pulses.inc()
+            try:
+                self.door.pulse(self.settings.door_pulse_s, now)
+            except Exception as exc:  # the decision stands and is reported; the alarm says the lock did not move
+                self.device_failed("door", exc)
+            else:
+                if self.devices.get("door") == "down":
+                    self.device_ok("door")
+                if self.metrics is not None:
+                    self.metrics.door_pulses.inc()
         self.decisions += 1
         if self.metrics is not None:
             self.metrics.decisions.labels(
@@ -240,7 +246,12 @@ class GateCore:
 
     def tick(self) -> None:
         now = self.clock.mono()
-        for event in self.door.service(now):
+        try:
+            door_events = self.door.service(now)
+        except Exception as exc:
+            self.device_failed("door", exc)
+            door_events = []
+        for event in door_events:
             if event.kind in ("forced_open", "held_open"):
                 self._alarm(f"door_{event.kind}", True)
             elif event.kind == "door_closed":

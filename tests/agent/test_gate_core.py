@@ -297,3 +297,23 @@ def test_passage_memory_is_pruned_over_time() -> None:
     lane.clock.advance(61.0)
     lane.core.tick()
     assert lane.core._last_grant == {}
+
+
+def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "fingerprint"))
+    lane.lines.closed_lines = True  # the relay line is gone: set_relay raises
+    lane.core.on_finger(Match(slot=7))
+    assert lane.access()[-1]["granted"] is True
+    assert lane.alarms()[-1] == {
+        "gate": "lane-3",
+        "alarm": "device_failed",
+        "active": True,
+        "error": "RuntimeError",
+        "device": "door",
+    }
+    lane.lines.closed_lines = False
+    lane.clock.advance(6.0)
+    lane.core.on_finger(Match(slot=7))
+    assert lane.alarms()[-1]["active"] is False
+    assert lane.lines.energised

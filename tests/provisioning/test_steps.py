@@ -174,6 +174,9 @@ def test_tls_broker_needs_the_pinned_ca(provision: Run, initialised: Path, tls_b
     assert wrong.code == 3
     assert wrong.json()["problem"] == "tls"
     assert provision("trust", "--broker-ca", str(pki.ca)).code == 0
+    pinned_ca = initialised / "trust" / "broker-ca.pem"
+    assert pinned_ca.read_bytes() == pki.ca.read_bytes()
+    assert pinned_ca.stat().st_mode & 0o777 == 0o644
     right = provision("broker", "--url", url, "--json", "--timeout", "5")
     assert right.code == 0, right.out
     assert settings(initialised)["mqtt"]["ca_file"] == str(initialised / "trust" / "broker-ca.pem")  # type: ignore[index]

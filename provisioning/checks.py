@@ -188,6 +188,7 @@ def camera_check(
 
 def sensor_check(open_sensor: Callable[[], SensorHealthPort]) -> Check:
     def run(state: StateDir) -> CheckResult:
+        sensor: SensorHealthPort | None = None
         try:
             sensor = open_sensor()
             count, capacity, health = sensor.template_count(), sensor.capacity, sensor.health()
@@ -196,7 +197,7 @@ def sensor_check(open_sensor: Callable[[], SensorHealthPort]) -> Check:
                 "fail", f"fingerprint sensor: {exc}", exc.hint or "check wiring (TX/RX crossed), baud rate and password"
             )
         finally:
-            close = getattr(locals().get("sensor"), "close", None)
+            close = getattr(sensor, "close", None)
             if callable(close):
                 close()
         detail = f"handshake ok, {count}/{capacity} templates, {health}"

@@ -1,0 +1,170 @@
+"""What the gate loop needs from the other subsystems, as small typing.Protocols.
+
+The gate loop is written and tested against these ports only. The real implementations (the face
+pipeline in ``edge.vision``, the fingerprint library in ``edge.fingerprint``, the gallery in
+``edge.gallery``, the consent ledger in ``edge.consent``, the event sink in ``edge.events``) satisfy
+them directly or through a few-line adapter in ``edge.agent.wiring``. Result types are read-only
+attribute protocols, so frozen dataclasses and named tuples both fit.
+
+Privacy by construction: the only biometric values crossing a port are the embedding inside a
+``FaceObservation`` (camera thread -> gate thread, in memory) and the probe handed to
+``GalleryPort.search``. Neither is ever put in an event, a log record or a file by the gate loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+# --------------------------------------------------------------------------- camera and face
+
+
+class CameraPort(Protocol):
+    """``edge.vision`` cameras: a BGR frame, or None when no frame is ready yet."""
+
+    def read(self) -> Any | None: ...
+
+    def close(self) -> None: ...
+
+
+class FaceQualityLike(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def reasons(self) -> Sequence[str]: ...
+
+
+class FaceObservation(Protocol):
+    """``edge.vision.FaceResult``: an L2-normalised embedding and the quality verdict."""
+
+    @property
+    def embedding(self) -> Any: ...
+
+    @property
+    def quality(self) -> FaceQualityLike: ...
+
+
+class FacePipelinePort(Protocol):
+    def process(self, frame: Any, rule: str = "gate") -> FaceObservation | None:
+        """None when the frame holds no face."""
+
+
+# --------------------------------------------------------------------------- fingerprint
+
+
+class FingerMatch(Protocol):
+    """A finger was on the glass: the matching slot, or ``slot is None`` when the sensor found no match."""
+
+    @property
+    def slot(self) -> int | None: ...
+
+    @property
+    def score(self) -> int: ...
+
+
+class FingerprintPort(Protocol):
+    def identify(self, timeout_s: float) -> FingerMatch | None:
+        """Wait up to ``timeout_s`` for a finger; None when none was placed. Raises HardwareError on failure."""
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- gallery
+
+
+class SearchHit(Protocol):
+    """Best subject (None for an empty gallery), its similarity and the margin to the next subject."""
+
+    @property
+    def subject(self) -> str | None: ...
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def margin(self) -> float: ...
+
+
+class GalleryPort(Protocol):
+    def search(self, probe: Any, k: int = 2) -> SearchHit: ...
+
+    def subject_for_slot(self, slot: int) -> str | None: ...
+
+
+# --------------------------------------------------------------------------- consent and credentials
+
+
+class ConsentPort(Protocol):
+    def allows(self, subject: str, modality: str, purpose: str, now: float) -> bool: ...
+
+    def is_stale(self, now: float) -> bool: ...
+
+    def credential_subject(self, kind: str, value: str, now: float) -> str | None:
+        """The subject whose entry allows this card/PIN/QR credential now, else None."""
+
+
+class CredentialLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+
+class CredentialReaderPort(Protocol):
+    def read(self, timeout_s: float) -> CredentialLike | None: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- device checks for selftest
+
+
+class SensorHealthPort(Protocol):
+    """What ``edge-provision selftest`` asks of the fingerprint library (``FingerprintSensor``)."""
+
+    @property
+    def capacity(self) -> int: ...
+
+    def template_count(self) -> int: ...
+
+    def health(self) -> Any: ...
+
+
+# --------------------------------------------------------------------------- enrolment
+
+
+class EnrolResultLike(Protocol):
+    """``edge.gallery.EnrolResult``: the other subject this enrolment matched, if any."""
+
+    @property
+    def duplicate_of(self) -> str | None: ...
+
+
+class EnrolGalleryPort(Protocol):
+    def enrol(
+        self,
+        subject: str,
+        modality: str,
+        *,
+        templates: Sequence[Any] | None = None,
+        sensor_slot: int | None = None,
+        model_id: str | None = None,
+    ) -> EnrolResultLike: ...
+
+
+class FingerEnrolOutcome(Protocol):
+    """``edge.fingerprint.EnrolOutcome``: the slot stored (None if nothing was), or the slot it duplicates."""
+
+    @property
+    def slot(self) -> int | None: ...
+
+    @property
+    def duplicate_of(self) -> int | None: ...
+
+
+class FingerEnrolPort(Protocol):
+    def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> FingerEnrolOutcome: ...
+
+    def delete(self, slot: int) -> None: ...

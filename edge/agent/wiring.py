@@ -1,0 +1,162 @@
+"""Wiring the gate's ports to the real subsystems, and the agent's lifecycle around the gate loop.
+
+``run_agent`` is the whole of ``edge run`` apart from argument parsing: door, metrics, the gate
+threads, READY/WATCHDOG/STOPPING to systemd, and an orderly stop. It takes a ``Wired`` bundle of
+ports, so tests run it with in-memory doubles and ``build()`` is the only place that names the
+real modules.
+
+What ``build()`` must do once the other subsystems are merged (phase 2):
+
+- ``sink``: ``edge.events`` signer + egress guard + ``Outbox(state.outbox_db)`` + ``MqttPublisher``
+  (background thread, never blocks) behind ``OutboxSink``; closer stops the publisher.
+- ``consent``: ``ConsentLedger.open(state, site, grace_period_s=config.consent.grace_period_s,
+  audit=AuditLog.open(state.audit_db, identity key))``; the retained topic ``sites/{site}/consent``
+  feeds ``ledger.apply``; ``Enforcer(...).reconcile(now)`` runs once before ``start`` and after
+  every applied list. The ledger already fits ``ConsentPort``.
+- ``gallery``: ``Gallery.open(state, backend=config.gallery.backend)``; ``SearchHit`` is its
+  ``SearchResult`` (adapt attribute names if they differ); ``subject_for_slot`` as is.
+- ``face``: ``FacePipeline.load(config.face.models_dir, config.face.variant, profile.board.inference_threads)``
+  after ``verify_bundle``; ``face_threshold = config.face.threshold or pipeline.manifest.threshold``;
+  ``camera = lambda: open_camera(kind, device, ...)`` from profile.camera / config.camera.
+- ``fingerprint``: ``lambda: SensorAdapter(FingerprintDriver.open(port, baud=..., address=...,
+  password=...))`` where the adapter maps "no finger" to None and "finger, no match" to a
+  ``FingerMatch`` with ``slot=None`` (the gate counts that as a failed attempt).
+- ``credentials``: ``lambda: SimCredentialReader(...)`` or the configured reader.
+- ``policy``: ``LanePolicy`` (default) or an adapter to ``edge.policy.DecisionPolicy``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from edge.agent.decide import LanePolicy, PolicyPort
+from edge.agent.gate import Clock, GateCore, GateRunner, GateSettings, SystemClock, Watchdog
+from edge.agent.ports import (
+    CameraPort,
+    ConsentPort,
+    CredentialReaderPort,
+    FacePipelinePort,
+    FingerprintPort,
+    GalleryPort,
+)
+from edge.config.schema import AgentConfig, Profile
+from edge.door.base import DoorOutput, open_door
+from edge.errors import EdgeError
+from edge.events.sink import EventSink
+from edge.ops.metrics import Metrics
+from edge.state import StateDir
+
+log = logging.getLogger(__name__)
+
+
+class Notify(Watchdog, Protocol):
+    def ready(self, status: str = "") -> bool: ...
+
+    def status(self, text: str) -> bool: ...
+
+    def stopping(self) -> bool: ...
+
+
+@dataclass
+class Wired:
+    gallery: GalleryPort
+    consent: ConsentPort
+    sink: EventSink
+    face_threshold: float = 0.6
+    policy: PolicyPort | None = None
+    camera: Callable[[], CameraPort] | None = None
+    face: FacePipelinePort | None = None
+    fingerprint: Callable[[], FingerprintPort] | None = None
+    credentials: Callable[[], CredentialReaderPort] | None = None
+    door: DoorOutput | None = None
+    subjects: Callable[[], list[str]] = list  # known subject ids, taught to the log redactor at start
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
+    """The real ports for this config. Until phase 2 wiring lands, says exactly what is missing."""
+    raise EdgeError(
+        "this build does not wire the gate to its subsystems yet: event sink (edge.events), consent ledger "
+        "(edge.consent), gallery (edge.gallery), face pipeline (edge.vision), fingerprint driver (edge.fingerprint)",
+        hint="see edge/agent/wiring.py; provisioning, selftest and `edge status` work already",
+    )
+
+
+def _ignore(value: str, label: str) -> None:
+    """No redactor configured (tests): nothing to teach."""
+
+
+def run_agent(
+    config: AgentConfig,
+    profile: Profile,
+    wired: Wired,
+    *,
+    notifier: Notify,
+    stop: threading.Event,
+    protect: Callable[[str, str], None] | None = None,
+    clock: Clock | None = None,
+    metrics_port: int | None = None,
+    health_interval_s: float = 60.0,
+) -> int:
+    """Run the gate until ``stop`` is set; return the process exit code."""
+    if protect is None:
+        protect = _ignore
+    if config.mqtt.password is not None:
+        protect(config.mqtt.password.get_secret_value(), "secret")
+    for subject in wired.subjects():
+        protect(subject, "subject")
+    teach = protect
+    door = wired.door or open_door(profile.gpio, exit_pulse_s=config.policy.door_pulse_s)
+    metrics = Metrics()
+    runner: GateRunner | None = None
+    try:
+        if config.metrics.enabled:
+            metrics.serve(config.metrics.bind, config.metrics.port if metrics_port is None else metrics_port)
+        core = GateCore(
+            gallery=wired.gallery,
+            consent=wired.consent,
+            policy=wired.policy or LanePolicy(config.policy, wired.face_threshold),
+            door=door,
+            sink=wired.sink,
+            settings=GateSettings(
+                gate=config.device.gate,
+                purpose=config.consent.purpose,
+                door_pulse_s=config.policy.door_pulse_s,
+                health_interval_s=health_interval_s,
+            ),
+            clock=clock or SystemClock(),
+            metrics=metrics,
+            protect=lambda subject: teach(subject, "subject"),
+        )
+        runner = GateRunner(
+            core,
+            camera=wired.camera if config.camera.enabled and config.face.enabled else None,
+            face=wired.face,
+            fingerprint=wired.fingerprint if config.fingerprint.enabled else None,
+            credentials=wired.credentials,
+            notifier=notifier,
+        )
+        runner.start()
+        core.emit_health()
+        modalities = ", ".join(w.name for w in runner.workers) or "no devices"
+        notifier.ready(f"gate {config.device.gate} running ({modalities})")
+        log.info("gate %s running with %s", config.device.gate, modalities)
+        stop.wait()
+        log.info("stopping")
+        notifier.stopping()
+        return 0
+    finally:
+        if runner is not None:
+            runner.stop()
+        else:
+            door.close()
+        metrics.close()
+        for close in reversed(wired.closers):
+            try:
+                close()
+            except Exception as exc:
+                log.error("closing a subsystem failed: %s", exc.__class__.__name__)

@@ -1,0 +1,99 @@
+"""Door lines through libgpiod 2.x (the ``gpiod`` package, optional extra ``gpio``).
+
+Imported only when a profile names a real GPIO chip. A missing package, a missing chip or a line
+another process holds is a ``HardwareError`` that says what to do; never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from edge.errors import HardwareError
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "gate-edge"
+
+
+def _import_gpiod() -> Any:
+    try:
+        import gpiod
+    except ImportError as exc:
+        raise HardwareError(
+            "the profile drives a GPIO door relay but the gpiod package is not installed",
+            hint="pip install 'gate-edge[gpio]' (libgpiod 2.x bindings), or set gpio.simulated = true",
+        ) from exc
+    major = str(getattr(gpiod, "__version__", "0")).split(".")[0]
+    if not major.isdigit() or int(major) < 2:
+        raise HardwareError(
+            f"gpiod {getattr(gpiod, '__version__', '?')} is installed; this agent needs the 2.x bindings",
+            hint="pip install 'gpiod>=2.1'",
+        )
+    return gpiod
+
+
+class GpiodLines:
+    """Implements ``DoorLines`` on one request holding the relay output and both inputs."""
+
+    def __init__(
+        self,
+        chip: str,
+        *,
+        relay: int | str,
+        request_to_exit: int | str | None = None,
+        door_contact: int | str | None = None,
+        relay_active_high: bool = True,
+        inputs_active_low: bool = True,
+    ) -> None:
+        gpiod = _import_gpiod()
+        from gpiod.line import Bias, Direction, Value
+
+        self._active = Value.ACTIVE
+        self._inactive = Value.INACTIVE
+        self.relay = relay
+        self.rte = request_to_exit
+        self.contact = door_contact
+        config: dict[int | str, Any] = {
+            relay: gpiod.LineSettings(
+                direction=Direction.OUTPUT, output_value=Value.INACTIVE, active_low=not relay_active_high
+            )
+        }
+        for line in (request_to_exit, door_contact):
+            if line is not None:
+                # Dry contacts to ground with the internal pull-up: closed contact reads active.
+                config[line] = gpiod.LineSettings(
+                    direction=Direction.INPUT, bias=Bias.PULL_UP, active_low=inputs_active_low
+                )
+        try:
+            self._request = gpiod.request_lines(chip, consumer=CONSUMER, config=config)
+        except FileNotFoundError as exc:
+            raise HardwareError(
+                f"GPIO chip {chip} does not exist", hint="check gpio.chip in the device profile (ls /dev/gpiochip*)"
+            ) from exc
+        except PermissionError as exc:
+            raise HardwareError(f"no permission to open {chip}", hint="add the service user to the gpio group") from exc
+        except OSError as exc:
+            raise HardwareError(
+                f"cannot request door lines on {chip}: {exc.strerror or exc}",
+                hint="another process may hold the lines (gpioinfo shows the consumer); check the line names",
+            ) from exc
+
+    def set_relay(self, energised: bool) -> None:
+        self._request.set_value(self.relay, self._active if energised else self._inactive)
+
+    def request_to_exit(self) -> bool | None:
+        if self.rte is None:
+            return None
+        return bool(self._request.get_value(self.rte) == self._active)
+
+    def door_closed(self) -> bool | None:
+        if self.contact is None:
+            return None
+        return bool(self._request.get_value(self.contact) == self._active)
+
+    def close(self) -> None:
+        try:
+            self._request.set_value(self.relay, self._inactive)
+        finally:
+            self._request.release()

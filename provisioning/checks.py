@@ -1,0 +1,219 @@
+"""The selftest's checks. Storage, clock, settings, trust and broker run here; camera, sensor and
+models are built from the agent's ports (``edge.agent.ports``) by ``provisioning.hooks``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge.agent.ports import CameraPort, FacePipelinePort, SensorHealthPort
+from edge.config.load import load_config
+from edge.errors import ConfigError, EdgeError
+from edge.state import StateDir
+from provisioning.selftest import Check, CheckResult
+
+MIN_FREE_BYTES = 256 * 1024 * 1024
+WARN_FREE_BYTES = 1024 * 1024 * 1024
+EARLIEST_SANE_TIME = 1_704_067_200  # 2024-01-01: a clock before this was never set
+
+
+def storage(state: StateDir) -> CheckResult:
+    if not state.root.exists():
+        return CheckResult("fail", f"{state.root} does not exist", "run `edge-provision init`")
+    problems = []
+    mode = state.root.stat().st_mode & 0o777
+    if mode & 0o077:
+        problems.append((f"{state.root} is mode {mode:04o}", f"chmod 700 {state.root}"))
+    if state.root.stat().st_uid != os.geteuid():
+        problems.append((f"{state.root} belongs to another user", f"chown the directory to uid {os.geteuid()}"))
+    for secret in (state.identity_key, state.gallery_key):
+        if secret.exists() and secret.stat().st_mode & 0o077:
+            problems.append((f"{secret.name} is readable by others", f"chmod 600 {secret}"))
+    probe = state.root / ".selftest-write"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        problems.append((f"cannot write in {state.root}: {exc.strerror}", "check the mount is read-write and not full"))
+    if problems:
+        return CheckResult("fail", "; ".join(p for p, _ in problems), "; ".join(f for _, f in problems))
+    free = shutil.disk_usage(state.root).free
+    text = f"{state.root} 0700, writable, {free / 2**30:.1f} GiB free"
+    if free < MIN_FREE_BYTES:
+        return CheckResult("fail", text, "free at least 256 MiB: the outbox and stores need room")
+    if free < WARN_FREE_BYTES:
+        return CheckResult("warn", text, "less than 1 GiB free: the outbox may fill during a long outage")
+    return CheckResult("pass", text)
+
+
+def clock(
+    state: StateDir, *, timedatectl: str | None = "timedatectl", now: Callable[[], float] = time.time
+) -> CheckResult:
+    """NTP sync state from ``timedatectl show`` where systemd runs it; otherwise 'unknown'."""
+    if now() < EARLIEST_SANE_TIME:
+        return CheckResult(
+            "fail",
+            time.strftime("clock reads %Y-%m-%d", time.gmtime(now())),
+            "set the clock and enable NTP: consent validity and event times depend on it",
+        )
+    binary = shutil.which(timedatectl) if timedatectl else None
+    if binary is None:
+        return CheckResult("unknown", "timedatectl not found; NTP state unknown", "make sure an NTP client runs")
+    try:
+        out = subprocess.run(
+            [binary, "show", "-p", "NTPSynchronized", "--value"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return CheckResult("unknown", f"timedatectl failed ({exc.__class__.__name__})", "check NTP by hand")
+    value = out.stdout.strip()
+    if out.returncode != 0 or value not in ("yes", "no"):
+        return CheckResult(
+            "unknown", "timedatectl gave no NTP state (no systemd here?)", "make sure an NTP client runs"
+        )
+    if value == "yes":
+        return CheckResult("pass", "NTP synchronised")
+    return CheckResult("fail", "NTP not synchronised", "timedatectl set-ntp true; check the NTP server is reachable")
+
+
+def settings(state: StateDir) -> CheckResult:
+    try:
+        config, profile = load_config(state.settings)
+    except ConfigError as exc:
+        first = exc.problems[0].render() if exc.problems else str(exc)
+        more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        return CheckResult("fail", first + more, f"edge validate {state.settings}")
+    return CheckResult("pass", f"site {config.device.site}, profile {config.device.profile} ({profile.board.id})")
+
+
+def trust(state: StateDir) -> CheckResult:
+    keys = state.consent_authority_keys()
+    if not keys:
+        return CheckResult("fail", "no consent-authority key pinned", "edge-provision trust --consent-key FILE")
+    return CheckResult("pass", f"{len(keys)} consent-authority key(s) pinned")
+
+
+def broker(state: StateDir, timeout_s: float = 10.0) -> CheckResult:
+    from provisioning.cmd_broker import probe_settings
+    from provisioning.files import read_settings
+
+    doc = read_settings(state)
+    mqtt = doc.get("mqtt", {})
+    if "url" not in mqtt:
+        return CheckResult("fail", "no broker configured", "edge-provision broker --url URL")
+    result = probe_settings(state, mqtt, str(doc.get("device", {}).get("site", "")), timeout_s)
+    if not result.ok:
+        return CheckResult("fail", f"{mqtt['url']}: {result.reason}", result.fix)
+    return CheckResult(
+        "pass", f"{mqtt['url']}: CONNACK {result.connect_ms:.0f} ms, PUBACK {result.publish_ms:.0f} ms (ACL allows)"
+    )
+
+
+BASE_CHECKS = [
+    Check("storage", storage),
+    Check("clock", clock),
+    Check("settings", settings),
+    Check("trust", trust),
+    Check("broker", broker),
+]
+
+
+# --------------------------------------------------------------------------- device checks on ports
+
+
+def _brightness(frame: Any) -> float | None:
+    mean = getattr(frame, "mean", None)
+    return float(mean()) if callable(mean) else None
+
+
+def camera_check(
+    open_camera: Callable[[], CameraPort],
+    pipeline: FacePipelinePort | None,
+    *,
+    frames: int = 10,
+    timeout_s: float = 5.0,
+) -> Check:
+    def run(state: StateDir) -> CheckResult:
+        try:
+            camera = open_camera()
+        except EdgeError as exc:
+            return CheckResult("fail", f"camera does not open: {exc}", exc.hint or "check camera.source and the cable")
+        got: list[float] = []
+        faces = 0
+        started = time.monotonic()
+        try:
+            while len(got) < frames and time.monotonic() - started < timeout_s:
+                frame = camera.read()
+                if frame is None:
+                    time.sleep(0.01)
+                    continue
+                level = _brightness(frame)
+                got.append(level if level is not None else -1.0)
+                if pipeline is not None and faces == 0 and pipeline.process(frame, rule="gate") is not None:
+                    faces += 1
+                del frame
+        finally:
+            camera.close()
+        if not got:
+            return CheckResult("fail", f"no frame in {timeout_s:.0f} s", "check the camera cable and camera.source")
+        elapsed = time.monotonic() - started
+        levels = [v for v in got if v >= 0]
+        mean = sum(levels) / len(levels) if levels else None
+        detail = f"{len(got)} frames in {elapsed:.1f} s"
+        if mean is not None:
+            detail += f", mean level {mean:.0f}"
+            if not 40 <= mean <= 215:
+                return CheckResult("warn", detail, "too dark or too bright: adjust lighting or exposure")
+        if pipeline is not None:
+            if not faces:
+                return CheckResult("warn", detail + ", no face found", "stand in front of the camera and run again")
+            detail += ", face detected"
+        return CheckResult("pass", detail)
+
+    return Check("camera", run)
+
+
+def sensor_check(open_sensor: Callable[[], SensorHealthPort]) -> Check:
+    def run(state: StateDir) -> CheckResult:
+        sensor: SensorHealthPort | None = None
+        try:
+            sensor = open_sensor()
+            count, capacity, health = sensor.template_count(), sensor.capacity, sensor.health()
+        except EdgeError as exc:
+            return CheckResult(
+                "fail", f"fingerprint sensor: {exc}", exc.hint or "check wiring (TX/RX crossed), baud rate and password"
+            )
+        finally:
+            close = getattr(sensor, "close", None)
+            if callable(close):
+                close()
+        detail = f"handshake ok, {count}/{capacity} templates, {health}"
+        if capacity and count >= capacity:
+            return CheckResult("warn", detail, "the sensor library is full")
+        return CheckResult("pass", detail)
+
+    return Check("fingerprint", run)
+
+
+def models_check(verify: Callable[[], object], timed_inference: Callable[[], float] | None = None) -> Check:
+    def run(state: StateDir) -> CheckResult:
+        verify()  # raises ModelError for an unknown or altered file; run_checks turns it into a failure
+        detail = "hashes match the manifest"
+        if timed_inference is not None:
+            detail += f", inference {timed_inference() * 1000:.0f} ms"
+        return CheckResult("pass", detail)
+
+    return Check("models", run)

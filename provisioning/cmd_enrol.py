@@ -1,0 +1,89 @@
+"""``edge-provision enrol SUBJECT``: refuses without consent, guides the capture, reports counts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+from edge.errors import EdgeError
+from provisioning.common import EXIT_OK, json_option, print_json, state_of, state_option, table
+
+
+@click.command("enrol")
+@click.argument("subject")
+@click.option("--modality", type=click.Choice(["face", "fingerprint"]), required=True)
+@click.option("--frames", default=5, show_default=True, help="Good face frames to keep.")
+@click.option("--captures", default=2, show_default=True, help="Finger captures to merge.")
+@click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds allowed for the capture.")
+@state_option
+@json_option
+def enrol_cmd(
+    subject: str, modality: str, frames: int, captures: int, timeout_s: float, state_dir: Path, as_json: bool
+) -> int:
+    """Enrol SUBJECT (a pseudonymous id from the consent list) for one modality."""
+    from provisioning import enrol, hooks
+
+    ports = hooks.enrol_ports(state_of(state_dir))
+    if ports is None:
+        raise EdgeError(
+            "enrolment is not wired in this build (face, fingerprint, gallery and consent drivers)",
+            hint="see provisioning/hooks.py:enrol_ports",
+        )
+
+    def feedback(text: str) -> None:
+        if not as_json:
+            click.echo(f"  {text}")
+
+    try:
+        if modality == "face":
+            if ports.camera is None or ports.pipeline is None:
+                raise EdgeError("this terminal has no camera or face models configured")
+            camera = ports.camera()
+            try:
+                report = enrol.enrol_face(
+                    subject,
+                    consent=ports.consent,
+                    purpose=ports.purpose,
+                    camera=camera,
+                    pipeline=ports.pipeline,
+                    gallery=ports.gallery,
+                    model_id=ports.model_id,
+                    sink=ports.sink,
+                    wanted=frames,
+                    timeout_s=timeout_s,
+                    feedback=feedback,
+                )
+            finally:
+                camera.close()
+        else:
+            if ports.sensor is None:
+                raise EdgeError("this terminal has no fingerprint sensor configured")
+            report = enrol.enrol_finger(
+                subject,
+                consent=ports.consent,
+                purpose=ports.purpose,
+                sensor=ports.sensor(),
+                gallery=ports.gallery,
+                sink=ports.sink,
+                captures=captures,
+                timeout_s=timeout_s,
+                feedback=feedback,
+            )
+    finally:
+        for close in reversed(ports.closers):
+            close()
+    if as_json:
+        print_json(asdict(report))
+        return EXIT_OK
+    rows = [("modality", report.modality), ("templates stored", report.stored)]
+    if report.sensor_slot is not None:
+        rows.append(("sensor slot", report.sensor_slot))
+    if report.frames_seen:
+        rows.append(("frames seen", report.frames_seen))
+    rows += [(f"refused: {reason}", count) for reason, count in sorted(report.rejected.items())]
+    if report.duplicate_of:
+        rows.append(("FLAGGED", f"matches enrolled subject {report.duplicate_of}: review before use"))
+    table(f"Enrolled {subject}", ["item", "value"], rows)
+    return EXIT_OK

@@ -1,0 +1,213 @@
+"""Small in-memory implementations of the gate's ports: test doubles, clearly not the real subsystems.
+
+They behave like the real ones where the gate depends on it (cosine search with a margin, consent
+per subject and modality, credentials allowed per entry, devices that fail and come back) so the
+tests assert real decisions made by the real gate code.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.errors import HardwareError
+
+
+class FakeClock:
+    def __init__(self, wall: float = 1_800_000_000.0, mono: float = 1000.0) -> None:
+        self._wall = wall
+        self._mono = mono
+
+    def wall(self) -> float:
+        return self._wall
+
+    def mono(self) -> float:
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        self._wall += seconds
+        self._mono += seconds
+
+
+@dataclass(frozen=True)
+class Quality:
+    ok: bool = True
+    reasons: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class Observation:
+    embedding: np.ndarray
+    quality: Quality = Quality()
+
+
+@dataclass(frozen=True)
+class Hit:
+    subject: str | None
+    score: float
+    margin: float
+
+
+@dataclass(frozen=True)
+class Match:
+    slot: int | None
+    score: int = 120
+
+
+@dataclass(frozen=True)
+class Credential:
+    kind: str
+    value: str
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(128).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def near(vector: np.ndarray, seed: int, noise: float = 0.2) -> np.ndarray:
+    """Another capture of the same face: the vector plus a little noise, renormalised."""
+    other = vector + noise * unit(10_000 + seed)
+    return (other / np.linalg.norm(other)).astype(np.float32)
+
+
+class MemoryGallery:
+    """Cosine 1:N over a dict; margin = best minus the best other subject."""
+
+    def __init__(self) -> None:
+        self.faces: dict[str, np.ndarray] = {}
+        self.slots: dict[int, str] = {}
+        self.searches = 0
+
+    def search(self, probe: np.ndarray, k: int = 2) -> Hit:
+        self.searches += 1
+        scores = sorted(((float(v @ probe), s) for s, v in self.faces.items()), reverse=True)
+        if not scores:
+            return Hit(None, 0.0, 0.0)
+        second = scores[1][0] if len(scores) > 1 else -1.0
+        return Hit(scores[0][1], scores[0][0], scores[0][0] - second)
+
+    def subject_for_slot(self, slot: int) -> str | None:
+        return self.slots.get(slot)
+
+
+@dataclass
+class MemoryConsent:
+    consents: set[tuple[str, str]] = field(default_factory=set)  # (subject, modality)
+    credentials: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> subject
+    stale: bool = False
+    purpose: str = "access:main-gate"
+
+    def allows(self, subject: str, modality: str, purpose: str, now: float) -> bool:
+        return purpose == self.purpose and (subject, modality) in self.consents
+
+    def is_stale(self, now: float) -> bool:
+        return self.stale
+
+    def credential_subject(self, kind: str, value: str, now: float) -> str | None:
+        return self.credentials.get((kind, value))
+
+
+class BrokenSink:
+    """A sink whose every emit fails, as a broken outbox would."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def emit(self, kind: str, body: object) -> None:
+        self.calls += 1
+        raise OSError("disk full")
+
+
+class Switch:
+    """A device's plug: while ``broken`` is set, opening or using the device raises HardwareError."""
+
+    def __init__(self) -> None:
+        self.broken = threading.Event()
+        self.opens = 0
+
+
+class SwitchedCamera:
+    """Yields the current frame (an embedding standing in for an image) until its switch breaks."""
+
+    def __init__(self, switch: Switch, frames: list[np.ndarray | None]) -> None:
+        if switch.broken.is_set():
+            raise HardwareError("camera not found")
+        switch.opens += 1
+        self.switch = switch
+        self.frames = frames
+        self.closed = False
+
+    def read(self) -> np.ndarray | None:
+        if self.switch.broken.is_set():
+            raise HardwareError("camera unplugged")
+        threading.Event().wait(0.01)
+        return self.frames[0] if self.frames else None
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class EmbeddingPipeline:
+    """The face pipeline's double: the 'frame' already is the embedding."""
+
+    def process(self, frame: np.ndarray, rule: str = "gate") -> Observation | None:
+        return Observation(frame)
+
+
+class SwitchedSensor:
+    """A sensor that reports the finger currently on the glass (a slot, or no-match) once per placement."""
+
+    def __init__(self, switch: Switch, placed: list[Match]) -> None:
+        if switch.broken.is_set():
+            raise HardwareError("sensor does not answer the handshake")
+        switch.opens += 1
+        self.switch = switch
+        self.placed = placed
+
+    def identify(self, timeout_s: float) -> Match | None:
+        if self.switch.broken.is_set():
+            raise HardwareError("sensor timed out")
+        if self.placed:
+            return self.placed.pop(0)
+        threading.Event().wait(min(timeout_s, 0.02))
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------- a whole agent on doubles
+
+SUBJECT_ON_SENSOR = "s-dora-44"
+
+
+class RepeatingSensor:
+    """A finger placed every 0.2 s: slot 5 (enrolled, consenting)."""
+
+    def identify(self, timeout_s: float) -> Match | None:
+        threading.Event().wait(0.2)
+        return Match(slot=5)
+
+    def close(self) -> None:
+        pass
+
+
+def build_wired(config: object, profile: object, state: object) -> object:
+    """``edge run --wiring tests.agent.doubles:build_wired``: the real run command on port doubles."""
+    from edge.agent.wiring import Wired
+    from edge.events.sink import MemorySink
+
+    gallery = MemoryGallery()
+    gallery.slots[5] = SUBJECT_ON_SENSOR
+    consent = MemoryConsent(consents={(SUBJECT_ON_SENSOR, "fingerprint")})
+    return Wired(
+        gallery=gallery,
+        consent=consent,
+        sink=MemorySink(),
+        fingerprint=RepeatingSensor,
+        subjects=lambda: [SUBJECT_ON_SENSOR],
+    )

@@ -1,0 +1,319 @@
+"""The gate's decisions, driven directly on GateCore with a fake clock and in-memory ports."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge.agent.decide import LanePolicy
+from edge.agent.gate import GateCore, GateSettings
+from edge.config.schema import PolicySection
+from edge.door import DoorController, SimLines
+from edge.errors import HardwareError
+from edge.events.sink import MemorySink
+from edge.ops.metrics import Metrics
+from tests.agent.doubles import (
+    BrokenSink,
+    Credential,
+    FakeClock,
+    Match,
+    MemoryConsent,
+    MemoryGallery,
+    Observation,
+    Quality,
+    near,
+    unit,
+)
+
+ALICE, BOB, CAROL = "s-alice-01", "s-bob-02", "s-carol-03"
+THRESHOLD = 0.6
+
+
+class Lane:
+    def __init__(self, mode: str = "face_or_finger", sink: object | None = None, **policy: float) -> None:
+        self.clock = FakeClock()
+        self.gallery = MemoryGallery()
+        self.consent = MemoryConsent()
+        self.lines = SimLines()
+        self.door = DoorController(self.lines)
+        self.sink = MemorySink() if sink is None else sink
+        self.metrics = Metrics()
+        section = PolicySection(mode=mode, **policy)  # type: ignore[arg-type]
+        self.core = GateCore(
+            gallery=self.gallery,
+            consent=self.consent,
+            policy=LanePolicy(section, THRESHOLD),
+            door=self.door,
+            sink=self.sink,  # type: ignore[arg-type]
+            settings=GateSettings(gate="lane-3", door_pulse_s=section.door_pulse_s),
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+        for seed, subject in enumerate((ALICE, BOB, CAROL)):
+            self.gallery.faces[subject] = unit(seed)
+        self.gallery.slots = {7: ALICE, 8: BOB}
+
+    def face(self, subject_seed: int, noise_seed: int = 1) -> None:
+        self.core.on_face(Observation(near(unit(subject_seed), noise_seed)))
+
+    def access(self) -> list[dict[str, object]]:
+        assert isinstance(self.sink, MemorySink)
+        return self.sink.of_kind("access")
+
+    def alarms(self) -> list[dict[str, object]]:
+        assert isinstance(self.sink, MemorySink)
+        return self.sink.of_kind("alarm")
+
+
+def test_consenting_enrolled_face_opens_the_door_and_emits_a_grant() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "face"))
+    lane.face(0)
+    assert lane.access() == [
+        {"gate": "lane-3", "granted": True, "modality": "face", "subject": ALICE, "reason": "granted"}
+    ]
+    assert lane.door.relay_energised
+    lane.clock.advance(3.0)
+    lane.core.tick()
+    assert not lane.lines.energised
+
+
+def test_enrolled_face_without_face_consent_is_denied_and_named_nowhere() -> None:
+    lane = Lane()
+    lane.consent.consents.add((BOB, "fingerprint"))  # Bob consented to fingerprints only
+    lane.face(1)
+    assert lane.access() == [
+        {"gate": "lane-3", "granted": False, "modality": "face", "subject": None, "reason": "no_consent"}
+    ]
+    assert not lane.lines.history[-1][1], "the door opened for a face without consent"
+    lane.core.on_finger(Match(slot=8))
+    assert lane.access()[-1]["granted"] is True
+    assert lane.access()[-1]["modality"] == "fingerprint"
+
+
+def test_consent_for_another_purpose_does_not_open_this_gate() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "face"))
+    lane.consent.purpose = "access:car-park"
+    lane.face(0)
+    assert lane.access()[-1]["reason"] == "no_consent"
+
+
+def test_a_face_in_view_for_many_frames_is_one_passage() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "face"))
+    for frame in range(20):
+        lane.face(0, noise_seed=frame)
+        lane.clock.advance(0.1)
+    assert [e["granted"] for e in lane.access()] == [True]
+    assert len(lane.door.pulses) == 1
+    lane.clock.advance(5.0)  # Alice comes back later: a new passage
+    lane.face(0, noise_seed=99)
+    assert len(lane.door.pulses) == 2
+
+
+def test_poor_quality_faces_are_not_attempts() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "face"))
+    lane.core.on_face(Observation(unit(0), Quality(ok=False, reasons=("blur",))))
+    lane.core.on_face(None)
+    assert lane.access() == []
+    assert lane.gallery.searches == 0
+
+
+def test_repeated_unknown_faces_back_off_and_the_backoff_grows() -> None:
+    lane = Lane(failures_before_backoff=5, backoff_s=30.0, backoff_growth=2.0)
+    lane.consent.consents.add((ALICE, "face"))
+    stranger = 500
+    for attempt in range(5):
+        # the same stranger within the deny interval is one attempt, not ten
+        for frame in range(10):
+            lane.face(stranger + attempt, noise_seed=frame)
+            lane.clock.advance(0.1)
+        lane.clock.advance(2.0)
+    reasons = [e["reason"] for e in lane.access()]
+    assert reasons == ["no_match"] * 5 + ["backoff"]  # the fifth stranger's later frames meet the back-off
+    lane.face(0)  # Alice, consenting and enrolled, while the lane backs off
+    assert len(lane.access()) == 7
+    assert lane.access()[-1] == {
+        "gate": "lane-3",
+        "granted": False,
+        "modality": "face",
+        "subject": None,
+        "reason": "backoff",
+    }
+    assert not lane.door.pulses
+    lane.clock.advance(30.0)
+    for attempt in range(5):  # the next five failures back off twice as long
+        lane.face(stranger + attempt)
+        lane.clock.advance(2.1)
+    lane.clock.advance(50.0)
+    lane.face(0)
+    assert lane.access()[-1]["reason"] == "backoff", "the second back-off did not grow to 60 s"
+    lane.clock.advance(10.0)
+    lane.face(0)
+    assert lane.access()[-1]["granted"] is True
+
+
+def test_low_margin_between_two_subjects_is_refused() -> None:
+    lane = Lane(margin=0.3)
+    lane.consent.consents |= {(ALICE, "face"), (BOB, "face")}
+    blend = unit(0) + unit(1)
+    lane.core.on_face(Observation(blend / (blend @ blend) ** 0.5))
+    assert lane.access()[-1]["reason"] in ("low_margin", "no_match")
+    assert not lane.door.pulses
+
+
+def test_stale_consent_list_stops_biometrics_but_not_cards() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "face"))
+    lane.consent.credentials[("card", "04A1B2")] = CAROL
+    lane.consent.stale = True
+    lane.face(0)
+    assert lane.access()[-1]["reason"] == "consent_stale"
+    assert lane.alarms() == [{"gate": "lane-3", "alarm": "consent_stale", "active": True}]
+    lane.core.on_credential(Credential("card", "04A1B2"))
+    assert lane.access()[-1] == {
+        "gate": "lane-3",
+        "granted": True,
+        "modality": "card",
+        "subject": CAROL,
+        "reason": "granted",
+    }
+    lane.consent.stale = False
+    lane.core.tick()
+    assert lane.alarms()[-1] == {"gate": "lane-3", "alarm": "consent_stale", "active": False}
+
+
+def test_unknown_card_is_denied() -> None:
+    lane = Lane()
+    lane.core.on_credential(Credential("card", "FFFF"))
+    assert lane.access()[-1]["reason"] == "unknown_credential"
+    assert not lane.door.pulses
+
+
+def test_face_and_card_needs_both_factors_for_the_same_subject() -> None:
+    lane = Lane(mode="face_and_card")
+    lane.consent.consents |= {(ALICE, "face"), (BOB, "face")}
+    lane.consent.credentials[("card", "A")] = ALICE
+    lane.consent.credentials[("card", "B")] = BOB
+    lane.consent.credentials[("card", "C")] = CAROL  # Carol never consented to biometrics
+    lane.face(0)
+    assert lane.access() == []
+    assert not lane.door.pulses, "one factor opened a two-factor gate"
+    lane.core.on_credential(Credential("card", "B"))  # Bob's card does not complete Alice's face
+    assert not lane.door.pulses
+    lane.clock.advance(1.0)
+    lane.core.on_credential(Credential("card", "A"))
+    assert lane.access()[-1]["modality"] == "face+card"
+    assert lane.access()[-1]["subject"] == ALICE
+    lane.core.on_credential(Credential("card", "C"))  # the non-biometric way through
+    assert lane.access()[-1] == {
+        "gate": "lane-3",
+        "granted": True,
+        "modality": "card",
+        "subject": CAROL,
+        "reason": "granted",
+    }
+
+
+def test_second_factor_outside_the_window_does_not_pair() -> None:
+    lane = Lane(mode="face_and_card")
+    lane.consent.consents.add((ALICE, "face"))
+    lane.consent.credentials[("card", "A")] = ALICE
+    lane.face(0)
+    lane.clock.advance(11.0)
+    lane.core.on_credential(Credential("card", "A"))
+    assert not lane.door.pulses
+
+
+def test_device_failure_raises_an_alarm_once_and_recovery_clears_it() -> None:
+    lane = Lane()
+    lane.core.device_ok("camera")
+    lane.core.device_failed("camera", HardwareError("unplugged"))
+    lane.core.device_failed("camera", HardwareError("still unplugged"))
+    assert lane.alarms() == [
+        {"gate": "lane-3", "alarm": "device_failed", "active": True, "error": "HardwareError", "device": "camera"}
+    ]
+    lane.core.emit_health()
+    assert isinstance(lane.sink, MemorySink)
+    health = lane.sink.of_kind("health")[-1]
+    assert health["devices"] == {"camera": "down"}
+    assert health["alarms"] == ["device_failed:camera"]
+    lane.core.device_ok("camera")
+    assert lane.alarms()[-1] == {
+        "gate": "lane-3",
+        "alarm": "device_failed",
+        "active": False,
+        "device": "camera",
+    }
+    assert b'gate_device_up{device="camera"} 1.0' in lane.metrics.render()
+
+
+def test_a_failing_event_sink_never_keeps_the_door_shut() -> None:
+    sink = BrokenSink()
+    lane = Lane(sink=sink)
+    lane.consent.consents.add((ALICE, "fingerprint"))
+    lane.core.on_finger(Match(slot=7))
+    assert lane.door.relay_energised
+    assert sink.calls == 1
+    assert b"gate_event_sink_errors_total 1.0" in lane.metrics.render()
+
+
+def test_unknown_finger_is_a_failure_and_forced_door_is_an_alarm() -> None:
+    lane = Lane()
+    lane.core.on_finger(Match(slot=None))
+    assert lane.access()[-1]["reason"] == "no_match"
+    lane.core.tick()
+    lane.lines.set_door_closed(False)
+    lane.core.tick()
+    assert lane.alarms()[-1] == {"gate": "lane-3", "alarm": "door_forced_open", "active": True}
+    lane.lines.set_door_closed(True)
+    lane.core.tick()
+    assert lane.alarms()[-1]["active"] is False
+
+
+def test_exit_button_opens_without_an_access_event() -> None:
+    lane = Lane()
+    lane.core.tick()
+    lane.lines.press_exit()
+    lane.core.tick()
+    assert lane.door.relay_energised
+    assert lane.access() == []
+
+
+@pytest.mark.parametrize("mode", ["face_or_finger", "any"])
+def test_fingerprint_slot_without_subject_is_no_match(mode: str) -> None:
+    lane = Lane(mode=mode)
+    lane.core.on_finger(Match(slot=99))
+    assert lane.access()[-1]["reason"] == "no_match"
+
+
+def test_passage_memory_is_pruned_over_time() -> None:
+    lane = Lane()
+    lane.consent.consents |= {(ALICE, "face"), (BOB, "fingerprint")}
+    lane.face(0)
+    lane.core.on_finger(Match(slot=8))
+    assert len(lane.core._last_grant) == 2
+    lane.clock.advance(61.0)
+    lane.core.tick()
+    assert lane.core._last_grant == {}
+
+
+def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported() -> None:
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "fingerprint"))
+    lane.lines.closed_lines = True  # the relay line is gone: set_relay raises
+    lane.core.on_finger(Match(slot=7))
+    assert lane.access()[-1]["granted"] is True
+    assert lane.alarms()[-1] == {
+        "gate": "lane-3",
+        "alarm": "device_failed",
+        "active": True,
+        "error": "RuntimeError",
+        "device": "door",
+    }
+    lane.lines.closed_lines = False
+    lane.clock.advance(6.0)
+    lane.core.on_finger(Match(slot=7))
+    assert lane.alarms()[-1]["active"] is False
+    assert lane.lines.energised

@@ -1,0 +1,261 @@
+"""The gate's threads: a failed device degrades to the others, raises an alarm, and recovers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.agent.decide import LanePolicy
+from edge.agent.gate import GateCore, GateRunner, GateSettings
+from edge.config.schema import PolicySection
+from edge.door import DoorController, SimLines
+from edge.events.sink import MemorySink
+from tests.agent.doubles import (
+    Credential,
+    EmbeddingPipeline,
+    Match,
+    MemoryConsent,
+    MemoryGallery,
+    Switch,
+    SwitchedCamera,
+    SwitchedSensor,
+    near,
+    unit,
+)
+
+ALICE, BOB = "s-alice-01", "s-bob-02"
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.gallery = MemoryGallery()
+        self.gallery.faces = {ALICE: unit(0), BOB: unit(1)}
+        self.gallery.slots = {3: BOB}
+        self.consent = MemoryConsent(consents={(ALICE, "face"), (BOB, "fingerprint")})
+        self.sink = MemorySink()
+        self.lines = SimLines()
+        self.core = GateCore(
+            gallery=self.gallery,
+            consent=self.consent,
+            policy=LanePolicy(PolicySection(), 0.6),
+            door=DoorController(self.lines),
+            sink=self.sink,
+            settings=GateSettings(door_pulse_s=0.2, regrant_s=0.0, deny_interval_s=0.0),
+        )
+        self.camera_switch = Switch()
+        self.sensor_switch = Switch()
+        self.frames: list[np.ndarray | None] = []
+        self.fingers: list[Match] = []
+
+    def runner(self, **kwargs: float) -> GateRunner:
+        return GateRunner(
+            self.core,
+            camera=lambda: SwitchedCamera(self.camera_switch, self.frames),
+            face=EmbeddingPipeline(),
+            fingerprint=lambda: SwitchedSensor(self.sensor_switch, self.fingers),
+            max_backoff_s=0.2,
+            read_timeout_s=0.05,
+            **kwargs,
+        )
+
+    def grants(self, modality: str) -> int:
+        return sum(1 for e in self.sink.of_kind("access") if e["granted"] and e["modality"] == modality)
+
+    def alarm_states(self, device: str) -> list[object]:
+        return [e["active"] for e in self.sink.of_kind("alarm") if e.get("device") == device]
+
+
+def test_camera_failure_degrades_to_fingerprint_and_recovers() -> None:
+    rig = Rig()
+    with rig.runner():
+        assert wait_for(lambda: rig.core.devices == {"camera": "up", "fingerprint": "up"})
+        rig.frames.append(near(unit(0), 1))
+        assert wait_for(lambda: rig.grants("face") >= 1)
+        rig.frames.clear()
+
+        rig.camera_switch.broken.set()
+        assert wait_for(lambda: rig.core.devices.get("camera") == "down")
+        assert rig.alarm_states("camera") == [True]
+        rig.fingers.append(Match(slot=3))
+        assert wait_for(lambda: rig.grants("fingerprint") == 1), "fingerprint stopped working with the camera"
+
+        rig.camera_switch.broken.clear()
+        assert wait_for(lambda: rig.core.devices.get("camera") == "up")
+        assert rig.alarm_states("camera") == [True, False]
+        before = rig.grants("face")
+        rig.frames.append(near(unit(0), 2))
+        assert wait_for(lambda: rig.grants("face") > before), "face did not come back after the camera did"
+    assert rig.camera_switch.opens >= 2  # reopened after the failure
+    assert not rig.lines.energised  # stop() leaves the lock closed
+
+
+def test_sensor_failure_at_start_is_an_alarm_and_the_camera_still_grants() -> None:
+    rig = Rig()
+    rig.sensor_switch.broken.set()
+    with rig.runner():
+        assert wait_for(lambda: rig.core.devices.get("fingerprint") == "down")
+        rig.frames.append(near(unit(0), 3))
+        assert wait_for(lambda: rig.grants("face") >= 1)
+        rig.sensor_switch.broken.clear()
+        assert wait_for(lambda: rig.core.devices.get("fingerprint") == "up")
+    assert rig.alarm_states("fingerprint") == [True, False]
+
+
+def test_a_camera_that_stops_delivering_frames_is_failed() -> None:
+    rig = Rig()
+    rig.frames.append(None)  # the camera opens but never delivers a frame
+    with rig.runner(camera_stall_s=0.3):
+        assert wait_for(lambda: rig.alarm_states("camera")[:1] == [True])
+
+
+def test_credentials_flow_through_their_own_thread() -> None:
+    rig = Rig()
+    rig.consent.credentials[("card", "0042")] = "s-carol-03"
+
+    class Reader:
+        def __init__(self) -> None:
+            self.queue = [Credential("card", "0042")]
+
+        def read(self, timeout_s: float) -> Credential | None:
+            if self.queue:
+                return self.queue.pop()
+            time.sleep(0.02)
+            return None
+
+        def close(self) -> None:
+            pass
+
+    runner = GateRunner(rig.core, credentials=Reader, read_timeout_s=0.05)
+    with runner:
+        assert wait_for(lambda: rig.grants("card") == 1)
+    assert [w.name for w in runner.workers] == ["credential"]
+
+
+def test_watchdog_is_fed_by_the_gate_thread() -> None:
+    rig = Rig()
+
+    class Notifier:
+        watchdog_interval_s = 0.05
+
+        def __init__(self) -> None:
+            self.beats = 0
+
+        def watchdog(self) -> bool:
+            self.beats += 1
+            return True
+
+    notifier = Notifier()
+    with GateRunner(rig.core, notifier=notifier, tick_s=0.01):
+        assert wait_for(lambda: notifier.beats >= 3)
+
+
+def test_gate_logs_and_events_carry_no_biometric_data_and_logs_no_subject() -> None:
+    import io
+    import json
+    import logging
+
+    from edge.ops.logs import setup_logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    stream = io.StringIO()
+    redactor = setup_logging("debug", stream=stream)
+    rig = Rig()
+    rig.core.protect = redactor.protect
+    probe = near(unit(0), 7)
+    try:
+        with rig.runner():
+            rig.frames.append(probe)
+            rig.fingers.append(Match(slot=3))
+            assert wait_for(lambda: rig.grants("face") >= 1 and rig.grants("fingerprint") >= 1)
+            rig.camera_switch.broken.set()
+            assert wait_for(lambda: rig.core.devices.get("camera") == "down")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logs = stream.getvalue()
+    assert "access granted by face" in logs
+    for subject in (ALICE, BOB):
+        assert subject not in logs
+    events = json.dumps(rig.sink.events)
+    assert ALICE in events  # events name the consenting subject's pseudonym; logs never do
+    for value in probe[:4]:
+        text = repr(float(value))[:10]
+        assert text not in logs
+        assert text not in events
+    for _, body in rig.sink.events:
+        for value in body.values():
+            assert not isinstance(value, (bytes, bytearray, np.ndarray)), f"{value!r} left in an event"
+            if isinstance(value, list):
+                assert all(isinstance(v, str) for v in value)
+
+
+def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() -> None:
+    import threading
+
+    rig = Rig()
+    release = threading.Event()
+
+    class StuckSensor:
+        def identify(self, timeout_s: float) -> Match | None:
+            if not release.wait(10):  # a driver ignoring its deadline
+                return None
+            time.sleep(timeout_s)  # released: an ordinary bounded wait with no finger
+            return None
+
+        def close(self) -> None:
+            pass
+
+    runner = GateRunner(rig.core, fingerprint=StuckSensor, hang_s=0.3, read_timeout_s=0.05)
+    with runner:
+        assert wait_for(lambda: rig.alarm_states("fingerprint") == [True])
+        release.set()
+        assert wait_for(lambda: rig.alarm_states("fingerprint") == [True, False])
+
+
+def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
+    rig = Rig()
+
+    class BrokenGallery(MemoryGallery):
+        def subject_for_slot(self, slot: int) -> str | None:
+            raise OSError("database disk image is malformed")
+
+    rig.core.gallery = BrokenGallery()
+
+    class Notifier:
+        watchdog_interval_s = 0.01
+
+        def __init__(self) -> None:
+            self.beats = 0
+
+        def watchdog(self) -> bool:
+            self.beats += 1
+            return True
+
+    notifier = Notifier()
+    rig.fingers.extend(Match(slot=3) for _ in range(200))
+    runner = GateRunner(
+        rig.core,
+        fingerprint=lambda: SwitchedSensor(rig.sensor_switch, rig.fingers),
+        notifier=notifier,
+        max_consecutive_errors=5,
+        read_timeout_s=0.01,
+        tick_s=0.01,
+    )
+    with runner:
+        assert wait_for(lambda: runner.consecutive_errors >= 5)
+        beats = notifier.beats
+        time.sleep(0.2)
+        assert notifier.beats == beats, "a wedged gate kept telling systemd it was alive"
+    assert isinstance(runner.errors[-1], OSError)

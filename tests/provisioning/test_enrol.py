@@ -1,0 +1,241 @@
+"""Enrolment against port doubles: consent first and last, quality feedback, nothing left on failure."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from edge.errors import ConsentError, EdgeError, HardwareError
+from edge.events.sink import MemorySink
+from provisioning.enrol import enrol_face, enrol_finger
+from tests.agent.doubles import MemoryConsent, Observation, Quality, near, unit
+from tests.provisioning.conftest import Run
+
+SUBJECT = "s-erin-55"
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    duplicate_of: str | None = None
+
+
+@dataclass
+class EnrolGallery:
+    """Gallery double: stores what it is given; flags a face close to an existing subject."""
+
+    faces: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    slots: dict[int, str] = field(default_factory=dict)
+    fail: bool = False
+
+    def enrol(self, subject, modality, *, templates=None, sensor_slot=None, model_id=None):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise OSError("disk full")
+        if modality == "face":
+            duplicate = next(
+                (s for s, ts in self.faces.items() if s != subject and float(ts[0] @ templates[0]) > 0.8), None
+            )
+            self.faces[subject] = list(templates)
+            return Enrolled(duplicate)
+        self.slots[sensor_slot] = subject
+        return Enrolled()
+
+
+class Camera:
+    def __init__(self, frames: Iterator[Observation | str]) -> None:
+        self.frames = frames
+
+    def read(self) -> object:
+        return next(self.frames, "end")
+
+    def close(self) -> None:
+        pass
+
+
+class Pipeline:
+    """The 'frame' is the observation the pipeline would produce (or None for no face)."""
+
+    def process(self, frame: object, rule: str = "gate") -> Observation | None:
+        assert rule == "enrol"
+        if isinstance(frame, str):
+            return None
+        return frame  # type: ignore[return-value]
+
+
+def face_frames() -> Iterator[Observation | str]:
+    yield "no face in this frame"
+    yield Observation(unit(0), Quality(False, ("blur",)))
+    yield Observation(unit(0), Quality(False, ("blur",)))
+    for i in range(10):
+        yield Observation(near(unit(0), i))
+
+
+def run_face(consent: MemoryConsent, gallery: EnrolGallery, sink: MemorySink, **kw: object) -> object:
+    messages: list[str] = []
+    report = enrol_face(
+        SUBJECT,
+        consent=consent,
+        purpose="access:main-gate",
+        camera=Camera(kw.pop("frames", face_frames())),  # type: ignore[arg-type]
+        pipeline=Pipeline(),
+        gallery=gallery,
+        model_id="dlib-resnet-v1-float32",
+        sink=sink,
+        feedback=messages.append,
+        timeout_s=kw.pop("timeout_s", 5.0),  # type: ignore[arg-type]
+        **kw,  # type: ignore[arg-type]
+    )
+    return report, messages
+
+
+def test_face_enrolment_without_consent_is_refused_before_any_capture() -> None:
+    gallery, sink = EnrolGallery(), MemorySink()
+    consent = MemoryConsent(consents={(SUBJECT, "fingerprint")})
+    read: list[int] = []
+
+    def frames() -> Iterator[None]:
+        read.append(1)
+        yield None
+
+    with pytest.raises(ConsentError, match="no active consent for face"):
+        run_face(consent, gallery, sink, frames=frames())
+    assert read == []
+    assert gallery.faces == {}
+    assert sink.events == []
+
+
+def test_face_enrolment_guides_and_stores_only_good_frames() -> None:
+    gallery, sink = EnrolGallery(), MemorySink()
+    consent = MemoryConsent(consents={(SUBJECT, "face")})
+    report, messages = run_face(consent, gallery, sink)
+    assert report.stored == 5  # type: ignore[attr-defined]
+    assert report.rejected == {"no_face": 1, "blur": 2}  # type: ignore[attr-defined]
+    assert messages[:3] == ["no face: look at the camera", "adjust: blur", "captured 1/5"]
+    assert messages[-1] == "captured 5/5"
+    assert len(gallery.faces[SUBJECT]) == 5
+    assert sink.events == [("enrolment", {"subject": SUBJECT, "modality": "face", "templates": 5, "flagged": False})]
+
+
+def test_face_matching_another_subject_is_flagged() -> None:
+    gallery, sink = EnrolGallery(faces={"s-other": [unit(0)]}), MemorySink()
+    report, _ = run_face(MemoryConsent(consents={(SUBJECT, "face")}), gallery, sink)
+    assert report.duplicate_of == "s-other"  # type: ignore[attr-defined]
+    assert sink.events[-1][1]["flagged"] is True
+
+
+def test_consent_withdrawn_during_capture_stores_nothing() -> None:
+    gallery, sink = EnrolGallery(), MemorySink()
+    consent = MemoryConsent(consents={(SUBJECT, "face")})
+
+    def frames() -> Iterator[Observation]:
+        for i in itertools.count():
+            if i == 3:
+                consent.consents.clear()  # the withdrawal arrives mid-capture
+            yield Observation(near(unit(0), i))
+
+    with pytest.raises(ConsentError):
+        run_face(consent, gallery, sink, frames=frames())
+    assert gallery.faces == {}
+    assert sink.events == []
+
+
+def test_too_few_good_frames_is_an_error_and_stores_nothing() -> None:
+    gallery = EnrolGallery()
+    blurred = itertools.repeat(Observation(unit(0), Quality(False, ("blur",))))
+    with pytest.raises(HardwareError, match="only 0 of 5 good frames"):
+        run_face(MemoryConsent(consents={(SUBJECT, "face")}), gallery, MemorySink(), frames=blurred, timeout_s=0.2)
+    assert gallery.faces == {}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    slot: int | None
+    duplicate_of: int | None = None
+
+
+class Sensor:
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.deleted: list[int] = []
+
+    def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> Outcome:
+        for n in range(captures):
+            prompt(f"place finger ({n + 1}/{captures})")
+            prompt("lift finger")
+        return self.outcome
+
+    def delete(self, slot: int) -> None:
+        self.deleted.append(slot)
+
+
+def run_finger(sensor: Sensor, gallery: EnrolGallery, consent: MemoryConsent | None = None) -> object:
+    return enrol_finger(
+        SUBJECT,
+        consent=consent or MemoryConsent(consents={(SUBJECT, "fingerprint")}),
+        purpose="access:main-gate",
+        sensor=sensor,
+        gallery=gallery,
+        sink=MemorySink(),
+    )
+
+
+def test_finger_enrolment_links_the_slot_to_the_subject() -> None:
+    gallery, sensor = EnrolGallery(), Sensor(Outcome(slot=12))
+    report = run_finger(sensor, gallery)
+    assert report.sensor_slot == 12  # type: ignore[attr-defined]
+    assert gallery.slots == {12: SUBJECT}
+    assert sensor.deleted == []
+
+
+def test_duplicate_finger_is_refused_and_its_new_copy_deleted() -> None:
+    gallery, sensor = EnrolGallery(), Sensor(Outcome(slot=13, duplicate_of=4))
+    with pytest.raises(EdgeError, match="already enrolled in sensor slot 4"):
+        run_finger(sensor, gallery)
+    assert sensor.deleted == [13]
+    assert gallery.slots == {}
+
+
+def test_gallery_failure_after_the_sensor_stored_deletes_the_sensor_template() -> None:
+    gallery, sensor = EnrolGallery(fail=True), Sensor(Outcome(slot=14))
+    with pytest.raises(OSError):
+        run_finger(sensor, gallery)
+    assert sensor.deleted == [14]
+
+
+def test_finger_without_consent_never_touches_the_sensor() -> None:
+    sensor = Sensor(Outcome(slot=1))
+    with pytest.raises(ConsentError):
+        run_finger(sensor, EnrolGallery(), MemoryConsent(consents={(SUBJECT, "face")}))
+    assert sensor.deleted == []
+
+
+def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    from provisioning.hooks import EnrolPorts
+
+    assert provision("init", "--site", "s").code == 0
+    unwired = provision("enrol", SUBJECT, "--modality", "face")
+    assert unwired.code == 1
+    assert "not wired" in unwired.err
+
+    gallery = EnrolGallery()
+    ports = EnrolPorts(
+        consent=MemoryConsent(consents={(SUBJECT, "face")}),
+        gallery=gallery,
+        sink=MemorySink(),
+        purpose="access:main-gate",
+        camera=lambda: Camera(face_frames()),  # type: ignore[arg-type,return-value]
+        pipeline=Pipeline(),
+        model_id="m1",
+    )
+    monkeypatch.setattr("provisioning.hooks.enrol_ports", lambda state: ports)
+    result = provision("enrol", SUBJECT, "--modality", "face", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["stored"] == 5
+    stored = gallery.faces[SUBJECT][0]
+    assert repr(float(stored[0]))[:8] not in result.out
+    human = provision("enrol", SUBJECT, "--modality", "face")
+    assert "captured 5/5" in human.out
+    assert "templates stored" in human.out

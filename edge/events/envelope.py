@@ -1,0 +1,140 @@
+"""The signed event envelope (pure apart from the clock and the random cti).
+
+An event on the wire is a COSE_Sign1 message (``edge.crypto.cose``) signed with the device's
+Ed25519 key: protected header ``{1: -8 (EdDSA), 4: kid}``, the MQTT topic bound as external AAD,
+and a CBOR map payload with CWT claims plus the event itself::
+
+    { 1: iss (device id), 6: iat (unix seconds), 7: cti (16 random bytes),
+      "seq": per-device sequence number (1, 2, 3 ... persisted across restarts),
+      "kind": event kind, "body": { fields of the kind's schema } }
+
+The body passes the egress guard before it is signed; the verifier runs the same schema check.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import cbor2
+from nacl.signing import SigningKey
+
+from edge.crypto.cose import sign1
+from edge.crypto.keys import key_id
+from edge.errors import IntegrityError
+from edge.events.guard import AuditLog, check
+from edge.events.schema import SchemaViolation, validate
+
+CLAIM_ISS = 1
+CLAIM_IAT = 6
+CLAIM_CTI = 7
+CTI_BYTES = 16
+PAYLOAD_KEYS = frozenset({CLAIM_ISS, CLAIM_IAT, CLAIM_CTI, "seq", "kind", "body"})
+
+
+class SeqStore(Protocol):
+    def next_seq(self) -> int:
+        """Allocate the next sequence number (1 for the first event) and persist it."""
+
+
+class MemorySeqStore:
+    """A sequence counter that does not survive a restart (tests only)."""
+
+    def __init__(self, start: int = 0) -> None:
+        self._lock = threading.Lock()
+        self._last = start
+
+    def next_seq(self) -> int:
+        with self._lock:
+            self._last += 1
+            return self._last
+
+
+@dataclass(frozen=True)
+class EventClaims:
+    iss: str
+    iat: int
+    cti: bytes
+    seq: int
+    kind: str
+    body: dict[str, object]
+
+
+class PayloadError(IntegrityError):
+    """A signed payload does not have the event structure."""
+
+
+def encode_payload(claims: EventClaims) -> bytes:
+    payload: dict[Any, Any] = {
+        CLAIM_ISS: claims.iss,
+        CLAIM_IAT: claims.iat,
+        CLAIM_CTI: claims.cti,
+        "seq": claims.seq,
+        "kind": claims.kind,
+        "body": claims.body,
+    }
+    return bytes(cbor2.dumps(payload, canonical=True))
+
+
+def decode_payload(payload: bytes) -> EventClaims:
+    """Parse and check an event payload strictly (claims, types, and the body's schema)."""
+    try:
+        data = cbor2.loads(payload)
+    except Exception as exc:  # cbor2 raises several types on garbage
+        raise PayloadError(f"event payload is not CBOR ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict) or set(data) != PAYLOAD_KEYS:
+        raise PayloadError("event payload must hold exactly iss, iat, cti, seq, kind, body")
+    iss, iat, cti, seq, kind, body = (data[k] for k in (CLAIM_ISS, CLAIM_IAT, CLAIM_CTI, "seq", "kind", "body"))
+    if not isinstance(iss, str) or not isinstance(kind, str):
+        raise PayloadError("iss and kind must be text")
+    if isinstance(iat, bool) or not isinstance(iat, int) or iat < 0:
+        raise PayloadError("iat must be a non-negative integer")
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
+        raise PayloadError("seq must be a positive integer")
+    if not isinstance(cti, bytes) or len(cti) != CTI_BYTES:
+        raise PayloadError(f"cti must be {CTI_BYTES} bytes")
+    try:
+        clean = validate(kind, body)
+    except SchemaViolation as exc:
+        raise PayloadError(f"event body breaks the schema: {exc}") from None
+    return EventClaims(iss=iss, iat=iat, cti=cti, seq=seq, kind=kind, body=clean)
+
+
+class EventSigner:
+    """Guards, numbers and signs event bodies for one device."""
+
+    def __init__(
+        self,
+        signing_key: SigningKey,
+        device_id: str,
+        seq_store: SeqStore,
+        *,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signing_key = signing_key
+        self.device_id = device_id
+        self.seq_store = seq_store
+        self.audit = audit
+        self.clock = clock
+        self.kid = key_id(signing_key.verify_key)
+
+    def sign(self, topic: str, kind: str, body: Mapping[str, object]) -> bytes:
+        """Guard ``body``, take the next sequence number, sign with ``topic`` as external AAD."""
+        clean = check(kind, body, audit=self.audit)
+        return self._sign(topic, kind, clean, self.seq_store.next_seq())
+
+    def sign_with_seq(self, topic: str, kind: str, body: Mapping[str, object], seq: int) -> bytes:
+        """As ``sign``, with a sequence number the caller allocated (the outbox does, atomically)."""
+        clean = check(kind, body, audit=self.audit)
+        return self._sign(topic, kind, clean, seq)
+
+    def _sign(self, topic: str, kind: str, clean: dict[str, object], seq: int) -> bytes:
+        claims = EventClaims(
+            iss=self.device_id, iat=int(self.clock()), cti=os.urandom(CTI_BYTES), seq=seq, kind=kind, body=clean
+        )
+        return sign1(self.signing_key, self.kid, encode_payload(claims), topic.encode())

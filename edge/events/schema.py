@@ -95,7 +95,7 @@ EVENT_KINDS: dict[str, dict[str, Field]] = {
         "digest": text(HEX256, required=False),
     },
     "consent_rejected": {
-        "version": integer(required=False, nullable=True),
+        "version": integer(nullable=True),
         "reason": text(CODE),
     },
     "tamper": {

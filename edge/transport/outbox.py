@@ -90,7 +90,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+        except (OSError, sqlite3.Error) as exc:
             raise StorageError(
                 f"cannot open the outbox {self.path}: {exc}", hint="check the state directory is writable"
             ) from None

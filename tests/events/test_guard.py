@@ -75,7 +75,9 @@ def test_refusals_are_raised_and_audited_without_the_value(
     ]
     # The refused value is in neither the exception, the audit record nor the log.
     rendered = str(info.value) + repr(audit.records) + caplog.text
-    assert "QUJDQUJD" not in rendered and "0.1" not in rendered and "\\xff\\xd8" not in rendered
+    assert "QUJDQUJD" not in rendered
+    assert "0.1" not in rendered
+    assert "\\xff\\xd8" not in rendered
 
 
 def test_a_field_name_carrying_data_is_withheld_from_logs_and_audit() -> None:
@@ -83,7 +85,8 @@ def test_a_field_name_carrying_data_is_withheld_from_logs_and_audit() -> None:
     name = "AAAA" + "x9/+" * 30
     with pytest.raises(EgressRefused) as info:
         check("access", {**ACCESS, name: 1}, audit=audit)
-    assert name not in str(info.value) and name not in repr(audit.records)
+    assert name not in str(info.value)
+    assert name not in repr(audit.records)
 
 
 def test_good_bodies_pass_for_every_kind() -> None:

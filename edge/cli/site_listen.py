@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -116,6 +117,8 @@ class Listener:
         self.client_id = client_id
         self.accepted = 0
         self.rejected = 0
+        #: Set once the broker acknowledged the subscription (SUBACK).
+        self.subscribed = threading.Event()
 
     def on_message(self, topic: str, payload: bytes) -> None:
         import json
@@ -135,7 +138,7 @@ class Listener:
         self.out.write(event.to_json() + "\n")
         self.out.flush()
 
-    def run(self, *, count: int | None, timeout_s: float | None) -> int:
+    def run(self, *, count: int | None, timeout_s: float | None, stop: threading.Event | None = None) -> int:
         import secrets
 
         import paho.mqtt.client as paho
@@ -144,18 +147,21 @@ class Listener:
         from edge.transport.mqtt import Backoff, close, connect, make_client
 
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-        backoff = Backoff(base_s=0.2, cap_s=5.0)
+        backoff = Backoff(base_s=0.1, cap_s=1.0)
         persistent = self.client_id is not None
         client_id = self.client_id or f"edge-site-listen-{secrets.token_hex(4)}"
 
         def done() -> bool:
-            return (count is not None and self.accepted >= count) or (
-                deadline is not None and time.monotonic() > deadline
+            return (
+                (count is not None and self.accepted >= count)
+                or (deadline is not None and time.monotonic() > deadline)
+                or (stop is not None and stop.is_set())
             )
 
         while not done():
             client = make_client(self.settings, client_id)
             client.on_message = lambda _c, _u, msg: self.on_message(msg.topic, bytes(msg.payload))
+            client.on_subscribe = lambda *_args: self.subscribed.set()
             try:
                 connect(
                     client, self.settings, clean_start=not persistent, session_expiry_s=3600 if persistent else None

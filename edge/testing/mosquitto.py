@@ -30,6 +30,10 @@ def give_to_broker_user(*paths: Path) -> None:
     for top in paths:
         for path in [top, *top.rglob("*")] if top.is_dir() else [top]:
             os.chown(path, entry.pw_uid, entry.pw_gid)
+        for parent in top.resolve().parents:  # pytest's 0700 temp dirs: let it pass through (x only)
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod((mode & 0o7777) | 0o001)
 
 
 def free_port() -> int:

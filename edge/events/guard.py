@@ -12,15 +12,10 @@ import logging
 from collections.abc import Mapping
 from typing import Protocol
 
-import cbor2
-
 from edge.errors import EdgeError
 from edge.events.schema import SchemaViolation, validate
 
 log = logging.getLogger(__name__)
-
-#: The largest CBOR-encoded body accepted; every legitimate body is far below this.
-MAX_BODY_BYTES = 1024
 
 
 class AuditLog(Protocol):
@@ -45,9 +40,6 @@ def check(kind: str, body: Mapping[str, object], *, audit: AuditLog | None = Non
     """Return the clean body if it may leave the device; otherwise audit and raise ``EgressRefused``."""
     try:
         clean = validate(kind, body)
-        size = len(cbor2.dumps(clean))
-        if size > MAX_BODY_BYTES:
-            raise SchemaViolation(kind, "(body)", f"encoded body is {size} bytes, above {MAX_BODY_BYTES}")
     except SchemaViolation as exc:
         log.warning("egress guard refused an event of kind %s: field %s: %s", exc.kind, exc.field, exc.rule)
         if audit is not None:

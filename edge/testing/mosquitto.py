@@ -117,8 +117,10 @@ class Mosquitto:
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 raise TransportError(f"mosquitto exited at start (code {self.proc.returncode}): {log[-400:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                for port in self.ports:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        pass
+                return
             except OSError:
                 time.sleep(0.02)
         self.stop()
@@ -139,6 +141,16 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    @property
+    def ports(self) -> list[int]:
+        """Every listener port of the config (``port`` first)."""
+        ports = [self.port]
+        for line in (self.config_text or "").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "listener" and parts[1].isdigit() and int(parts[1]) not in ports:
+                ports.append(int(parts[1]))
+        return ports
 
     @property
     def pid(self) -> int | None:

@@ -99,3 +99,33 @@ def test_guard_runs_before_signing_and_uses_no_sequence_number() -> None:
 def test_decode_rejects_malformed_payloads(payload: bytes, why: str) -> None:
     with pytest.raises(PayloadError, match=why):
         decode_payload(payload)
+
+
+def test_the_fast_framing_is_byte_identical_to_the_cose_codec() -> None:
+    from edge.crypto.cose import sign1
+    from edge.events.envelope import fast_sign1
+
+    key = SigningKey.generate()
+    kid = key_id(key.verify_key)
+    protected = cbor2.dumps({1: -8, 4: kid})
+    for size in (0, 5, 23, 24, 255, 256, 70_000):
+        payload, aad = bytes(size), b"t" * (size % 300)
+        assert fast_sign1(key, protected, payload, aad) == sign1(key, kid, payload, aad)
+
+
+def test_the_largest_body_the_schema_admits_is_under_1_kib() -> None:
+    from edge.events.schema import EVENT_KINDS, INT_MAX, Field
+
+    def biggest(spec: Field) -> object:
+        if spec.type == "enum":
+            return max(spec.values, key=len)
+        if spec.type == "text":
+            return "a" * 64
+        if spec.type in ("int", "number"):
+            return int(spec.maximum) if spec.type == "int" else float(spec.maximum)
+        return list(spec.values)
+
+    for kind, fields in EVENT_KINDS.items():
+        body = {name: biggest(spec) for name, spec in fields.items()}
+        assert len(cbor2.dumps(body)) < 1024, kind
+    assert INT_MAX == 2**53

@@ -56,7 +56,9 @@ def start_production_broker(workdir: Path) -> ProductionBroker:
     shutil.copy(DOCS_MOSQUITTO / "acl", etc / "acl")
     passwords = {**PASSWORDS, ids["c"]: "device-c-secret"}
     write_passwords(etc / "passwd", passwords)
-    mtls_port, password_port = free_port(), free_port()
+    mtls_port = free_port()
+    while (password_port := free_port()) == mtls_port:
+        pass
     config = production_config(mtls_port, password_port, etc, workdir / "data")
     broker = Mosquitto(workdir / "broker", port=mtls_port, config_text=config)
     broker.start()

@@ -97,7 +97,7 @@ def test_connections_without_valid_credentials_are_refused(production_broker: Pr
         close(client)
 
 
-def test_the_verifier_receives_a_signed_consent_list_position_only_from_the_authority(
+def test_the_authority_publishes_the_retained_consent_list_and_devices_read_it(
     production_broker: ProductionBroker,
 ) -> None:
     prod = production_broker

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from edge.crypto.cose import sign1
@@ -141,3 +143,19 @@ def test_registry_round_trip_and_refusal_of_a_mismatched_id(tmp_path: Path) -> N
     path.write_text("{")
     with pytest.raises(StorageError, match="not readable JSON"):
         Registry.load(path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=400), flip=st.integers(min_value=0, max_value=10_000))
+def test_outside_bytes_only_ever_raise_rejected(data: bytes, flip: int) -> None:
+    key = SigningKey.generate()
+    registry = Registry()
+    registry.add("hq", key.verify_key)
+    signer = EventSigner(key, device_id(key.verify_key), MemorySeqStore())
+    topic = topics.for_event("hq", signer.device_id, "access")
+    genuine = bytearray(signer.sign(topic, "access", ACCESS))
+    genuine[flip % len(genuine)] ^= 1 << (flip % 8)
+    verifier = Verifier(registry)
+    for payload in (data, bytes(genuine), bytes(genuine) + data):
+        with pytest.raises(Rejected):
+            verifier.verify(topic, payload)

@@ -121,3 +121,37 @@ def test_an_unwritable_location_is_a_clear_storage_error(tmp_path: Path) -> None
     (tmp_path / "file").write_text("x")
     with pytest.raises(StorageError, match="cannot open the outbox"):
         Outbox(tmp_path / "file" / "o.sqlite3")
+
+
+def test_outbox_alarms_become_signed_alarm_events_through_the_sink(tmp_path: Path) -> None:
+    import cbor2
+    from nacl.signing import SigningKey
+
+    from edge.crypto.keys import device_id
+    from edge.events.envelope import EventSigner, decode_payload
+    from edge.events.outbox_sink import OutboxSink
+
+    key = SigningKey.generate()
+    box = Outbox(tmp_path / "o.sqlite3", max_events=10)
+    sink = OutboxSink(EventSigner(key, device_id(key.verify_key), box), box, "hq")
+    for i in range(8):
+        sink.emit("health", {"uptime_s": i, "outbox_depth": i})
+    kinds = [decode_payload(cbor2.loads(e.payload).value[2]) for e in box.pending(limit=20)]
+    assert [c.kind for c in kinds] == ["health"] * 8 + ["alarm"]
+    assert kinds[-1].body == {
+        "code": "outbox_high",
+        "component": "outbox",
+        "severity": "warning",
+        "state": "raised",
+        "count": 8,
+    }
+    assert [c.seq for c in kinds] == list(range(1, 10))
+    box.close()
+
+
+def test_the_mqtt_password_is_not_in_the_settings_repr() -> None:
+    from edge.transport.mqtt import MqttSettings
+
+    settings = MqttSettings.from_url("mqtts://broker:8884", username="site-verifier", password="hunter2-secret")
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in settings.describe()

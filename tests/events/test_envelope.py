@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from edge.crypto.keys import device_id, key_id
@@ -129,3 +131,28 @@ def test_the_largest_body_the_schema_admits_is_under_1_kib() -> None:
         body = {name: biggest(spec) for name, spec in fields.items()}
         assert len(cbor2.dumps(body)) < 1024, kind
     assert INT_MAX == 2**53
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seq=st.integers(min_value=1, max_value=2**53),
+    iat=st.integers(min_value=0, max_value=2**40),
+    body=st.dictionaries(
+        st.text(max_size=20),
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+        | st.floats(allow_nan=False)
+        | st.text(max_size=70)
+        | st.lists(st.text(max_size=8), max_size=5),
+        max_size=9,
+    ),
+)
+def test_the_direct_payload_encoding_is_canonical_cbor(seq: int, iat: int, body: dict[str, object]) -> None:
+    from edge.events.envelope import EventClaims, encode_payload
+
+    claims = EventClaims(iss="gw-0123456789abcdef", iat=iat, cti=bytes(range(16)), seq=seq, kind="health", body=body)
+    expected = cbor2.dumps(
+        {1: claims.iss, 6: iat, 7: claims.cti, "seq": seq, "kind": "health", "body": body}, canonical=True
+    )
+    assert encode_payload(claims) == expected

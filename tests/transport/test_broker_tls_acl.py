@@ -6,7 +6,7 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from conftest import ProductionBroker
+from broker_fixtures import ProductionBroker
 from mqtt_helpers import Collector
 
 from edge.crypto.cose import sign1

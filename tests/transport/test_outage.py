@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ProductionBroker
+from broker_fixtures import ProductionBroker
 
 from edge.crypto.keys import write_secret
 from edge.site.registry import Registry

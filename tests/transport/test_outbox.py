@@ -155,3 +155,25 @@ def test_the_mqtt_password_is_not_in_the_settings_repr() -> None:
     settings = MqttSettings.from_url("mqtts://broker:8884", username="site-verifier", password="hunter2-secret")
     assert "hunter2" not in repr(settings)
     assert "hunter2" not in settings.describe()
+
+
+def test_settings_come_from_the_agent_config_mqtt_section(tmp_path: Path) -> None:
+    from edge.config.schema import MqttSection
+    from edge.errors import TransportError
+    from edge.transport.mqtt import MqttSettings
+
+    section = MqttSection(
+        url="mqtts://broker.example:8883", username="gw-1", password="pw", ca_file=tmp_path / "ca.pem"
+    )
+    settings = MqttSettings.from_section(section)
+    assert (settings.host, settings.port, settings.tls, settings.username, settings.password) == (
+        "broker.example",
+        8883,
+        True,
+        "gw-1",
+        "pw",
+    )
+    assert settings.ca_file == tmp_path / "ca.pem"
+    assert MqttSettings.from_url("mqtt://10.0.0.5").port == 1883
+    with pytest.raises(TransportError, match="not mqtt://"):
+        MqttSettings.from_url("http://broker:80")

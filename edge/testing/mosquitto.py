@@ -6,6 +6,8 @@ Used by the tests (one broker per test session, killed and restarted by fault te
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import signal
 import socket
@@ -15,6 +17,23 @@ from pathlib import Path
 from types import TracebackType
 
 from edge.errors import TransportError
+
+
+def give_to_broker_user(*paths: Path) -> None:
+    """Mosquitto started as root drops to the ``mosquitto`` user: let that user read its files."""
+    if os.geteuid() != 0:
+        return
+    try:
+        entry = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return
+    for top in paths:
+        for path in [top, *top.rglob("*")] if top.is_dir() else [top]:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        for parent in top.resolve().parents:  # pytest's 0700 temp dirs: let it pass through (x only)
+            mode = parent.stat().st_mode
+            if not mode & 0o001:
+                parent.chmod((mode & 0o7777) | 0o001)
 
 
 def free_port() -> int:
@@ -40,17 +59,33 @@ class Mosquitto:
     password file or certificate requirement, anonymous clients are allowed.
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, extra: str = "", anonymous: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        extra: str = "",
+        anonymous: bool = True,
+        config_text: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.extra = extra
         self.anonymous = anonymous
+        #: A whole config (e.g. ``production_config(...)``) used instead of the generated one; its
+        #: first listener must be ``port``. Log lines to ``mosquitto.log`` are appended.
+        self.config_text = config_text
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf = workdir / "mosquitto.conf"
         self.log = workdir / "mosquitto.log"
 
     def write_config(self) -> Path:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.config_text is not None:
+            logging = [f"log_dest file {self.log}", "log_type error", "log_type warning", "log_type notice"]
+            self.conf.write_text(self.config_text + "\n" + "\n".join(logging) + "\n")
+            give_to_broker_user(self.workdir)
+            return self.conf
         lines = [
             f"listener {self.port} 127.0.0.1",
             f"allow_anonymous {'true' if self.anonymous else 'false'}",
@@ -82,8 +117,10 @@ class Mosquitto:
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 raise TransportError(f"mosquitto exited at start (code {self.proc.returncode}): {log[-400:]}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                for port in self.ports:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        pass
+                return
             except OSError:
                 time.sleep(0.02)
         self.stop()
@@ -106,6 +143,16 @@ class Mosquitto:
         self.start()
 
     @property
+    def ports(self) -> list[int]:
+        """Every listener port of the config (``port`` first)."""
+        ports = [self.port]
+        for line in (self.config_text or "").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "listener" and parts[1].isdigit() and int(parts[1]) not in ports:
+                ports.append(int(parts[1]))
+        return ports
+
+    @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
@@ -121,3 +168,117 @@ class Mosquitto:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+# --------------------------------------------------------------------------- production config, PKI
+
+#: The production broker config and ACL shipped in docs/ (tests run them as they are).
+DOCS_MOSQUITTO = Path(__file__).resolve().parents[2] / "docs" / "mosquitto"
+PRODUCTION_ETC = "/etc/mosquitto/gate-edge/"
+PRODUCTION_DATA = "/var/lib/mosquitto/"
+
+
+def production_config(mtls_port: int, password_port: int, etc_dir: Path, data_dir: Path) -> str:
+    """docs/mosquitto/gate-edge.conf with only its ports and directories moved to a test location.
+
+    ``etc_dir`` must hold what /etc/mosquitto/gate-edge/ holds in production: ca.pem, server.pem,
+    server.key, passwd and acl (copy docs/mosquitto/acl there unchanged).
+    """
+    text = (DOCS_MOSQUITTO / "gate-edge.conf").read_text()
+    for token, count in (("listener 8883\n", 1), ("listener 8884\n", 1), (PRODUCTION_ETC, 11), (PRODUCTION_DATA, 1)):
+        if text.count(token) != count:
+            raise TransportError(f"docs/mosquitto/gate-edge.conf changed shape: {token.strip()!r} x{text.count(token)}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    give_to_broker_user(etc_dir, data_dir)
+    return (
+        text.replace("listener 8883\n", f"listener {mtls_port} 127.0.0.1\n")
+        .replace("listener 8884\n", f"listener {password_port} 127.0.0.1\n")
+        .replace(PRODUCTION_ETC, f"{etc_dir}/")
+        .replace(PRODUCTION_DATA, f"{data_dir}/")
+    )
+
+
+def write_passwords(path: Path, users: dict[str, str]) -> None:
+    """A Mosquitto password file made by Debian's ``mosquitto_passwd``."""
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    path.write_text("")
+    for user, password in users.items():
+        subprocess.run([tool, "-b", str(path), user, password], check=True, capture_output=True)
+
+
+def make_pki(directory: Path, clients: list[str], *, server_ip: str = "127.0.0.1") -> dict[str, Path]:
+    """A throw-away CA, a broker certificate for ``server_ip`` and one client certificate per CN.
+
+    Returns paths: ``ca``, ``server_cert``, ``server_key`` and ``<cn>.cert`` / ``<cn>.key``.
+    Needs the ``cryptography`` package (test extra).
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    paths: dict[str, Path] = {}
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def save_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        path.chmod(0o600)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("gate-edge test CA"))
+        .issuer_name(name("gate-edge test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths["ca"] = directory / "ca.pem"
+    paths["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(cn: str, *, server: bool) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name(cn))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.IPAddress(ipaddress.ip_address(server_ip)), x509.DNSName("localhost")]
+                ),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        cert = builder.sign(ca_key, hashes.SHA256())
+        stem = "server" if server else cn
+        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        save_key(key, key_path)
+        return cert_path, key_path
+
+    paths["server_cert"], paths["server_key"] = issue("localhost", server=True)
+    for cn in clients:
+        paths[f"{cn}.cert"], paths[f"{cn}.key"] = issue(cn, server=False)
+    return paths

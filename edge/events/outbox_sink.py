@@ -1,0 +1,39 @@
+"""The production ``EventSink``: guard, sign with the event's topic, commit to the outbox.
+
+``emit`` only writes SQLite (one transaction) and returns; the ``MqttPublisher`` thread delivers.
+A body the egress guard refuses raises ``EgressRefused`` after the refusal is audited; nothing is
+queued and no sequence number is used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from edge.events.envelope import EventSigner
+from edge.events.guard import AuditLog, check
+from edge.transport import topics
+from edge.transport.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class OutboxSink:
+    def __init__(self, signer: EventSigner, outbox: Outbox, site: str, *, audit: AuditLog | None = None) -> None:
+        self.signer = signer
+        self.outbox = outbox
+        self.site = site
+        self.audit = audit if audit is not None else signer.audit
+        if outbox.on_alarm is None:
+            outbox.on_alarm = self._outbox_alarm
+
+    def topic(self, kind: str) -> str:
+        return topics.for_event(self.site, self.signer.device_id, kind)
+
+    def emit(self, kind: str, body: Mapping[str, object]) -> None:
+        clean = check(kind, body, audit=self.audit)
+        topic = self.topic(kind)
+        self.outbox.append(topic, lambda seq: self.signer.sign_with_seq(topic, kind, clean, seq))
+
+    def _outbox_alarm(self, code: str, details: Mapping[str, object]) -> None:
+        self.emit("alarm", {"code": code, "component": "outbox", **details})

@@ -1,0 +1,1 @@
+"""Site-side tools: the device registry and the event verifier."""

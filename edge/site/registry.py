@@ -1,0 +1,94 @@
+"""The registry of device public keys a site trusts (a small JSON file).
+
+::
+
+    {"version": 1,
+     "devices": {"gw-0123456789abcdef": {"site": "hq", "public_key": "<64 hex characters>"}}}
+
+A device id is derived from its public key (``edge.crypto.keys.device_id``), so an entry whose id
+does not match its key is refused: a copied id cannot be paired with another key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.signing import VerifyKey
+
+from edge.crypto.keys import device_id as derive_device_id
+from edge.crypto.keys import key_id
+from edge.errors import StorageError
+
+REGISTRY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Device:
+    device_id: str
+    site: str
+    public_key: VerifyKey
+
+    @property
+    def kid(self) -> bytes:
+        return key_id(self.public_key)
+
+
+class Registry:
+    def __init__(self, devices: dict[str, Device] | None = None) -> None:
+        self.devices: dict[str, Device] = dict(devices or {})
+
+    def add(self, site: str, public_key: VerifyKey | bytes) -> Device:
+        key = public_key if isinstance(public_key, VerifyKey) else VerifyKey(bytes(public_key))
+        device = Device(device_id=derive_device_id(key), site=site, public_key=key)
+        self.devices[device.device_id] = device
+        return device
+
+    def get(self, device_id: str) -> Device | None:
+        return self.devices.get(device_id)
+
+    def to_json(self) -> str:
+        devices = {
+            d.device_id: {"site": d.site, "public_key": bytes(d.public_key).hex()}
+            for d in sorted(self.devices.values(), key=lambda d: d.device_id)
+        }
+        return json.dumps({"version": REGISTRY_VERSION, "devices": devices}, indent=2) + "\n"
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Registry:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise StorageError(f"device registry {path} is missing") from None
+        except (OSError, ValueError) as exc:
+            raise StorageError(f"device registry {path} is not readable JSON: {exc}") from None
+        if (
+            not isinstance(data, dict)
+            or data.get("version") != REGISTRY_VERSION
+            or not isinstance(data.get("devices"), dict)
+        ):
+            raise StorageError(f"device registry {path}: expected {{'version': 1, 'devices': {{...}}}}")
+        registry = cls()
+        for dev_id, entry in data["devices"].items():
+            where = f"device registry {path}: devices.{dev_id}"
+            if not isinstance(entry, dict) or not isinstance(entry.get("site"), str):
+                raise StorageError(f"{where}: expected {{'site': ..., 'public_key': ...}}")
+            try:
+                raw = bytes.fromhex(str(entry.get("public_key", "")))
+            except ValueError:
+                raise StorageError(f"{where}: public_key is not hex") from None
+            if len(raw) != 32:
+                raise StorageError(f"{where}: public_key must be 32 bytes (64 hex characters)")
+            device = registry.add(entry["site"], raw)
+            if device.device_id != dev_id:
+                raise StorageError(
+                    f"{where}: this id does not belong to its public key (the key's id is {device.device_id})",
+                    hint="re-export the entry from the device with `edge-provision` rather than editing it",
+                )
+        return registry

@@ -1,0 +1,1 @@
+"""MQTT transport: topic layout, the durable outbox and the background publisher."""

@@ -1,0 +1,128 @@
+"""The publisher against a real Mosquitto: order, verification, availability, outages absorbed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cbor2
+import pytest
+from mqtt_helpers import Collector
+from nacl.signing import SigningKey
+
+from edge.crypto.keys import device_id
+from edge.events.envelope import EventSigner, decode_payload
+from edge.events.outbox_sink import OutboxSink
+from edge.site.registry import Registry
+from edge.site.verifier import Verifier
+from edge.testing.mosquitto import Mosquitto, free_port
+from edge.transport import topics
+from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings
+from edge.transport.outbox import Outbox
+
+pytestmark = pytest.mark.mosquitto
+
+
+class Device:
+    def __init__(self, tmp_path: Path, site: str = "hq") -> None:
+        self.key = SigningKey.generate()
+        self.id = device_id(self.key.verify_key)
+        self.site = site
+        self.outbox = Outbox(tmp_path / f"{self.id}.sqlite3")
+        self.sink = OutboxSink(EventSigner(self.key, self.id, self.outbox), self.outbox, site)
+
+    def publisher(self, settings: MqttSettings) -> MqttPublisher:
+        return MqttPublisher(settings, self.outbox, site=self.site, device_id=self.id, backoff=Backoff(0.05, 0.3))
+
+
+def pycose_verify(message: bytes, public: bytes, topic: str) -> bytes:
+    from pycose.keys import OKPKey
+    from pycose.keys.curves import Ed25519
+    from pycose.messages import Sign1Message
+
+    msg = Sign1Message.decode(message)
+    msg.external_aad = topic.encode()
+    msg.key = OKPKey(crv=Ed25519, x=public)
+    assert msg.verify_signature()
+    return bytes(msg.payload)
+
+
+def test_events_arrive_in_order_and_verify_with_pycose_and_the_verifier(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    settings = MqttSettings.from_url(mosquitto.url)
+    dev = Device(tmp_path)
+    collector = Collector(settings, topics.events_filter("hq"))
+    publisher = dev.publisher(settings)
+    try:
+        publisher.start()
+        for i in range(30):
+            dev.sink.emit("access", {"decision": "granted", "modality": "face", "subject": f"p-{i}", "reason": "match"})
+        dev.sink.emit("health", {"uptime_s": 5, "outbox_depth": 0, "cpu_temp_c": 48.0})
+        assert collector.until(lambda: len(collector.messages) >= 31, 20)
+        assert publisher.wait_drained(10)
+    finally:
+        publisher.stop()
+        collector.close()
+    registry = Registry()
+    registry.add("hq", dev.key.verify_key)
+    verifier = Verifier(registry)
+    seqs = []
+    for topic, payload, _ in collector.messages:
+        claims = decode_payload(pycose_verify(payload, bytes(dev.key.verify_key), topic))
+        assert verifier.verify(topic, payload).seq == claims.seq
+        seqs.append(claims.seq)
+    assert seqs == list(range(1, 32))
+    assert collector.messages[-1][0] == f"sites/hq/gates/{dev.id}/events/health"
+    dev.outbox.close()
+
+
+def test_availability_is_retained_online_then_offline(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    settings = MqttSettings.from_url(mosquitto.url)
+    dev = Device(tmp_path)
+    publisher = dev.publisher(settings)
+    publisher.start()
+    assert publisher.wait_connected(10)
+    online = Collector(settings, topics.availability("hq", dev.id))
+    try:
+        assert online.until(lambda: online.messages, 5)
+        assert online.messages[0][1:] == (b"online", True)  # retained
+    finally:
+        online.close()
+    publisher.stop()
+    offline = Collector(settings, topics.availability("hq", dev.id))
+    try:
+        assert offline.until(lambda: offline.messages, 5)
+        assert offline.messages[0][1:] == (b"offline", True)
+    finally:
+        offline.close()
+    dev.outbox.close()
+
+
+def test_emit_never_waits_for_an_absent_broker_and_the_outbox_replays_after_restart(tmp_path: Path) -> None:
+    port = free_port()
+    settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{port}", connect_timeout_s=1.0)
+    dev = Device(tmp_path)
+    publisher = dev.publisher(settings)
+    publisher.start()
+    try:
+        for i in range(50):  # nothing listens on the port: emit only writes SQLite
+            dev.sink.emit("health", {"uptime_s": i, "outbox_depth": i})
+        assert dev.outbox.depth() == 50
+        assert not publisher.connected
+        assert publisher.stats.connect_failures >= 1
+    finally:
+        publisher.stop()
+    dev.outbox.close()
+    # "Restart": a new outbox object on the same file, a broker on the port, a new publisher.
+    dev.outbox = Outbox(tmp_path / f"{dev.id}.sqlite3")
+    with Mosquitto(tmp_path / "broker", port=port) as broker:
+        collector = Collector(MqttSettings.from_url(broker.url), topics.events_filter())
+        publisher = dev.publisher(settings)
+        try:
+            publisher.start()
+            assert collector.until(lambda: len(collector.messages) >= 50, 20)
+            assert publisher.wait_drained(10)
+        finally:
+            publisher.stop()
+            collector.close()
+    seqs = [decode_payload(cbor2.loads(p).value[2]).seq for _, p, _ in collector.messages]
+    assert seqs == list(range(1, 51))
+    dev.outbox.close()

@@ -38,7 +38,17 @@ log = logging.getLogger(__name__)
 EXPORT_FORMAT = "gate-edge-audit/1"
 HEAD_AAD = b"gate-edge/audit-head"
 MAX_TEXT = 256
-FORBIDDEN_KEY_PARTS = ("template", "embedding", "image", "minutiae", "biometric", "feature", "pixels")
+FORBIDDEN_KEY_PARTS = (
+    "embedding",
+    "image",
+    "minutiae",
+    "pixels",
+    "template_data",
+    "template_bytes",
+    "biometric_data",
+    "feature",
+)
+MAX_NUMBERS = 64  # a longer list of numbers looks like an embedding
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -102,6 +112,9 @@ def _check_details(value: object, path: str = "details") -> None:
             raise ValueError(f"audit {path} is longer than {MAX_TEXT} characters")
         return
     if isinstance(value, list | tuple):
+        numbers = sum(1 for item in value if isinstance(item, int | float) and not isinstance(item, bool))
+        if numbers > MAX_NUMBERS:
+            raise ValueError(f"audit {path} is a list of {numbers} numbers; audit records never hold vectors")
         for i, item in enumerate(value):
             _check_details(item, f"{path}[{i}]")
         return

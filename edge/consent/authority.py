@@ -239,6 +239,27 @@ class Authority:
         """A fresh snapshot of the current roster (to renew validity or carry a key announcement)."""
         return self.issue(self.load_state().entries, now=now, valid_for_s=valid_for_s)
 
+    def issue_delta(
+        self,
+        upserts: Iterable[Entry],
+        remove: Iterable[str] = (),
+        *,
+        now: float,
+        valid_for_s: float = DEFAULT_VALID_FOR_S,
+    ) -> tuple[bytes, Path]:
+        """A delta on the last version: entries added or replaced, subjects removed."""
+        state = self.load_state()
+        upserts = list(upserts)
+        removed = sorted(set(remove))
+        roster = dict(state.entries)
+        for subject in removed:
+            roster.pop(subject, None)
+        roster.update({e.subject: e for e in upserts})
+        message, path = self._sign(state, "delta", upserts, now, valid_for_s, base=state.version, remove=removed)
+        state.entries = roster
+        self.save_state(state)
+        return message, path
+
     def withdraw(
         self, subject: str, *, now: float, delta: bool = False, valid_for_s: float = DEFAULT_VALID_FOR_S
     ) -> tuple[bytes, Path]:

@@ -12,6 +12,7 @@ Credential values are secrets: they never appear in a repr, a log line or an exc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -86,10 +87,8 @@ class SimCredentialReader:
 
     def feed(self, credential: Credential) -> None:
         self._queue.append(credential)
-        try:
+        with contextlib.suppress(BlockingIOError):  # already awake
             os.write(self._wake_w, b"x")
-        except BlockingIOError:
-            pass  # already awake
 
     def _drain_fifo(self) -> None:
         if self._fifo_r is None:
@@ -122,10 +121,8 @@ class SimCredentialReader:
             fds = [self._wake_r] + ([self._fifo_r] if self._fifo_r is not None else [])
             ready, _, _ = select.select(fds, [], [], remaining)
             if self._wake_r in ready:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
-                except BlockingIOError:
-                    pass
 
     def close(self) -> None:
         for fd in (self._wake_r, self._wake_w, self._fifo_r, self._fifo_keep):

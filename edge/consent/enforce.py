@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from edge.audit.log import AuditLog
@@ -36,8 +36,9 @@ class BiometricStore(Protocol):
     """Anything that holds templates by subject: the face gallery, the fingerprint sensor's slots.
 
     Optional attributes the enforcer reads when present: ``name`` (receipt key, default the class
-    name) and ``modality`` (``"face"`` / ``"fingerprint"``; without it a subject is kept while any
-    of their modalities is consented).
+    name), ``modality`` (``"face"`` / ``"fingerprint"``; without it a subject is kept while any
+    of their modalities is consented) and ``has_subject(subject) -> bool`` (a cheap membership
+    test, so a withdrawal does not list a 10k-subject store).
     """
 
     def subjects(self) -> set[str]:
@@ -56,6 +57,15 @@ def store_name(store: BiometricStore) -> str:
 def store_modality(store: BiometricStore) -> str | None:
     modality = getattr(store, "modality", None)
     return str(modality) if modality is not None else None
+
+
+def _held(store: BiometricStore, subjects: Iterable[str]) -> list[str]:
+    """Which of ``subjects`` the store holds (its optional ``has_subject`` avoids listing them all)."""
+    has_subject = getattr(store, "has_subject", None)
+    if callable(has_subject):
+        return [s for s in subjects if has_subject(s)]
+    held = store.subjects()
+    return [s for s in subjects if s in held]
 
 
 class EnrolmentRefused(ConsentError):  # noqa: N818 - reads as what happened
@@ -85,15 +95,19 @@ class Enforcer:
         self._lock = threading.RLock()
         self._next_expiry: float | None = None
         self._stale: bool | None = None
+        self._reconciled = False  # a full reconciliation has run since start
 
     # ------------------------------------------------------------------ lists
 
     def apply(self, message: bytes, now: float) -> ApplyOutcome:
         """Apply a list and purge what it no longer allows, under one lock. Raises ``ListRejected``."""
         with self._lock:
+            elsewhere = self.ledger.reload_if_changed()
             outcome = self.ledger.apply(message, now)
-            if outcome.changed:
+            if elsewhere or not self._reconciled or self._expiry_due(now):
                 self.reconcile(now)
+            elif outcome.changed:
+                self.reconcile(now, subjects=outcome.affected)  # only what the list changed
             self._check_stale(now)
             return outcome
 
@@ -109,7 +123,7 @@ class Enforcer:
         with self._lock:
             receipts: list[dict[str, object]] = []
             changed = self.ledger.reload_if_changed()
-            if changed or (self._next_expiry is not None and now >= self._next_expiry):
+            if changed or not self._reconciled or self._expiry_due(now):
                 receipts = self.reconcile(now)
             self._check_stale(now)
             return receipts
@@ -130,16 +144,25 @@ class Enforcer:
             return "purpose-not-consented"
         return "modality-not-consented"
 
-    def reconcile(self, now: float) -> list[dict[str, object]]:
-        """Purge every subject without active consent from every store; one receipt per subject."""
+    def _expiry_due(self, now: float) -> bool:
+        return self._next_expiry is not None and now >= self._next_expiry
+
+    def reconcile(self, now: float, subjects: Iterable[str] | None = None) -> list[dict[str, object]]:
+        """Purge every subject without active consent from every store; one receipt per subject.
+
+        With ``subjects``, only those are checked (after a list change that named them); without,
+        every subject in every store is (start-up, expiries, lists applied by another process).
+        """
         with self._lock:
-            self.ledger.reload_if_changed()
+            full = subjects is None
+            if full:
+                self.ledger.reload_if_changed()
             version = self.ledger.version
             deleted: dict[str, dict[str, object]] = {}
             reasons: dict[str, str] = {}
             for store in self.stores:
                 modality = store_modality(store)
-                for subject in sorted(store.subjects()):
+                for subject in sorted(store.subjects() if subjects is None else _held(store, subjects)):
                     if self.ledger.retains(subject, modality, self.purpose, now):
                         continue
                     result = dict(store.delete_subject(subject))
@@ -170,6 +193,8 @@ class Enforcer:
             if receipts:
                 log.info("reconciliation deleted templates of %s subject(s) under list %s", len(receipts), version)
             self._next_expiry = self.ledger.next_expiry(now)
+            if full:
+                self._reconciled = True
             return receipts
 
     def _check_stale(self, now: float) -> None:

@@ -114,6 +114,7 @@ class ConsentLedger:
         self._lock = threading.RLock()
         self._info: ListInfo | None = None
         self._entries: dict[str, Entry] = {}
+        self._raw: dict[str, tuple[dict[str, Any], Entry]] = {}
         self._by_credential: dict[tuple[str, bytes], str] = {}
         self._data_version = -1
         self._credential_key: bytes | None = None
@@ -146,12 +147,15 @@ class ConsentLedger:
                 "SELECT site, version, kind, issued_at, valid_until, signer_kid, applied_at, message FROM meta"
             ).fetchone()
             entries: dict[str, Entry] = {}
+            raws: dict[str, tuple[dict[str, Any], Entry]] = {}
             if row is not None:
                 for subject, body in self._conn.execute("SELECT subject, body FROM entries"):
-                    entry = _entry(cbor2.loads(body))
+                    raw = cbor2.loads(body)
+                    entry = _entry(raw)
                     if entry.subject != subject:
                         raise StorageError(f"{self.state.consent_db}: an entry row does not match its key")
                     entries[subject] = entry
+                    raws[subject] = (raw, entry)
                 info: ListInfo | None = ListInfo(
                     str(row[0]),
                     int(row[1]),
@@ -166,6 +170,7 @@ class ConsentLedger:
                 info = None
             self._info = info
             self._entries = entries
+            self._raw = raws
             self._by_credential = {(g.kind, g.digest): e.subject for e in entries.values() for g in e.credentials}
             self._data_version = self._pragma_data_version()
 
@@ -280,7 +285,7 @@ class ConsentLedger:
                 f"no consent authority key is pinned in {self.state.trust_dir}",
                 hint="pin the site's key with `edge-provision trust --consent-key HEX`",
             )
-        lst, kid = verify_list(message, keys)
+        lst, kid = verify_list(message, keys, self._raw)
         if lst.site != self.site:
             raise ListRejected("wrong-site", f"the list is for site {lst.site!r}, this device serves {self.site!r}")
         info = self._info
@@ -312,8 +317,13 @@ class ConsentLedger:
     def _commit(self, lst: ConsentList, kid: bytes, message: bytes, now: float) -> ApplyOutcome:
         new = self._new_entries(lst)
         old = self._entries
-        removed = [s for s in old if s not in new]
-        upserts = [e for s, e in new.items() if old.get(s) != e]
+        if lst.kind == "delta":  # only what the delta names can change
+            removed = [s for s in lst.remove if s in old]
+            upserts = [e for e in lst.entries if old.get(e.subject) != e]
+        else:
+            removed = [s for s in old if s not in new]
+            upserts = [e for s, e in new.items() if old.get(s) is not e and old.get(s) != e]
+        encoded = {e.subject: _entry_to_cbor(e) for e in upserts}
         affected = frozenset(removed) | frozenset(e.subject for e in upserts)
         keys_blob = (
             bytes(cbor2.dumps({"successors": list(lst.keys.successors), "retire": list(lst.keys.retire)}))
@@ -326,7 +336,7 @@ class ConsentLedger:
             self._conn.executemany(
                 "INSERT INTO entries (subject, body) VALUES (?, ?) "
                 "ON CONFLICT(subject) DO UPDATE SET body = excluded.body",
-                [(e.subject, bytes(cbor2.dumps(_entry_to_cbor(e), canonical=True))) for e in upserts],
+                [(e.subject, bytes(cbor2.dumps(encoded[e.subject], canonical=True))) for e in upserts],
             )
             self._conn.execute(
                 "INSERT INTO meta (id, site, version, kind, issued_at, valid_until, signer_kid, message, applied_at, "
@@ -350,7 +360,15 @@ class ConsentLedger:
             )
         self._info = ListInfo(lst.site, lst.version, lst.kind, lst.issued_at, lst.valid_until, kid, now, bytes(message))
         self._entries = new
-        self._by_credential = {(g.kind, g.digest): e.subject for e in new.values() for g in e.credentials}
+        raws = self._raw if lst.kind == "delta" else {s: r for s, r in self._raw.items() if s in new}
+        for subject in removed:
+            raws.pop(subject, None)
+        raws.update({s: (encoded[s], new[s]) for s in encoded})
+        self._raw = raws
+        if any(old[s].credentials for s in removed) or any(
+            e.credentials or (e.subject in old and old[e.subject].credentials) for e in upserts
+        ):
+            self._by_credential = {(g.kind, g.digest): e.subject for e in new.values() for g in e.credentials}
         self._data_version = self._pragma_data_version()
         pinned, retired = self._finish_key_announcement()
         log.info("consent list %s (%s) applied: %s subjects changed", lst.version, lst.kind, len(affected))

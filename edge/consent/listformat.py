@@ -4,7 +4,7 @@ A list is either a full ``snapshot`` or a ``delta`` naming the version it applie
 The body is carried as the payload of a COSE_Sign1 message signed by the site's consent authority
 (``edge.consent.signing``); this module knows nothing about signatures.
 
-Body (CBOR map, text keys, canonical encoding)::
+Body (CBOR map, text keys, canonical encoding as RFC 8949 section 4.2.3 "length-first")::
 
     format       1
     site         text          the site id the list is for
@@ -253,8 +253,28 @@ def _keys(raw: object) -> KeyAnnouncement:
     return KeyAnnouncement(tuple(succ), tuple(retire))
 
 
-def decode_body(data: bytes) -> ConsentList:
-    """Parse and validate a list body; raises ``ListFormatError`` with a specific reason."""
+def _known_entry(raw: object, known: Mapping[str, tuple[dict[str, Any], Entry]]) -> Entry | None:
+    """The already-validated entry when ``raw`` is exactly its encoded form (skips re-validation)."""
+    if not isinstance(raw, dict):
+        return None
+    subject = raw.get("subject")
+    hit = known.get(subject) if isinstance(subject, str) else None
+    if hit is None:
+        return None
+    # == treats 1, 1.0 and True alike: the two numeric fields must be exact ints to reuse a result
+    granted, expires = raw.get("granted_at"), raw.get("expires_at")
+    if type(granted) is not int or (expires is not None and type(expires) is not int):
+        return None
+    return hit[1] if hit[0] == raw else None
+
+
+def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] | None = None) -> ConsentList:
+    """Parse and validate a list body; raises ``ListFormatError`` with a specific reason.
+
+    ``known`` maps subjects to (encoded form, entry) already validated (the list in force): an
+    identical entry in a new snapshot is reused instead of validated again, which keeps a 10k-entry
+    snapshot that changes one subject cheap to apply.
+    """
     try:
         raw = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several types on garbage
@@ -279,7 +299,10 @@ def decode_body(data: bytes) -> ConsentList:
     raw_entries = m["entries"]
     if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
         raise ListFormatError("entries is not a list (or is too long)")
-    entries = tuple(_entry(e) for e in raw_entries)
+    if known:
+        entries = tuple(_known_entry(e, known) or _entry(e) for e in raw_entries)
+    else:
+        entries = tuple(_entry(e) for e in raw_entries)
     subjects = [e.subject for e in entries]
     if subjects != sorted(set(subjects)):
         raise ListFormatError("entries are not sorted by subject or repeat a subject")
@@ -307,7 +330,10 @@ def decode_body(data: bytes) -> ConsentList:
     if "keys" in m and not keys:
         raise ListFormatError("keys is present but empty")
     lst = ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys)
-    if bytes(cbor2.dumps(raw, canonical=True)) != bytes(data):
+    # One encoding per list: shortest integer and length forms, definite lengths, nothing trailing.
+    # (The authority also orders map keys canonically; key order is not re-checked here, because a
+    # signed list could only have been reordered by the authority itself.)
+    if bytes(cbor2.dumps(raw)) != bytes(data):
         raise ListFormatError("non-canonical encoding")
     return lst
 

@@ -6,9 +6,12 @@ with another message signed by the same key (an event, an audit head).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from nacl.signing import SigningKey, VerifyKey
 
-from edge.consent.listformat import ConsentList, ListFormatError, decode_body, encode_body
+from edge.consent.listformat import ConsentList, Entry, ListFormatError, decode_body, encode_body
 from edge.crypto.cose import CoseError, sign1, verify1
 from edge.crypto.keys import key_id
 from edge.errors import ConsentError
@@ -55,7 +58,9 @@ def sign_list(key: SigningKey, lst: ConsentList) -> bytes:
     return sign1(key, key_id(key.verify_key), encode_body(lst), LIST_AAD, content_type=CONTENT_TYPE)
 
 
-def verify_list(message: bytes, keys: dict[bytes, VerifyKey]) -> tuple[ConsentList, bytes]:
+def verify_list(
+    message: bytes, keys: dict[bytes, VerifyKey], known: Mapping[str, tuple[dict[str, Any], Entry]] | None = None
+) -> tuple[ConsentList, bytes]:
     """The verified list and the key id that signed it; raises ``ListRejected``."""
     try:
         signed = verify1(message, keys, LIST_AAD)
@@ -70,6 +75,6 @@ def verify_list(message: bytes, keys: dict[bytes, VerifyKey]) -> tuple[ConsentLi
     if signed.protected.get(3) != CONTENT_TYPE:
         raise ListRejected("malformed-body", "the signed message is not a consent list")
     try:
-        return decode_body(signed.payload), signed.kid
+        return decode_body(signed.payload, known), signed.kid
     except ListFormatError as exc:
         raise ListRejected("malformed-body", exc.reason) from None

@@ -28,6 +28,10 @@ class MemoryStore:
         with self._lock:
             return set(self._templates)
 
+    def has_subject(self, subject: str) -> bool:
+        with self._lock:
+            return subject in self._templates
+
     def delete_subject(self, subject: str) -> Mapping[str, object]:
         with self._lock:
             return {"templates": len(self._templates.pop(subject, []))}
@@ -63,6 +67,13 @@ class SqliteStore:
     def subjects(self) -> set[str]:
         with self._lock:
             return {row[0] for row in self._conn.execute("SELECT DISTINCT subject FROM templates")}
+
+    def has_subject(self, subject: str) -> bool:
+        with self._lock:
+            return (
+                self._conn.execute("SELECT 1 FROM templates WHERE subject = ? LIMIT 1", (subject,)).fetchone()
+                is not None
+            )
 
     def delete_subject(self, subject: str) -> Mapping[str, object]:
         with self._lock:

@@ -227,3 +227,51 @@ def test_credential_lookup_needs_the_site_key_and_never_stores_values(
         assert ledger.credential_subject("card", "4123456", T0) is None
     finally:
         ledger.close()
+
+
+def test_a_process_killed_mid_apply_leaves_the_last_good_list(authority: Authority, device: Device, tmp_path) -> None:
+    """SIGKILL a process applying 1000-entry snapshots at a random moment: whatever version survives
+    is complete, matches its signed message, and the next list applies on top of it."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lists = []
+    for i in range(6):
+        roster = {f"q-{n:05d}": entry(f"q-{n:05d}") for n in range(i * 500, i * 500 + 1000)}
+        message, _ = authority.issue(roster, now=T0 + i)
+        path = tmp_path / f"v{i + 1}.cose"
+        path.write_bytes(message)
+        lists.append((path, set(roster)))
+    device.ledger.close()
+    script = (
+        "import sys, pathlib\n"
+        "from edge.consent.ledger import ConsentLedger\n"
+        "from edge.state import StateDir\n"
+        f"ledger = ConsentLedger.open(StateDir(pathlib.Path({str(device.state.root)!r})), {SITE!r}, grace_period_s=60)\n"
+        "print('ready', flush=True)\n"
+        "for p in sys.argv[1:]:\n"
+        f"    ledger.apply(pathlib.Path(p).read_bytes(), {T0 + 10})\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *(str(p) for p, _ in lists)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(random.uniform(0.0, 0.4))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    ledger = device.reopen()
+    version = ledger.version
+    if version is not None:
+        path, subjects = lists[version - 1]
+        assert {e.subject for e in ledger.entries()} == subjects
+        assert ledger.info is not None
+        assert ledger.info.message == path.read_bytes()
+    assert ledger.apply(lists[-1][0].read_bytes(), T0 + 11).version == 6 or version == 6

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from edge.audit.log import AuditLog
-from edge.consent.ledger import ApplyOutcome, ConsentLedger
+from edge.consent.ledger import ApplyOutcome, ConsentLedger, ListRejected
 from edge.errors import ConsentError
 from edge.events.sink import EventSink
 
@@ -95,19 +95,26 @@ class Enforcer:
         self._lock = threading.RLock()
         self._next_expiry: float | None = None
         self._stale: bool | None = None
-        self._reconciled = False  # a full reconciliation has run since start
+        self._seen: int | None = None  # the ledger generation the stores were last reconciled with
 
     # ------------------------------------------------------------------ lists
 
     def apply(self, message: bytes, now: float) -> ApplyOutcome:
         """Apply a list and purge what it no longer allows, under one lock. Raises ``ListRejected``."""
         with self._lock:
-            elsewhere = self.ledger.reload_if_changed()
-            outcome = self.ledger.apply(message, now)
-            if elsewhere or not self._reconciled or self._expiry_due(now):
+            self.ledger.reload_if_changed()
+            behind = self._seen != self.ledger.generation  # changes this enforcer has not purged for
+            try:
+                outcome = self.ledger.apply(message, now)
+            except ListRejected:
+                if behind:
+                    self.reconcile(now)
+                raise
+            if behind or self._expiry_due(now):
                 self.reconcile(now)
             elif outcome.changed:
-                self.reconcile(now, subjects=outcome.affected)  # only what the list changed
+                self.reconcile(now, subjects=outcome.affected)  # only what this list changed
+                self._seen = self.ledger.generation  # and nothing else changed since the last purge
             self._check_stale(now)
             return outcome
 
@@ -122,8 +129,8 @@ class Enforcer:
         """Call about once a second: picks up lists applied by other processes and expiries."""
         with self._lock:
             receipts: list[dict[str, object]] = []
-            changed = self.ledger.reload_if_changed()
-            if changed or not self._reconciled or self._expiry_due(now):
+            self.ledger.reload_if_changed()
+            if self._seen != self.ledger.generation or self._expiry_due(now):
                 receipts = self.reconcile(now)
             self._check_stale(now)
             return receipts
@@ -194,7 +201,7 @@ class Enforcer:
                 log.info("reconciliation deleted templates of %s subject(s) under list %s", len(receipts), version)
             self._next_expiry = self.ledger.next_expiry(now)
             if full:
-                self._reconciled = True
+                self._seen = self.ledger.generation
             return receipts
 
     def _check_stale(self, now: float) -> None:
@@ -231,6 +238,8 @@ class Enforcer:
         """Run ``write`` (which stores the template) only if consent is active, under the lock."""
         with self._lock:
             self.ledger.reload_if_changed()
+            if self._seen != self.ledger.generation or self._expiry_due(now):
+                self.reconcile(now)  # catch up before writing anything new
             if not self.ledger.allows(subject, modality, self.purpose, now):
                 why = (
                     "the consent list is stale (fail closed)"

@@ -117,6 +117,8 @@ class ConsentLedger:
         self._raw: dict[str, tuple[dict[str, Any], Entry]] = {}
         self._by_credential: dict[tuple[str, bytes], str] = {}
         self._data_version = -1
+        #: Bumped whenever the entries in memory change (a load or an applied list).
+        self.generation = 0
         self._credential_key: bytes | None = None
         self._credential_key_loaded = False
         self._load()
@@ -171,6 +173,7 @@ class ConsentLedger:
             self._info = info
             self._entries = entries
             self._raw = raws
+            self.generation += 1
             self._by_credential = {(g.kind, g.digest): e.subject for e in entries.values() for g in e.credentials}
             self._data_version = self._pragma_data_version()
 
@@ -360,6 +363,7 @@ class ConsentLedger:
             )
         self._info = ListInfo(lst.site, lst.version, lst.kind, lst.issued_at, lst.valid_until, kid, now, bytes(message))
         self._entries = new
+        self.generation += 1
         raws = self._raw if lst.kind == "delta" else {s: r for s, r in self._raw.items() if s in new}
         for subject in removed:
             raws.pop(subject, None)

@@ -154,3 +154,36 @@ def test_deletion_receipt_verifies_with_pycose(authority: Authority, device: Dev
     forged.external_aad = topic
     forged.key = OKPKey(crv=Ed25519, x=bytes(device_key.verify_key))
     assert not forged.verify_signature()
+
+
+def test_a_list_applied_by_another_process_is_purged_for_even_if_the_next_delivery_is_rejected(
+    authority: Authority, device: Device
+) -> None:
+    from edge.consent.ledger import ConsentLedger, ListRejected
+
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    v1, _ = authority.issue({s: entry(s) for s in ("p-001", "p-002")}, now=T0)
+    enforcer.apply(v1, T0)
+    for subject in ("p-001", "p-002"):
+        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+    v2, _ = authority.withdraw("p-001", now=T0 + 1)
+    other = ConsentLedger.open(device.state, device.ledger.site, grace_period_s=60)  # `edge consent apply`
+    try:
+        other.apply(v2, T0 + 1)
+    finally:
+        other.close()
+    with pytest.raises(ListRejected, match="rollback"):
+        enforcer.apply(v1, T0 + 2)  # the retained topic still holds v1
+    assert face.subjects() == {"p-002"}
+    assert [r["subject"] for r in sink.of_kind("deletion_receipt")] == ["p-001"]
+    # and an enrolment after another process's change first catches up
+    v3, _ = authority.withdraw("p-002", now=T0 + 3)
+    other = ConsentLedger.open(device.state, device.ledger.site, grace_period_s=60)
+    try:
+        other.apply(v3, T0 + 3)
+    finally:
+        other.close()
+    with pytest.raises(EnrolmentRefused):
+        enforcer.enrol("p-002", "face", T0 + 4, lambda: face.add("p-002", b"t"))
+    assert face.subjects() == set()

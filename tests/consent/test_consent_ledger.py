@@ -275,3 +275,38 @@ def test_a_process_killed_mid_apply_leaves_the_last_good_list(authority: Authori
         assert ledger.info is not None
         assert ledger.info.message == path.read_bytes()
     assert ledger.apply(lists[-1][0].read_bytes(), T0 + 11).version == 6 or version == 6
+
+
+def test_subject_ids_never_reach_logs_or_exception_messages(
+    authority: Authority, device: Device, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from edge.consent.enforce import Enforcer, EnrolmentRefused
+    from edge.consent.teststores import MemoryStore
+    from edge.events.sink import MemorySink
+
+    caplog.set_level(logging.DEBUG)
+    secret_ids = ("subj-alpha-7", "subj-bravo-9")
+    store = MemoryStore("gallery", "face")
+    enforcer = Enforcer(device.ledger, [store], MemorySink(), device.audit, purpose=PURPOSE)
+    messages: list[str] = []
+    v1 = _snapshot(authority, *secret_ids)
+    enforcer.apply(v1, T0)
+    enforcer.enrol(secret_ids[0], "face", T0, lambda: store.add(secret_ids[0], b"t"))
+    try:
+        enforcer.enrol(secret_ids[1], "fingerprint", T0 + 500 * 86400, lambda: None)
+    except EnrolmentRefused as exc:
+        messages.append(str(exc))
+    v2, _ = authority.withdraw(secret_ids[0], now=T0 + 1, delta=True)
+    enforcer.apply(v2, T0 + 1)
+    for bad in (v1, v2[:-1], b"junk"):
+        try:
+            enforcer.apply(bad, T0 + 2)
+        except ListRejected as exc:
+            messages.append(str(exc))
+    assert len(messages) == 4
+    text = caplog.text + "\n".join(messages) + repr(device.ledger.entries()) + repr(enforcer.ledger.info)
+    for subject in secret_ids:
+        assert subject not in text
+    assert store.subjects() == set()  # the withdrawal really happened while nothing was logged

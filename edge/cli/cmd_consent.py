@@ -51,6 +51,11 @@ def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grac
         site = site or cfg.device.site
         grace = grace if grace is not None else cfg.consent.grace_period_s
     state = StateDir(state_dir or Path(os.environ.get("EDGE_STATE_DIR", DEFAULT_STATE_DIR)))
+    if not state.root.is_dir():
+        raise StorageError(
+            f"{state.root} is not a provisioned state directory",
+            hint="run `edge-provision init`, or pass --state-dir / --config",
+        )
     if (site is None or grace is None) and state.settings.exists():
         try:
             doc = tomllib.loads(state.settings.read_text())

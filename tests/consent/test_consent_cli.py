@@ -175,3 +175,10 @@ def test_publish_retained_and_a_device_applies_it(
     # an unreachable broker is a one-line error
     assert site_main(["consent", "--dir", str(authority_dir), "publish", "--broker", "mqtt://127.0.0.1:1"]) == 1
     assert "cannot reach the broker" in capsys.readouterr().err
+
+
+def test_an_unprovisioned_state_dir_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "nowhere"
+    assert edge_main(["consent", "--state-dir", str(missing), "--site", SITE, "show"]) == 1
+    assert "is not a provisioned state directory" in capsys.readouterr().err
+    assert not missing.exists()  # nothing was created by looking

@@ -286,7 +286,7 @@ class ConsentLedger:
         if not keys:
             raise StorageError(
                 f"no consent authority key is pinned in {self.state.trust_dir}",
-                hint="pin the site's key with `edge-provision trust --consent-key HEX`",
+                hint="pin the site's consent authority key with `edge-provision trust`",
             )
         lst, kid = verify_list(message, keys, self._raw)
         if lst.site != self.site:

@@ -310,3 +310,17 @@ def test_subject_ids_never_reach_logs_or_exception_messages(
     for subject in secret_ids:
         assert subject not in text
     assert store.subjects() == set()  # the withdrawal really happened while nothing was logged
+
+
+def test_a_key_announcement_interrupted_by_a_crash_is_completed_at_open(authority: Authority, device: Device) -> None:
+    new_kid = authority.rotate()
+    announce, _ = authority.issue({"p-001": entry("p-001")}, now=T0)
+    device.ledger.apply(announce, T0)
+    pinned = device.state.trust_dir / f"consent-authority-{new_kid}.pub"
+    assert pinned.exists()
+    # simulate power loss after the list's transaction committed but before the key file was written
+    pinned.unlink()
+    device.ledger._conn.execute("UPDATE meta SET keys_done = 0")
+    ledger = device.reopen()
+    assert pinned.exists()
+    assert ledger.version == 1

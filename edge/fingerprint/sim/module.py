@@ -210,18 +210,18 @@ class SimModule:
             p.Ins.READ_SYS_PARA: self._read_sys_para,
             p.Ins.SET_PWD: self._set_pwd,
             p.Ins.VFY_PWD: self._vfy_pwd,
-            p.Ins.GET_RANDOM: lambda a: self._ack(0, secrets.token_bytes(4)),
+            p.Ins.GET_RANDOM: lambda _a: self._ack(0, secrets.token_bytes(4)),
             p.Ins.SET_ADDR: self._set_addr,
             p.Ins.WRITE_NOTEPAD: self._write_notepad,
             p.Ins.READ_NOTEPAD: self._read_notepad,
-            p.Ins.TEMPLATE_NUM: lambda a: self._ack(0, struct.pack(">H", len(self.settings.library))),
+            p.Ins.TEMPLATE_NUM: lambda _a: self._ack(0, struct.pack(">H", len(self.settings.library))),
             p.Ins.READ_INDEX_TABLE: self._read_index,
             p.Ins.AURA_LED: self._led,
-            p.Ins.CHECK_SENSOR: lambda a: self._ack(0),
+            p.Ins.CHECK_SENSOR: lambda _a: self._ack(0),
             p.Ins.READ_PROD_INFO: self._prod_info,
             p.Ins.SOFT_RESET: self._soft_reset,
-            p.Ins.HANDSHAKE: lambda a: self._ack(0),
-            p.Ins.GET_ECHO: lambda a: self._ack(p.Code.ECHO_OK),
+            p.Ins.HANDSHAKE: lambda _a: self._ack(0),
+            p.Ins.GET_ECHO: lambda _a: self._ack(p.Code.ECHO_OK),
         }
 
     # -- capture and features --------------------------------------------------------------------

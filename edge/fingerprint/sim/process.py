@@ -52,7 +52,7 @@ class ControlClient:
                 reply += chunk
         text = reply.decode().strip()
         if text.startswith("error"):
-            raise SimulatorError(f"simulator refused {line.split(' ')[0]!r}: {text[6:]}")
+            raise SimulatorError(f"simulator refused {line.split(' ', maxsplit=1)[0]!r}: {text[6:]}")
         return text
 
     def place(self, finger_ref: str) -> None:

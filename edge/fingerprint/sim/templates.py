@@ -108,9 +108,7 @@ class Matcher:
             arr_a = np.array(a.minutiae, dtype=np.float64)
             arr_b = np.array(b.minutiae, dtype=np.float64)
             score = int(
-                bozorth3_match(
-                    arr_a, arr_b, height_a=a.height, height_b=b.height, width_a=a.width, width_b=b.width
-                )
+                bozorth3_match(arr_a, arr_b, height_a=a.height, height_b=b.height, width_a=a.width, width_b=b.width)
             )
         if len(self._cache) > 20000:
             self._cache.clear()

@@ -243,6 +243,7 @@ class FingerprintDriver:
                     bad_sums += 1
                     self.frames.append(f"<- {event.describe()}")
                 elif isinstance(event, p.ForeignAddress):
+                    garbage += len(event.frame.content) + p.OVERHEAD
                     self.frames.append(f"<- {event.describe()}")
                 else:
                     garbage += len(event.data) if isinstance(event, p.Garbage) else 1

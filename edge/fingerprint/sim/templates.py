@@ -21,6 +21,9 @@ SET_HEADER = 6
 MINUTIA_BYTES = 6
 #: Bozorth3 scores nothing below this many minutiae; the module answers 0x07 (too few features).
 MIN_MINUTIAE = 15
+#: Feature sets keep at most this many minutiae (best quality first): Bozorth3 in pure Python slows
+#: down sharply with more, and real modules answer Match/Search well within a second.
+MAX_SET_MINUTIAE = 40
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def capacity_of_half(half: int) -> int:
 
 
 def encode_set(fs: FeatureSet, half: int) -> bytes:
-    fs = fs.truncated(capacity_of_half(half))
+    fs = fs.truncated(min(MAX_SET_MINUTIAE, capacity_of_half(half)))
     out = bytearray(struct.pack(">BBHH", SET_MAGIC, len(fs.minutiae), fs.width, fs.height))
     for x, y, theta, kind, quality in fs.minutiae:
         xi = max(0, min(0xFFFF, round(x)))
@@ -114,6 +117,13 @@ class Matcher:
             self._cache.clear()
         self._cache[key] = score
         return score
+
+    def warm(self, fs: FeatureSet, template_size: int) -> None:
+        """Score a placed finger against itself now, so a later Match/Search of the same impression
+        (as with --finger-always) answers at once instead of spending a second in Bozorth3."""
+        stored = decode_template(encode_template([fs], template_size))
+        for x in stored:
+            self.score_sets(x, x)
 
     def score(self, a: list[FeatureSet], b: list[FeatureSet]) -> int:
         """Best score over all pairs of feature sets; 0 when either side has none."""

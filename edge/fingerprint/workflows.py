@@ -101,6 +101,7 @@ class SensorWorkflows:
             self._led("failure")
             prompt(api.PROMPT_POOR)
             self.driver.wait_for_lift(min(self.lift_timeout_s, max(0.0, deadline - time.monotonic())))
+            prompt(text)
 
     def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> api.EnrolOutcome:
         if captures < 1:

@@ -226,7 +226,8 @@ class FingerprintDriver:
                     )
                 raise self._error(SensorTimeoutError, f"fingerprint sensor on {self.url} did not answer {what} in time")
             try:
-                port.timeout = min(0.05, remaining)
+                # The port's read timeout stays at 50 ms (set at open): changing it per read would
+                # reconfigure the tty each time. The deadline may overshoot by at most that much.
                 data = port.read(max(1, port.in_waiting))
             except (serial.SerialException, OSError, TypeError) as exc:
                 self.close()

@@ -34,7 +34,9 @@ def test_library_commands_round_trip(sim307: SimulatorProcess) -> None:
         assert drv.occupied() == [5, 300]
         assert drv.first_free() == 0
         hit = drv.search(1)
-        assert hit is not None and hit[0] in (5, 300) and hit[1] > 0
+        assert hit is not None
+        assert hit[0] in (5, 300)
+        assert hit[1] > 0
         assert drv.verify(300) is not None
         template = drv.read_template(1, expected=512)
         assert len(template) == 512
@@ -58,7 +60,8 @@ def test_packet_size_changes_are_used_for_data_phases(sim307: SimulatorProcess, 
     with FingerprintDriver.open(sim307.port) as drv:
         drv.set_packet_size(size)
         assert drv.packet_size == size
-        assert drv.capture() and drv.image2tz(1) == 0
+        assert drv.capture()
+        assert drv.image2tz(1) == 0
         data = drv.read_template(1, expected=512)
         drv.write_template(data, 2)
         assert drv.read_template(2, expected=512) == data
@@ -66,17 +69,16 @@ def test_packet_size_changes_are_used_for_data_phases(sim307: SimulatorProcess, 
 
 def test_password_protects_the_module_until_verified(tmp_path) -> None:
     state = tmp_path / "module.json"
-    with SimulatorProcess(model="r503", state=state) as sim:
-        with FingerprintDriver.open(sim.port) as drv:
-            drv.set_password(0x1234)
+    with SimulatorProcess(model="r503", state=state) as sim, FingerprintDriver.open(sim.port) as drv:
+        drv.set_password(0x1234)
         with pytest.raises(WrongPasswordError) as err:
             FingerprintDriver.open(sim.port)  # this session already verified: reopen sends password 0
-        assert "password" in str(err.value) and "1234" not in str(err.value)
+        assert "password" in str(err.value)
+        assert "1234" not in str(err.value)
         assert all("00001234" not in f for f in err.value.last_frames)
-    with SimulatorProcess(model="r503", state=state) as sim:
-        with FingerprintDriver.open(sim.port, password=0x1234) as drv:
-            assert drv.template_count() == 0
-            drv.set_password(0)
+    with SimulatorProcess(model="r503", state=state) as sim, FingerprintDriver.open(sim.port, password=0x1234) as drv:
+        assert drv.template_count() == 0
+        drv.set_password(0)
 
 
 def test_baud_change_applies_at_once_and_the_driver_follows(tmp_path) -> None:
@@ -88,14 +90,18 @@ def test_baud_change_applies_at_once_and_the_driver_follows(tmp_path) -> None:
 
 def test_baud_change_at_restart_keeps_the_old_rate_then_needs_the_new_one(tmp_path) -> None:
     state = tmp_path / "module.json"
-    with SimulatorProcess(model="r307", state=state, baud_applies="restart") as sim:
-        with FingerprintDriver.open(sim.port) as drv:
-            assert drv.set_baud(19200) is False
-            assert drv.baud == 57600
-            assert drv.read_system_parameters().baud == 57600
-    with SimulatorProcess(model="r307", state=state, baud_applies="restart") as sim:
-        with FingerprintDriver.open(sim.port, baud=19200) as drv:
-            assert drv.read_system_parameters().baud == 19200
+    with (
+        SimulatorProcess(model="r307", state=state, baud_applies="restart") as sim,
+        FingerprintDriver.open(sim.port) as drv,
+    ):
+        assert drv.set_baud(19200) is False
+        assert drv.baud == 57600
+        assert drv.read_system_parameters().baud == 57600
+    with (
+        SimulatorProcess(model="r307", state=state, baud_applies="restart") as sim,
+        FingerprintDriver.open(sim.port, baud=19200) as drv,
+    ):
+        assert drv.read_system_parameters().baud == 19200
 
 
 def test_r503_led_and_r307_refuses_it(sim503: SimulatorProcess, sim307: SimulatorProcess) -> None:

@@ -7,6 +7,7 @@ separate process and is stopped by its context manager.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +23,12 @@ from edge.fingerprint.sim.process import SimulatorError, SimulatorProcess
 from edge.fingerprint.workflows import SensorWorkflows
 
 pytestmark = pytest.mark.timeout(120)
+
+
+def _twice(fn: Callable[[], object]) -> None:
+    """The first call may still be answered from bytes in flight; the second meets the fault."""
+    fn()
+    fn()
 
 
 def test_split_writes_noise_and_delays_are_transparent(sim307: SimulatorProcess) -> None:
@@ -46,7 +53,7 @@ def test_split_writes_noise_and_delays_are_transparent(sim307: SimulatorProcess)
 def test_corrupt_and_dropped_bytes_are_retried_or_reported(sim307: SimulatorProcess, fault: str) -> None:
     # Tried: 30% of replies with one flipped bit or one byte missing. Each call either succeeds after
     # a resync and one retry, or raises a typed error with the frames; nothing else.
-    ok = failed = 0
+    ok = failed = frames_missing = 0
     with FingerprintDriver.open(sim307.port, timeout_s=0.3, retries=1) as drv:
         sim307.control.fault(fault)
         try:
@@ -56,9 +63,10 @@ def test_corrupt_and_dropped_bytes_are_retried_or_reported(sim307: SimulatorProc
                     ok += 1
                 except (SensorTimeoutError, SensorGarbledError) as exc:
                     failed += 1
-                    assert exc.last_frames
+                    frames_missing += not exc.last_frames
         finally:
             sim307.control.clear_faults()
+    assert frames_missing == 0
     assert ok > failed  # one retry turns most 30% faults into successes
     with FingerprintDriver.open(sim307.port) as drv:  # and the line is clean afterwards
         assert drv.template_count() == 0
@@ -131,8 +139,7 @@ def test_unplug_raises_disconnected_and_replug_recovers_without_restart() -> Non
             assert sensor.template_count() == 0
             sim.control.unplug()
             with pytest.raises((SensorDisconnectedError, SensorTimeoutError)) as err:
-                drv.template_count()
-                drv.template_count()
+                _twice(drv.template_count)
             assert err.value.port == sim.port
             sim.control.replug()
             # The next call reopens the port (same stable path) and verifies the password again.
@@ -143,18 +150,20 @@ def test_unplug_raises_disconnected_and_replug_recovers_without_restart() -> Non
 
 
 def test_unplug_during_a_data_phase_is_typed() -> None:
-    with SimulatorProcess(model="r307", finger_always=True) as sim:
-        with FingerprintDriver.open(sim.port, timeout_s=0.5) as drv:
-            assert drv.capture() and drv.image2tz(1) == 0
-            sim.control.fault("unplug-after:1")
-            with pytest.raises(FingerprintError):
-                drv.read_template(1, expected=512)
-                drv.read_template(1, expected=512)
-            with pytest.raises(SensorDisconnectedError):
-                drv.recover(timeout_s=0.5)  # still unplugged: bounded, typed
-            sim.control.replug()
-            drv.recover(timeout_s=5.0)
-            assert drv.template_count() == 0
+    with (
+        SimulatorProcess(model="r307", finger_always=True) as sim,
+        FingerprintDriver.open(sim.port, timeout_s=0.5) as drv,
+    ):
+        assert drv.capture()
+        assert drv.image2tz(1) == 0
+        sim.control.fault("unplug-after:1")
+        with pytest.raises(FingerprintError):
+            _twice(lambda: drv.read_template(1, expected=512))
+        with pytest.raises(SensorDisconnectedError):
+            drv.recover(timeout_s=0.5)  # still unplugged: bounded, typed
+        sim.control.replug()
+        drv.recover(timeout_s=5.0)
+        assert drv.template_count() == 0
 
 
 def test_bad_fault_spec_and_unknown_finger_are_refused_clearly(sim307: SimulatorProcess) -> None:

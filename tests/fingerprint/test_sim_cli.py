@@ -54,22 +54,26 @@ def test_simulator_process_reports_a_failed_start() -> None:
 def test_each_launch_is_factory_fresh_unless_state_is_kept(tmp_path) -> None:
     state = tmp_path / "module.json"
     for keep in (None, state):
-        with SimulatorProcess(model="r307", finger_always=True, state=keep) as sim:
-            with FingerprintDriver.open(sim.port) as drv:
-                assert drv.template_count() == 0
-                assert drv.capture()
-                assert drv.image2tz(1) == 0
-                drv.store(42, 1)
-                drv.set_security_level(4)
-    with SimulatorProcess(model="r307", finger_always=True, state=state) as sim:
-        with FingerprintDriver.open(sim.port) as drv:
-            assert drv.occupied() == [42]
-            assert drv.read_system_parameters().security_level == 4
+        with (
+            SimulatorProcess(model="r307", finger_always=True, state=keep) as sim,
+            FingerprintDriver.open(sim.port) as drv,
+        ):
+            assert drv.template_count() == 0
             assert drv.capture()
             assert drv.image2tz(1) == 0
-            hit = drv.search(1)
-            assert hit is not None
-            assert hit[0] == 42
+            drv.store(42, 1)
+            drv.set_security_level(4)
+    with (
+        SimulatorProcess(model="r307", finger_always=True, state=state) as sim,
+        FingerprintDriver.open(sim.port) as drv,
+    ):
+        assert drv.occupied() == [42]
+        assert drv.read_system_parameters().security_level == 4
+        assert drv.capture()
+        assert drv.image2tz(1) == 0
+        hit = drv.search(1)
+        assert hit is not None
+        assert hit[0] == 42
     with SimulatorProcess(model="r307") as sim, FingerprintDriver.open(sim.port) as drv:
         assert drv.template_count() == 0
         assert drv.read_system_parameters().security_level == 3

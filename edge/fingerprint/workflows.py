@@ -156,3 +156,21 @@ class SensorWorkflows:
         except FingerprintError as exc:
             return api.SensorHealth(False, self.driver.url, detail=exc.one_line())
         return api.SensorHealth(True, self.driver.url, params.capacity, count, f"{params.baud} baud")
+
+
+def open_sensor(
+    url: str,
+    *,
+    baud: int = 57600,
+    address: int = 0xFFFFFFFF,
+    password: int = 0,
+    timeout_s: float = 2.0,
+    led: bool = False,
+) -> SensorWorkflows:
+    """Open the module at ``url`` and wrap it as the agent's ``FingerprintSensor``.
+
+    ``led`` turns on the R503 ring cues. Close with ``sensor.driver.close()``.
+    """
+    return SensorWorkflows(
+        FingerprintDriver.open(url, baud=baud, address=address, password=password, timeout_s=timeout_s), led=led
+    )

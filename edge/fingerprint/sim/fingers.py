@@ -167,18 +167,12 @@ class FingerLibrary:
     def _synthetic_png(self, ref: FingerRef) -> bytes:
         import cv2
         import numpy as np
-        from afis.algorithms.synth import synthetic_fingerprint
 
         seed_text = ref.finger.removeprefix("synthetic-")
         if not seed_text.isdigit():
             raise FingerError(f"synthetic finger needs a number, e.g. synthetic-1:1, got {ref.finger!r}")
-        img = synthetic_fingerprint(size=300, seed=int(seed_text)).astype(np.float32)
-        angle = (ref.impression - 1) * 3.0
-        shift = (ref.impression - 1) * 4.0
-        matrix = cv2.getRotationMatrix2D((150.0, 150.0), angle, 1.0)
-        matrix[:, 2] = matrix[:, 2] + shift
-        moved = cv2.warpAffine(img, matrix, (300, 300), borderValue=255.0)
-        ok, png = cv2.imencode(".png", np.clip(moved, 0, 255).astype(np.uint8))
+        img = synthetic_ridges(int(seed_text), ref.impression)
+        ok, png = cv2.imencode(".png", np.clip(img, 0, 255).astype(np.uint8))
         if not ok:
             raise FingerError("could not encode the synthetic finger")
         return bytes(png.tobytes())
@@ -210,6 +204,34 @@ class FingerLibrary:
         tmp.write_text(json.dumps(_to_json(features)))
         tmp.replace(path)
         return features
+
+
+def synthetic_ridges(seed: int, impression: int, size: int = 300) -> Any:
+    """A generated ridge pattern: a plane wave whose phase is bent by a few seeded low-frequency
+    waves, so each seed has its own ridge endings and bifurcations. An impression is the same
+    pattern seen through a window shifted by a few pixels, with its own sensor noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    margin = 24
+    full = size + 2 * margin
+    y, x = np.mgrid[0:full, 0:full].astype(np.float64)
+    angle = rng.uniform(0, np.pi)
+    wavelength = rng.uniform(8.0, 10.0)
+    phase = 2 * np.pi / wavelength * (x * np.cos(angle) + y * np.sin(angle))
+    for _ in range(5):
+        direction = rng.uniform(0, 2 * np.pi)
+        period = rng.uniform(80, 220)
+        amplitude = rng.uniform(4.0, 9.0)
+        offset = rng.uniform(0, 2 * np.pi)
+        phase += amplitude * np.sin(2 * np.pi / period * (x * np.cos(direction) + y * np.sin(direction)) + offset)
+    pattern = 128 + 100 * np.cos(phase)
+    shift = (impression - 1) % 5 * 2
+    window = pattern[margin + shift : margin + shift + size, margin - shift : margin - shift + size]
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    inside = ((xx - size / 2) / (size * 0.42)) ** 2 + ((yy - size / 2) / (size * 0.47)) ** 2 <= 1.0
+    noise = np.random.default_rng(seed * 1000 + impression).normal(0, 2, (size, size))
+    return np.where(inside, window, 235.0) + noise
 
 
 def decode_grey(data: bytes) -> Any:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import struct
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edge.fingerprint import protocol as p
 from edge.fingerprint.sim.module import R307, R503, SimModule
 
@@ -83,3 +86,16 @@ def test_notepad_index_and_product_info() -> None:
     assert _ask(mod, p.Ins.LOAD_CHAR, struct.pack(">BH", 1, 5))[0].code == p.Code.TEMPLATE_READ_ERROR
     assert _ask(mod, p.Ins.STORE, struct.pack(">BH", 1, 200))[0].code == p.Code.BAD_PAGE
     assert _ask(mod, p.Ins.IMG2TZ, b"\x01")[0].code == p.Code.NO_VALID_IMAGE
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 0x60), st.binary(max_size=40)), max_size=12), st.sampled_from([R307, R503]))
+def test_fuzz_any_command_sequence_gets_well_formed_replies(commands: list[tuple[int, bytes]], profile) -> None:
+    # Tried: random instruction codes (known and unknown) with random, often truncated, parameters.
+    mod = _module(profile)
+    for ins, params in commands:
+        reply = mod.handle(p.Frame(p.Pid.COMMAND, bytes([ins]) + params))
+        events = list(p.StreamParser().feed(reply.removesuffix(b"\x55") if ins == p.Ins.SOFT_RESET else reply))
+        assert all(isinstance(e, p.Frame) for e in events)
+        if events:
+            assert events[0].pid == p.Pid.ACK

@@ -188,7 +188,7 @@ class SimModule:
             return self._ack(p.Code.UNSUPPORTED if self.profile.r503_extras else p.Code.PACKET_ERROR)
         try:
             return handler(args)
-        except (struct.error, IndexError):
+        except (struct.error, IndexError, ValueError):  # truncated parameters
             return self._ack(p.Code.PACKET_ERROR)
 
     def bad_checksum(self) -> bytes:

@@ -159,7 +159,7 @@ class FaissSQ8Backend:
         self._floats = NumpyBackend(dim)
         qtype = self._faiss.ScalarQuantizer.QT_8bit_direct_signed
         self.index = self._faiss.IndexScalarQuantizer(dim, qtype, self._faiss.METRIC_INNER_PRODUCT)
-        self.index.is_trained = True  # direct codes need no training
+        self.index.train(np.zeros((1, dim), dtype=np.float32))  # direct codes: training only sets up
 
     def __len__(self) -> int:
         return len(self._floats)
@@ -184,7 +184,8 @@ class FaissSQ8Backend:
         if m <= 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
         short = min(n, max(self.SHORTLIST, 4 * m))
-        _, cand = self.index.search(probe.reshape(1, -1), short)
+        # the byte distance computer quantises the probe too, so it takes the same scale
+        _, cand = self.index.search((probe * self.SCALE).reshape(1, -1).astype(np.float32), short)
         rows = cand[0][cand[0] >= 0]
         exact = self._floats.vectors()[rows] @ probe
         order = np.argsort(-exact, kind="stable")[:m]

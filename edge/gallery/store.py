@@ -197,6 +197,12 @@ class Gallery:
                 threshold=threshold,
             )
             gallery._load()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StorageError(
+                f"{state.gallery_db} could not be read ({exc.__class__.__name__})",
+                hint="check the SD card; restore the file or factory-reset the gallery and re-enrol",
+            ) from None
         except BaseException:
             conn.close()
             raise
@@ -261,7 +267,7 @@ class Gallery:
 
     def _load(self) -> None:
         conn = self._need_conn()
-        for tag, modality, box in conn.execute("SELECT tag, modality, box FROM records"):
+        for tag, modality, box in conn.execute("SELECT CAST(tag AS BLOB), modality, CAST(box AS BLOB) FROM records"):
             fields = open_record(self._key, bytes(box))
             subject = str(fields["subject"])
             if self._key.tag(subject) != bytes(tag) or fields.get("modality") != modality:
@@ -273,7 +279,9 @@ class Gallery:
         ids: list[int] = []
         owners: list[int] = []
         vectors = np.empty((conn.execute("SELECT count(*) FROM templates").fetchone()[0], self.dim), np.float32)
-        for i, (row_id, tag, box) in enumerate(conn.execute("SELECT id, tag, box FROM templates ORDER BY id")):
+        for i, (row_id, tag, box) in enumerate(
+            conn.execute("SELECT id, CAST(tag AS BLOB), CAST(box AS BLOB) FROM templates ORDER BY id")
+        ):
             subject, vec = open_template(self._key, bytes(box))
             owner = self._subjects.get(subject)
             if owner is None or self._key.tag(subject) != bytes(tag) or "face" not in owner.records:

@@ -14,6 +14,7 @@ with the same mask. FAISS runs a single probe fastest on one OpenMP thread; its 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,6 +34,9 @@ class SearchBackend(Protocol):
     def __len__(self) -> int: ...
 
     def add(self, vectors: F32) -> None: ...
+
+    def add_from(self, n: int, chunks: Iterable[F32]) -> None:
+        """Append ``n`` rows given as consecutive blocks, holding the matrix once (no full copy)."""
 
     def keep(self, mask: NDArray[np.bool_]) -> None:
         """Keep only rows where ``mask`` is true, in order."""
@@ -67,6 +71,15 @@ class NumpyBackend:
             self._buf = buf
         self._buf[self._n : need] = vectors
         self._n = need
+
+    def add_from(self, n: int, chunks: Iterable[F32]) -> None:
+        start = self._n
+        if start + n > len(self._buf):
+            buf = np.empty((start + n, self.dim), dtype=np.float32)
+            buf[:start] = self._buf[:start]
+            self._buf = buf
+        _fill(self._buf[start : start + n], chunks)
+        self._n = start + n
 
     def keep(self, mask: NDArray[np.bool_]) -> None:
         kept = self._buf[: self._n][mask]
@@ -124,6 +137,13 @@ class FaissFlatBackend:
         if len(vectors):
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
+    def add_from(self, n: int, chunks: Iterable[F32]) -> None:
+        start = len(self)
+        # np.zeros is calloc'd: FAISS reads untouched zero pages, so only its own storage becomes
+        # resident; the rows are then written in place through the view
+        self.index.add(np.zeros((n, self.dim), dtype=np.float32))
+        _fill(self.vectors()[start:], chunks)
+
     def keep(self, mask: NDArray[np.bool_]) -> None:
         drop = np.flatnonzero(~mask).astype(np.int64)
         if len(drop):
@@ -167,7 +187,21 @@ class FaissSQ8Backend:
     def add(self, vectors: F32) -> None:
         if len(vectors):
             self._floats.add(vectors)
-            self.index.add(np.clip(vectors * self.SCALE, -127.0, 127.0).astype(np.float32))
+            self.index.add(self._scaled(vectors))
+
+    def add_from(self, n: int, chunks: Iterable[F32]) -> None:
+        start = len(self)
+        self._floats.add_from(n, chunks)
+        self.index.add(np.zeros((n, self.dim), dtype=np.float32))  # see FaissFlatBackend.add_from
+        codes = np.asarray(self._faiss.rev_swig_ptr(self.index.codes.data(), len(self) * self.dim))
+        codes = codes.reshape(len(self), self.dim)
+        floats = self._floats.vectors()
+        for i in range(start, len(self), 16384):
+            codes[i : i + 16384] = self.index.sa_encode(self._scaled(floats[i : i + 16384]))
+
+    def _scaled(self, vectors: F32) -> F32:
+        scaled: F32 = np.clip(vectors * self.SCALE, -127.0, 127.0).astype(np.float32)
+        return scaled
 
     def keep(self, mask: NDArray[np.bool_]) -> None:
         self._floats.keep(mask)
@@ -190,6 +224,15 @@ class FaissSQ8Backend:
         exact = self._floats.vectors()[rows] @ probe
         order = np.argsort(-exact, kind="stable")[:m]
         return exact[order].astype(np.float32), rows[order].astype(np.int64)
+
+
+def _fill(target: F32, chunks: Iterable[F32]) -> None:
+    at = 0
+    for chunk in chunks:
+        target[at : at + len(chunk)] = chunk
+        at += len(chunk)
+    if at != len(target):
+        raise StorageError(f"gallery load expected {len(target)} templates, read {at}")
 
 
 def make_backend(name: str, dim: int) -> NumpyBackend | FaissFlatBackend | FaissSQ8Backend:

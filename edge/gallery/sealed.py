@@ -20,6 +20,7 @@ import json
 import os
 import struct
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class GalleryKey:
     def generate(cls) -> GalleryKey:
         return cls(nacl.utils.random(MASTER_LEN))
 
-    @property
+    @cached_property
     def box(self) -> nacl.secret.SecretBox:
         return nacl.secret.SecretBox(_derive(self.master, b"gallery-enc"))
 
@@ -69,11 +70,13 @@ class GalleryKey:
     def protect_seed(self) -> bytes:
         return _derive(self.master, b"gallery-protect")
 
+    @cached_property
+    def _tag_key(self) -> bytes:
+        return _derive(self.master, b"gallery-tag")
+
     def tag(self, subject: str) -> bytes:
         """The opaque 16-byte lookup tag of a subject id under this key."""
-        return nacl.hash.blake2b(
-            subject.encode(), key=_derive(self.master, b"gallery-tag"), digest_size=16, encoder=RawEncoder
-        )
+        return nacl.hash.blake2b(subject.encode(), key=self._tag_key, digest_size=16, encoder=RawEncoder)
 
     def key_check(self) -> bytes:
         return bytes(self.box.encrypt(KEY_CHECK_PLAINTEXT))

@@ -278,22 +278,30 @@ class Gallery:
                 self._slots[int(slot)] = subject
         ids: list[int] = []
         owners: list[int] = []
-        vectors = np.empty((conn.execute("SELECT count(*) FROM templates").fetchone()[0], self.dim), np.float32)
-        for i, (row_id, tag, box) in enumerate(
-            conn.execute("SELECT id, CAST(tag AS BLOB), CAST(box AS BLOB) FROM templates ORDER BY id")
-        ):
-            subject, vec = open_template(self._key, bytes(box))
-            owner = self._subjects.get(subject)
-            if owner is None or self._key.tag(subject) != bytes(tag) or "face" not in owner.records:
-                raise IntegrityError("a gallery template has no matching subject record (file altered)")
-            if vec.shape[0] != self.dim:
-                raise IntegrityError(f"a gallery template has {vec.shape[0]} dimensions, expected {self.dim}")
-            vectors[i] = vec
-            ids.append(int(row_id))
-            owners.append(owner.index)
-            owner.template_ids.append(int(row_id))
-        self._backend.add(vectors)
-        del vectors
+        count = int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+
+        def blocks(size: int = 4096) -> Iterator[NDArray[np.float32]]:
+            block: list[NDArray[np.float32]] = []
+            rows = conn.execute("SELECT id, CAST(tag AS BLOB), CAST(box AS BLOB) FROM templates ORDER BY id")
+            for row_id, tag, box in rows:
+                subject, vec = open_template(self._key, bytes(box))
+                owner = self._subjects.get(subject)
+                if owner is None or self._key.tag(subject) != bytes(tag) or "face" not in owner.records:
+                    raise IntegrityError("a gallery template has no matching subject record (file altered)")
+                if vec.shape[0] != self.dim:
+                    raise IntegrityError(f"a gallery template has {vec.shape[0]} dimensions, expected {self.dim}")
+                block.append(vec)
+                ids.append(int(row_id))
+                owners.append(owner.index)
+                owner.template_ids.append(int(row_id))
+                if len(block) == size:
+                    yield np.stack(block)
+                    block = []
+            if block:
+                yield np.stack(block)
+
+        # decrypted block by block straight into the backend: the matrix exists once in memory
+        self._backend.add_from(count, blocks())
         self._row_template = np.array(ids, dtype=np.int64)
         self._row_subject = np.array(owners, dtype=np.int32)
 

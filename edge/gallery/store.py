@@ -20,6 +20,7 @@ import math
 import sqlite3
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,13 +120,6 @@ class DeletionReport(Mapping[str, object]):
         return 4
 
 
-@dataclass
-class _Subject:
-    index: int
-    records: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> fields
-    template_ids: list[int] = field(default_factory=list)  # face template row ids, oldest first
-
-
 # ----------------------------------------------------------------------------- the gallery
 
 
@@ -153,10 +147,12 @@ class Gallery:
         self.templates_per_subject = templates_per_subject
         self.threshold = threshold
         self._lock = threading.RLock()
-        self._subjects: dict[str, _Subject] = {}
-        self._by_index: dict[int, str] = {}
+        # Kept small on purpose (about 200 bytes per subject): record fields stay sealed in the
+        # file and are read back when a subject changes; a subject's rows are found by index.
+        self._index: dict[str, int] = {}  # subject -> index
+        self._names: dict[int, str] = {}  # index -> subject
         self._next_index = 0
-        self._slots: dict[int, str] = {}
+        self._slots: dict[int, str] = {}  # fingerprint sensor slot -> subject
         self._row_subject = np.empty(0, dtype=np.int32)  # subject index of each matrix row
         self._row_template = np.empty(0, dtype=np.int64)  # template row id of each matrix row
 
@@ -206,7 +202,7 @@ class Gallery:
         except BaseException:
             conn.close()
             raise
-        log.info("gallery opened: %d subjects, %d templates, backend %s", len(gallery._subjects), len(gallery), backend)
+        log.info("gallery opened: %d subjects, %d templates, backend %s", len(gallery._index), len(gallery), backend)
         return gallery
 
     @staticmethod
@@ -267,17 +263,19 @@ class Gallery:
 
     def _load(self) -> None:
         conn = self._need_conn()
+        face: set[str] = set()
         for tag, modality, box in conn.execute("SELECT CAST(tag AS BLOB), modality, CAST(box AS BLOB) FROM records"):
             fields = open_record(self._key, bytes(box))
             subject = str(fields["subject"])
             if self._key.tag(subject) != bytes(tag) or fields.get("modality") != modality:
                 raise IntegrityError("a gallery record is stored under another subject's tag (file altered)")
-            info = self._subject(subject, create=True)
-            info.records[modality] = fields
+            self._subject(subject)
+            if modality == "face":
+                face.add(subject)
             for slot in fields.get("slots", []):
                 self._slots[int(slot)] = subject
-        ids: list[int] = []
-        owners: list[int] = []
+        ids = array("q")
+        owners = array("i")
         count = int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
 
         def blocks(size: int = 4096) -> Iterator[NDArray[np.float32]]:
@@ -285,15 +283,14 @@ class Gallery:
             rows = conn.execute("SELECT id, CAST(tag AS BLOB), CAST(box AS BLOB) FROM templates ORDER BY id")
             for row_id, tag, box in rows:
                 subject, vec = open_template(self._key, bytes(box))
-                owner = self._subjects.get(subject)
-                if owner is None or self._key.tag(subject) != bytes(tag) or "face" not in owner.records:
+                owner = self._index.get(subject)
+                if owner is None or self._key.tag(subject) != bytes(tag) or subject not in face:
                     raise IntegrityError("a gallery template has no matching subject record (file altered)")
                 if vec.shape[0] != self.dim:
                     raise IntegrityError(f"a gallery template has {vec.shape[0]} dimensions, expected {self.dim}")
                 block.append(vec)
                 ids.append(int(row_id))
-                owners.append(owner.index)
-                owner.template_ids.append(int(row_id))
+                owners.append(owner)
                 if len(block) == size:
                     yield np.stack(block)
                     block = []
@@ -302,8 +299,8 @@ class Gallery:
 
         # decrypted block by block straight into the backend: the matrix exists once in memory
         self._backend.add_from(count, blocks())
-        self._row_template = np.array(ids, dtype=np.int64)
-        self._row_subject = np.array(owners, dtype=np.int32)
+        self._row_template = np.frombuffer(ids, dtype=np.int64).copy()
+        self._row_subject = np.frombuffer(owners, dtype=np.int32).copy()
 
     def close(self) -> None:
         with self._lock:
@@ -334,7 +331,11 @@ class Gallery:
 
     def subjects(self, modality: Modality | None = None) -> set[str]:
         with self._lock:
-            return {s for s, info in self._subjects.items() if modality is None or modality in info.records}
+            if modality is None:
+                return set(self._index)
+            if modality == "fingerprint":
+                return set(self._slots.values())
+            return {self._names[int(i)] for i in np.unique(self._row_subject)}
 
     def subject_for_slot(self, slot: int) -> str | None:
         with self._lock:
@@ -359,10 +360,10 @@ class Gallery:
         unit = _unit(probe, self.dim)
         with self._lock:
             q = self._protector.apply(unit[None, :])[0]
-            info = self._subjects.get(subject)
-            if info is None or not info.template_ids:
+            index = self._index.get(subject)
+            rows = np.flatnonzero(self._row_subject == index) if index is not None else ()
+            if not len(rows):
                 return -math.inf
-            rows = np.flatnonzero(self._row_subject == info.index)
             return float(np.max(self._backend.vectors()[rows] @ q))
 
     def _best_subjects(self, q: NDArray[np.float32], k: int) -> list[tuple[str, float]]:
@@ -379,19 +380,18 @@ class Gallery:
                 if best == -np.inf:
                     break
                 owner = int(self._row_subject[row])
-                found.append((self._by_index[owner], best))
+                found.append((self._names[owner], best))
                 if len(found) < k:
                     scores[self._row_subject == owner] = -np.inf
             return found
-        per_subject = max((len(s.template_ids) for s in self._subjects.values()), default=1)
-        m = (k - 1) * per_subject + 1  # enough rows to contain k distinct subjects
+        m = (k - 1) * self.templates_per_subject + 1  # enough rows to contain k distinct subjects
         scores, rows = self._backend.top(q, m)
         seen: set[int] = set()
         for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
             owner = int(self._row_subject[row])
             if owner not in seen:
                 seen.add(owner)
-                found.append((self._by_index[owner], float(score)))
+                found.append((self._names[owner], float(score)))
                 if len(found) == k:
                     break
         return found
@@ -445,7 +445,7 @@ class Gallery:
             now = time.time()
             rows: list[tuple[str, NDArray[np.float32]]] = []
             for subject, templates in items:
-                if subject in self._subjects:
+                if subject in self._index:
                     raise ValueError("enrol_many takes only subjects not yet enrolled")
                 vecs = np.stack([_unit(t, self.dim) for t in templates])[-self.templates_per_subject :]
                 rows.extend((subject, v) for v in self._protector.apply(vecs))
@@ -467,11 +467,9 @@ class Gallery:
                     ],
                 )
             ids = np.arange(before + 1, before + 1 + len(rows), dtype=np.int64)
-            for subject, fields in records.items():
-                self._subject(subject, create=True).records["face"] = fields
-            owners = np.array([self._subjects[s].index for s, _ in rows], dtype=np.int32)
-            for (subject, _), row_id in zip(rows, ids.tolist(), strict=True):
-                self._subjects[subject].template_ids.append(row_id)
+            for subject in records:
+                self._subject(subject)
+            owners = np.array([self._index[s] for s, _ in rows], dtype=np.int32)
             self._backend.add(np.stack([v for _, v in rows]) if rows else np.empty((0, self.dim), np.float32))
             self._row_template = np.concatenate([self._row_template, ids])
             self._row_subject = np.concatenate([self._row_subject, owners])
@@ -502,15 +500,15 @@ class Gallery:
                 hint="erase that slot through a deletion first, or store the finger in a free slot",
             )
         tag = self._key.tag(subject)
-        info = self._subjects.get(subject)
-        old = info.records.get(modality) if info else None
+        index = self._index.get(subject)
+        old = self._read_record(tag, modality)
         fields: dict[str, Any] = dict(old) if old else {"subject": subject, "modality": modality, "slots": []}
         fields["enrolled_at"] = time.time()
         fields["model_id"] = model_id or fields.get("model_id", "")
         if sensor_slot is not None and sensor_slot not in fields["slots"]:
             fields["slots"] = [*fields["slots"], sensor_slot]
         protected = self._protector.apply(vecs) if len(vecs) else vecs
-        existing = list(info.template_ids) if info else []
+        existing = self._row_template[self._row_subject == index].tolist() if index is not None else []
         keep_new = protected[-self.templates_per_subject :]
         overflow = len(existing) + len(keep_new) - self.templates_per_subject
         dropped = existing[: max(0, overflow)]
@@ -528,24 +526,21 @@ class Gallery:
                 assert cur.lastrowid is not None
                 new_ids.append(int(cur.lastrowid))
         # committed: now the memory
-        info = self._subject(subject, create=True)
-        info.records[modality] = fields
+        index = self._subject(subject)
         if sensor_slot is not None:
             self._slots[sensor_slot] = subject
         if dropped:
             self._drop_rows(np.isin(self._row_template, np.array(dropped, dtype=np.int64)))
-            info.template_ids = [i for i in info.template_ids if i not in set(dropped)]
         if new_ids:
             self._backend.add(keep_new)
             self._row_template = np.concatenate([self._row_template, np.array(new_ids, dtype=np.int64)])
-            self._row_subject = np.concatenate([self._row_subject, np.full(len(new_ids), info.index, np.int32)])
-            info.template_ids.extend(new_ids)
+            self._row_subject = np.concatenate([self._row_subject, np.full(len(new_ids), index, np.int32)])
         log.info("enrolled %s: %d templates added, %d dropped", modality, len(new_ids), len(dropped))
         return EnrolResult(
             subject=subject,
             modality=modality,
             templates_added=len(new_ids),
-            templates_total=len(info.template_ids),
+            templates_total=int(np.count_nonzero(self._row_subject == index)),
             templates_dropped=len(dropped),
             sensor_slot=sensor_slot,
             duplicate_of=duplicate[0] if duplicate else None,
@@ -560,23 +555,27 @@ class Gallery:
         """
         with self._lock:
             conn = self._need_conn()
-            info = self._subjects.get(subject)
+            index = self._index.get(subject)
             tag = self._key.tag(subject)
+            finger = self._read_record(tag, "fingerprint")
+            modalities = sorted(m for (m,) in conn.execute("SELECT modality FROM records WHERE tag = ?", (tag,)))
             with _transaction(conn):
                 n_templates = conn.execute("DELETE FROM templates WHERE tag = ?", (tag,)).rowcount
                 conn.execute("DELETE FROM records WHERE tag = ?", (tag,))
             self._scrub(conn)
-            if info is None:
-                return DeletionReport(found=n_templates > 0, face_templates=n_templates, sensor_slots=(), modalities=())
-            self._drop_rows(self._row_subject == info.index)
-            slots = tuple(sorted(int(s) for fields in info.records.values() for s in fields.get("slots", [])))
+            slots = tuple(sorted(int(s) for s in finger.get("slots", []))) if finger else ()
             for slot in slots:
                 self._slots.pop(slot, None)
-            del self._subjects[subject]
-            del self._by_index[info.index]
+            if index is not None:
+                self._drop_rows(self._row_subject == index)
+                del self._index[subject]
+                del self._names[index]
             log.info("deleted a subject: %d face templates, %d sensor slots", n_templates, len(slots))
             return DeletionReport(
-                found=True, face_templates=n_templates, sensor_slots=slots, modalities=tuple(sorted(info.records))
+                found=bool(modalities) or n_templates > 0,
+                face_templates=n_templates,
+                sensor_slots=slots,
+                modalities=tuple(modalities),
             )
 
     def rekey(self) -> None:
@@ -614,8 +613,8 @@ class Gallery:
             # reload memory from the renewed file
             self._key, self._protector = new_key, new_protector
             self._backend = make_backend(self._backend_name, self.dim)
-            self._subjects.clear()
-            self._by_index.clear()
+            self._index.clear()
+            self._names.clear()
             self._slots.clear()
             self._load()
             log.info("gallery re-keyed: %d templates renewed", len(self))
@@ -638,16 +637,23 @@ class Gallery:
             raise StorageError("the gallery is closed")
         return self._conn
 
-    def _subject(self, subject: str, *, create: bool) -> _Subject:
-        info = self._subjects.get(subject)
-        if info is None:
-            if not create:
-                raise KeyError(subject)
-            info = _Subject(self._next_index)
+    def _subject(self, subject: str) -> int:
+        """The subject's index, assigned on first sight."""
+        index = self._index.get(subject)
+        if index is None:
+            index = self._next_index
             self._next_index += 1
-            self._subjects[subject] = info
-            self._by_index[info.index] = subject
-        return info
+            self._index[subject] = index
+            self._names[index] = subject
+        return index
+
+    def _read_record(self, tag: bytes, modality: str) -> dict[str, Any] | None:
+        row = (
+            self._need_conn()
+            .execute("SELECT CAST(box AS BLOB) FROM records WHERE tag = ? AND modality = ?", (tag, modality))
+            .fetchone()
+        )
+        return open_record(self._key, bytes(row[0])) if row else None
 
     def _drop_rows(self, drop: NDArray[np.bool_]) -> None:
         if not drop.any():

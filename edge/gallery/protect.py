@@ -49,6 +49,11 @@ class Protector:
         """Protect row vectors (n, dim)."""
         return np.ascontiguousarray(vectors @ self.matrix.T, dtype=np.float32)
 
+    def apply_one(self, vector: F32) -> F32:
+        """Protect one probe (dim,): a single matrix-vector product."""
+        out: F32 = np.dot(self.matrix, vector)
+        return out
+
     def invert(self, vectors: F32) -> F32:
         """Undo :meth:`apply` (used only when re-keying)."""
         return np.ascontiguousarray(vectors @ self.matrix, dtype=np.float32)

@@ -347,7 +347,7 @@ class Gallery:
             raise ValueError("k must be at least 1")
         unit = _unit(probe, self.dim)
         with self._lock:
-            q = self._protector.apply(unit[None, :])[0]
+            q = self._protector.apply_one(unit)
             found = self._best_subjects(q, k)
         if not found:
             return SearchResult(None, -math.inf, math.inf)
@@ -359,7 +359,7 @@ class Gallery:
         """1:1: the best score of ``probe`` against the subject's face templates (-inf if none)."""
         unit = _unit(probe, self.dim)
         with self._lock:
-            q = self._protector.apply(unit[None, :])[0]
+            q = self._protector.apply_one(unit)
             index = self._index.get(subject)
             rows = np.flatnonzero(self._row_subject == index) if index is not None else ()
             if not len(rows):
@@ -683,10 +683,15 @@ def _unit(vector: NDArray[np.floating[Any]], dim: int) -> NDArray[np.float32]:
     v = np.asarray(vector, dtype=np.float32).reshape(-1)
     if v.shape[0] != dim:
         raise ValueError(f"template has {v.shape[0]} dimensions, the gallery holds {dim}")
-    norm = float(np.linalg.norm(v))
-    if not math.isfinite(norm) or norm == 0.0:
+    with np.errstate(over="ignore", invalid="ignore"):
+        norm2 = float(np.dot(v, v))
+    if 0.0 < norm2 < math.inf:  # false for NaN too
+        unit: NDArray[np.float32] = v * np.float32(1.0 / math.sqrt(norm2))
+        return unit
+    norm = float(np.linalg.norm(v.astype(np.float64)))  # tiny or huge but finite values
+    if not 0.0 < norm < math.inf:
         raise ValueError("template is zero or not finite")
-    return v / norm
+    return (v.astype(np.float64) / norm).astype(np.float32)
 
 
 def _has_data(path: Path) -> bool:

@@ -1,0 +1,257 @@
+"""1:N search latency of the gallery per backend, beside raw faiss-cpu IndexFlatIP in the same run.
+
+    EDGE_DATASETS=../shared/datasets .venv/bin/python benchmarks/bench_gallery.py --sizes 1000,10000,100000,1000000
+
+Vectors: the cached LFW-dev dlib descriptors (run bench_gallery_lfw.py first), one gallery template
+per person, filled up to N with blends of real descriptors (they sit in the same region of the
+space, so they compete with the true match the way more enrolled people would). Probes: the other
+LFW-dev images of enrolled people. Every figure is the median single-probe latency over the probes.
+
+Printed per size:
+- peers: raw faiss IndexFlatIP at 1 and 2 threads, raw numpy ``argmax(X @ q)``, raw faiss SQ8 index;
+- the Gallery (real encrypted store, protective transform) with each backend, top-1 and top-2+margin,
+  and its overhead over the raw index it wraps;
+- top-1 decisions (subject, accepted at the dev threshold) of each backend against float32 numpy.
+With ``--rss``: peak RSS of a fresh process opening the 100k gallery, per backend, beside the matrix size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def median_ms(fn: Callable[[np.ndarray], object], probes: np.ndarray, rounds: int = 3) -> float:
+    """Best of ``rounds`` medians (other processes share the cores)."""
+    for q in probes[:10]:
+        fn(q)
+    best = float("inf")
+    for _ in range(rounds):
+        times = []
+        for q in probes:
+            t = time.perf_counter()
+            fn(q)
+            times.append(time.perf_counter() - t)
+        best = min(best, float(np.median(times)) * 1e3)
+    return best
+
+
+def load_lfw(pairs_n: int) -> tuple[list[str], np.ndarray, list[str], np.ndarray, float]:
+    import bench_gallery_lfw as lfwmod
+
+    from edge.datasets import dataset
+
+    lfw = dataset("lfw-dev")
+    if lfw is None:
+        raise SystemExit("LFW dev data not found (set EDGE_DATASETS)")
+    pairs = lfwmod.read_pairs(lfw, pairs_n)
+    vecs = lfwmod.embed(lfw, {p.a for p in pairs} | {p.b for p in pairs}, progress=True)
+    scores, same = lfwmod.pair_scores(pairs, vecs)
+    threshold, _ = lfwmod.best_threshold(scores, same)
+    gallery, probes = lfwmod.identification_split(pairs)
+    names = [r.split("/")[0] for r in gallery]
+    return (
+        names,
+        np.stack([vecs[r] for r in gallery]),
+        [p.split("/")[0] for p in probes],
+        np.stack([vecs[p] for p in probes]),
+        threshold,
+    )
+
+
+def fill(base: np.ndarray, n: int, seed: int = 11) -> np.ndarray:
+    """``base`` followed by blends of random pairs of its rows, normalised, ``n`` rows in all."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, base.shape[1]), dtype=np.float32)
+    out[: len(base)] = base
+    for start in range(len(base), n, 100_000):
+        stop = min(n, start + 100_000)
+        m = stop - start
+        blend = base[rng.integers(0, len(base), m)] + base[rng.integers(0, len(base), m)]
+        blend += 0.05 * rng.standard_normal(blend.shape).astype(np.float32)
+        out[start:stop] = blend / np.linalg.norm(blend, axis=1, keepdims=True)
+    return out
+
+
+def build_store(root: Path, names: list[str], matrix: np.ndarray) -> float:
+    """Enrol every row as one subject through the real store; returns seconds taken."""
+    from edge.gallery.store import Gallery
+    from edge.state import StateDir
+
+    state = StateDir(root)
+    state.ensure()
+    t = time.perf_counter()
+    with Gallery.open(state, create_key=True) as g:
+        subjects = names + [f"x{i}" for i in range(len(names), len(matrix))]
+        for start in range(0, len(matrix), 50_000):
+            g.enrol_many([(subjects[i], [matrix[i]]) for i in range(start, min(len(matrix), start + 50_000))])
+    return time.perf_counter() - t
+
+
+def raw_peers(x: np.ndarray, timing: np.ndarray) -> dict[str, float]:
+    import faiss
+
+    from edge.gallery.backends import FaissSQ8Backend
+
+    out = {}
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    faiss.omp_set_num_threads(2)
+    out["flat2"] = median_ms(lambda q: flat.search(q[None], 1), timing)
+    faiss.omp_set_num_threads(1)
+    out["flat1"] = median_ms(lambda q: flat.search(q[None], 1), timing)
+    out["flat1_k2"] = median_ms(lambda q: flat.search(q[None], 2), timing)
+    flat.reset()
+    out["numpy"] = median_ms(lambda q: int(np.argmax(x @ q)), timing)
+    sq = FaissSQ8Backend(x.shape[1])
+    sq.add(x)
+    out["sq8"] = median_ms(lambda q: sq.index.search((q * sq.SCALE)[None].astype(np.float32), sq.SHORTLIST), timing)
+    return out
+
+
+def bench_size(
+    n: int, names: list[str], base: np.ndarray, truth: list[str], probes: np.ndarray, threshold: float
+) -> None:
+    from edge.gallery.backends import FaissSQ8Backend
+    from edge.gallery.store import Gallery
+    from edge.state import StateDir
+
+    x = fill(base, n)
+    timing = probes[: min(len(probes), 300)]
+    print(f"\n== {n:,} templates ({x.nbytes / 1e6:.0f} MB float32), {len(timing)} single probes, median ms")
+    rows: list[tuple[str, float]] = []
+
+    raw = raw_peers(x, timing)
+    raw_flat, raw_flat2, raw_np, raw_sq = raw["flat1"], raw["flat1_k2"], raw["numpy"], raw["sq8"]
+    rows.append(("raw faiss IndexFlatIP, 2 threads", raw["flat2"]))
+    rows.append(("raw faiss IndexFlatIP, 1 thread  [PEER]", raw_flat))
+    rows.append(("raw numpy argmax(X @ q)", raw_np))
+    rows.append((f"raw faiss SQ8 (8-bit direct signed), k={FaissSQ8Backend.SHORTLIST}", raw_sq))
+
+    with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
+        root = Path(tmp) / "state"
+        secs = build_store(root, names, x)
+        print(f"   store built: {n:,} subjects enrolled in {secs:.1f} s (sealed, one WAL transaction per 50k)")
+        del x
+        decisions: dict[str, list[tuple[str | None, bool]]] = {}
+        wraps = {"numpy": raw_np, "faiss": raw_flat, "faiss-sq8": raw_sq}
+        for backend in ("numpy", "faiss", "faiss-sq8"):
+            t = time.perf_counter()
+            g = Gallery.open(StateDir(root), backend=backend, templates_per_subject=1)
+            opened = time.perf_counter() - t
+            try:
+                top1 = median_ms(lambda q, g=g: g.search(q, k=1), timing)
+                top2 = median_ms(lambda q, g=g: g.search(q, k=2), timing)
+                rows.append((f"Gallery {backend:9s} top-1 (open {opened:.1f} s)", top1))
+                rows.append((f"Gallery {backend:9s} top-2 + margin", top2))
+                over = top1 / wraps[backend] - 1
+                peer = raw_flat2 if backend == "faiss" else wraps[backend]
+                print(
+                    f"   gallery overhead over the raw {backend} index it wraps: top-1 {over:+.1%}"
+                    + (f"; top-2 vs raw flat k=2 {top2 / peer - 1:+.1%}" if backend == "faiss" else "")
+                )
+                out = []
+                for q in probes:
+                    r = g.search(q, k=1)
+                    out.append((r.subject, r.score >= threshold))
+                decisions[backend] = out
+            finally:
+                g.close()
+    for name, ms in rows:
+        print(f"   {name:50s} {ms:8.3f} ms   {ms / raw_flat:5.2f}x raw faiss flat")
+    for backend in ("faiss", "faiss-sq8"):
+        same = sum(1 for a, b in zip(decisions[backend], decisions["numpy"], strict=True) if a == b)
+        print(f"   top-1 decisions {backend} == numpy float32: {same}/{len(probes)}")
+    correct = sum(1 for (s, ok), t in zip(decisions["numpy"], truth, strict=True) if ok and s == t)
+    print(f"   LFW probes accepted as the right person (threshold {threshold:.3f}): {correct}/{len(probes)}")
+
+
+def rss_child(root: str, backend: str, n: int, dim: int) -> None:
+    """Run in a fresh process: baseline peak RSS after imports, then peak after open + searches."""
+    import faiss  # noqa: F401  (imported before the baseline so it is part of it)
+
+    from edge.gallery.store import Gallery
+    from edge.state import StateDir
+
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal(dim).astype(np.float32)
+    _ = np.ones((64, 64)) @ np.ones(64)  # BLAS threads started
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with Gallery.open(StateDir(Path(root)), backend=backend, templates_per_subject=5) as g:
+        for _ in range(50):
+            g.search(q)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    matrix = n * dim * 4
+    print(
+        f"   {backend:9s}: baseline {base / 1e6:6.1f} MB, peak {peak / 1e6:6.1f} MB, "
+        f"gallery {(peak - base) / 1e6:6.1f} MB = {(peak - base) / matrix:.2f}x the {matrix / 1e6:.1f} MB matrix"
+    )
+
+
+def bench_rss(names: list[str], base: np.ndarray, n: int = 100_000) -> None:
+    print(f"\n== peak RSS opening a {n:,}-template gallery in a fresh process (goal: <= 1.3x matrix + baseline)")
+    x = fill(base, n)
+    for per_subject in (1, 5):
+        with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
+            root = Path(tmp) / "state"
+            from edge.gallery.store import Gallery
+            from edge.state import StateDir
+
+            state = StateDir(root)
+            state.ensure()
+            with Gallery.open(state, create_key=True, templates_per_subject=5) as g:
+                people = n // per_subject
+                for start in range(0, people, 20_000):
+                    stop = min(people, start + 20_000)
+                    g.enrol_many(
+                        [(f"p{i}", list(x[i * per_subject : (i + 1) * per_subject])) for i in range(start, stop)]
+                    )
+            print(f"   -- {n // per_subject:,} subjects x {per_subject} template(s)")
+            for backend in ("numpy", "faiss", "faiss-sq8"):
+                subprocess.run(
+                    [sys.executable, __file__, "--rss-child", str(root), backend, str(n)],
+                    check=True,
+                    env={**os.environ, "PYTHONPATH": str(REPO)},
+                )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Gallery 1:N latency beside raw faiss-cpu")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated template counts")
+    parser.add_argument("--pairs", type=int, default=1200, help="LFW-dev pairs whose images are used")
+    parser.add_argument("--rss", action="store_true", help="also measure peak RSS at 100k")
+    parser.add_argument("--rss-child", nargs=3, metavar=("ROOT", "BACKEND", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child[0], args.rss_child[1], int(args.rss_child[2]), 128)
+        return 0
+    import faiss
+
+    (REPO / ".cache").mkdir(exist_ok=True)
+    names, base, truth, probes, threshold = load_lfw(args.pairs)
+    print(
+        f"faiss {faiss.__version__} ({faiss.get_compile_options().strip()}), numpy {np.__version__}, "
+        f"{os.cpu_count()} cores; LFW-dev: {len(names)} enrolled people, {len(probes)} probes"
+    )
+    for n in (int(s) for s in args.sizes.split(",")):
+        bench_size(n, names, base, truth, probes, threshold)
+    if args.rss:
+        bench_rss(names, base)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

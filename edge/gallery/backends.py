@@ -129,25 +129,29 @@ class FaissFlatBackend:
         self._faiss = _faiss()
         self.dim = dim
         self.index = self._faiss.IndexFlatIP(dim)
+        self._n = 0  # ntotal, kept here: a SWIG attribute read costs microseconds per probe
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return self._n
 
     def add(self, vectors: F32) -> None:
         if len(vectors):
             self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            self._n = int(self.index.ntotal)
 
     def add_from(self, n: int, chunks: Iterable[F32]) -> None:
         start = len(self)
         # np.zeros is calloc'd: FAISS reads untouched zero pages, so only its own storage becomes
         # resident; the rows are then written in place through the view
         self.index.add(np.zeros((n, self.dim), dtype=np.float32))
+        self._n = int(self.index.ntotal)
         _fill(self.vectors()[start:], chunks)
 
     def keep(self, mask: NDArray[np.bool_]) -> None:
         drop = np.flatnonzero(~mask).astype(np.int64)
         if len(drop):
             self.index.remove_ids(self._faiss.IDSelectorBatch(drop))
+            self._n = int(self.index.ntotal)
 
     def vectors(self) -> F32:
         n = len(self)

@@ -683,15 +683,12 @@ def _unit(vector: NDArray[np.floating[Any]], dim: int) -> NDArray[np.float32]:
     v = np.asarray(vector, dtype=np.float32).reshape(-1)
     if v.shape[0] != dim:
         raise ValueError(f"template has {v.shape[0]} dimensions, the gallery holds {dim}")
-    with np.errstate(over="ignore", invalid="ignore"):
-        norm2 = float(np.dot(v, v))
-    if 0.0 < norm2 < math.inf:  # false for NaN too
-        unit: NDArray[np.float32] = v * np.float32(1.0 / math.sqrt(norm2))
-        return unit
-    norm = float(np.linalg.norm(v.astype(np.float64)))  # tiny or huge but finite values
-    if not 0.0 < norm < math.inf:
+    v64 = v.astype(np.float64)  # no overflow or underflow for any float32 input
+    norm2 = float(np.dot(v64, v64))
+    if not 0.0 < norm2 < math.inf:  # false for NaN too
         raise ValueError("template is zero or not finite")
-    return (v.astype(np.float64) / norm).astype(np.float32)
+    unit: NDArray[np.float32] = (v64 * (1.0 / math.sqrt(norm2))).astype(np.float32)
+    return unit
 
 
 def _has_data(path: Path) -> bool:

@@ -24,7 +24,7 @@ F32 = NDArray[np.float32]
 class Protector:
     """A secret orthogonal map of ``dim``-dimensional embeddings (Haar-distributed)."""
 
-    __slots__ = ("dim", "matrix")
+    __slots__ = ("_block", "dim", "matrix")
 
     def __init__(self, matrix: F32) -> None:
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
@@ -32,6 +32,7 @@ class Protector:
         self.dim = int(matrix.shape[0])
         # rows are applied as ``v @ matrix.T``; keep the transpose contiguous for that product
         self.matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        self._block = max(1, 8192 // self.dim)  # rows x dim under OpenBLAS's threading threshold
 
     @classmethod
     def from_seed(cls, seed: bytes, dim: int) -> Protector:
@@ -50,8 +51,14 @@ class Protector:
         return np.ascontiguousarray(vectors @ self.matrix.T, dtype=np.float32)
 
     def apply_one(self, vector: F32) -> F32:
-        """Protect one probe (dim,): a single matrix-vector product."""
-        out: F32 = np.dot(self.matrix, vector)
+        """Protect one probe (dim,).
+
+        Done in row blocks small enough that OpenBLAS runs each on the calling thread: a 128x128
+        product would wake its worker threads, which then spin beside the FAISS search that
+        follows (measured: +20% per probe on two cores)."""
+        out = np.empty(self.dim, dtype=np.float32)
+        for start in range(0, self.dim, self._block):
+            np.dot(self.matrix[start : start + self._block], vector, out=out[start : start + self._block])
         return out
 
     def invert(self, vectors: F32) -> F32:

@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from edge.config.schema import GallerySection
 from edge.errors import IntegrityError, StorageError
 from edge.gallery.backends import BACKENDS, NumpyBackend, SearchBackend, make_backend
 from edge.gallery.protect import Protector
@@ -204,6 +205,26 @@ class Gallery:
             raise
         log.info("gallery opened: %d subjects, %d templates, backend %s", len(gallery._index), len(gallery), backend)
         return gallery
+
+    @classmethod
+    def open_configured(
+        cls,
+        state: StateDir,
+        section: GallerySection,
+        *,
+        dim: int = 128,
+        threshold: float | None = None,
+        create_key: bool = False,
+    ) -> Gallery:
+        """``open`` with the ``[gallery]`` config section (backend, templates per subject)."""
+        return cls.open(
+            state,
+            backend=section.backend,
+            dim=dim,
+            create_key=create_key,
+            templates_per_subject=section.templates_per_subject,
+            threshold=threshold,
+        )
 
     @staticmethod
     def _load_or_create_key(state: StateDir, *, create_key: bool) -> GalleryKey:

@@ -397,3 +397,15 @@ def test_closed_gallery_refuses_changes(state, unit):
 def test_unknown_backend_is_a_clear_error(state):
     with pytest.raises(StorageError, match="unknown gallery backend 'annoy'"):
         Gallery.open(state, backend="annoy", create_key=True)
+
+
+def test_open_configured_uses_the_gallery_section(state, unit):
+    from edge.config.schema import GallerySection
+
+    x = unit(4)
+    section = GallerySection(backend="faiss-sq8", templates_per_subject=2)
+    with Gallery.open_configured(state, section, create_key=True, threshold=0.9) as g:
+        assert g.backend == "faiss-sq8"
+        r = g.enrol("a", "face", templates=list(x[:3]))
+        assert (r.templates_added, r.templates_total) == (2, 2)
+        assert g.threshold == 0.9

@@ -265,12 +265,14 @@ def main() -> int:
     names, base, truth, probes, threshold = load_lfw(args.pairs)
     print(
         f"faiss {faiss.__version__} ({faiss.get_compile_options().strip()}), numpy {np.__version__}, "
-        f"{os.cpu_count()} cores; LFW-dev: {len(names)} enrolled people, {len(probes)} probes"
+        f"{os.cpu_count()} cores; LFW-dev: {len(names)} enrolled people, {len(probes)} probes; "
+        f"load average {os.getloadavg()[0]:.1f} (other processes share the cores: read figures with it)"
     )
     for n in (int(s) for s in args.sizes.split(",")):
         bench_size(n, names, base, truth, probes, threshold)
     if args.rss:
         bench_rss(names, base)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 
 

@@ -284,7 +284,7 @@ class Gallery:
 
     def _load(self) -> None:
         conn = self._need_conn()
-        face: set[str] = set()
+        face: dict[str, bytes] = {}  # subjects with a face record -> their verified tag (load only)
         for tag, modality, box in conn.execute("SELECT CAST(tag AS BLOB), modality, CAST(box AS BLOB) FROM records"):
             fields = open_record(self._key, bytes(box))
             subject = str(fields["subject"])
@@ -292,7 +292,7 @@ class Gallery:
                 raise IntegrityError("a gallery record is stored under another subject's tag (file altered)")
             self._subject(subject)
             if modality == "face":
-                face.add(subject)
+                face[subject] = bytes(tag)
             for slot in fields.get("slots", []):
                 self._slots[int(slot)] = subject
         ids = array("q")
@@ -305,7 +305,7 @@ class Gallery:
             for row_id, tag, box in rows:
                 subject, vec = open_template(self._key, bytes(box))
                 owner = self._index.get(subject)
-                if owner is None or self._key.tag(subject) != bytes(tag) or subject not in face:
+                if owner is None or face.get(subject) != bytes(tag):
                     raise IntegrityError("a gallery template has no matching subject record (file altered)")
                 if vec.shape[0] != self.dim:
                     raise IntegrityError(f"a gallery template has {vec.shape[0]} dimensions, expected {self.dim}")

@@ -266,7 +266,7 @@ def bench_rss(names: list[str], base: np.ndarray, n: int = 100_000) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Gallery 1:N latency beside raw faiss-cpu")
-    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated template counts")
+    parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated template counts ('' for none)")
     parser.add_argument("--pairs", type=int, default=1200, help="LFW-dev pairs whose images are used")
     parser.add_argument("--rss", action="store_true", help="also measure peak RSS at 100k")
     parser.add_argument("--rss-child", nargs=3, metavar=("ROOT", "BACKEND", "N"), help=argparse.SUPPRESS)
@@ -283,7 +283,7 @@ def main() -> int:
         f"{os.cpu_count()} cores; LFW-dev: {len(names)} enrolled people, {len(probes)} probes; "
         f"load average {os.getloadavg()[0]:.1f} (other processes share the cores: read figures with it)"
     )
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(s) for s in args.sizes.split(",") if s):
         bench_size(n, names, base, truth, probes, threshold)
     if args.rss:
         bench_rss(names, base)

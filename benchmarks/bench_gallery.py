@@ -34,6 +34,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
+TIMED_PROBES = 200
+
+
 def round_robin(
     groups: list[dict[str, Callable[[np.ndarray], object]]], probes: np.ndarray, rounds: int = 3
 ) -> dict[str, float]:
@@ -132,7 +135,7 @@ def bench_size(
     from edge.state import StateDir
 
     x = fill(base, n)
-    timing = probes[: min(len(probes), 200)]
+    timing = probes[: min(len(probes), TIMED_PROBES)]
     print(f"\n== {n:,} templates ({x.nbytes / 1e6:.0f} MB float32), {len(timing)} single probes x 3, median ms")
     with tempfile.TemporaryDirectory(dir=REPO / ".cache") as tmp:
         root = Path(tmp) / "state"
@@ -268,6 +271,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="Gallery 1:N latency beside raw faiss-cpu")
     parser.add_argument("--sizes", default="1000,10000,100000", help="comma-separated template counts ('' for none)")
     parser.add_argument("--pairs", type=int, default=1200, help="LFW-dev pairs whose images are used")
+    parser.add_argument("--probes", type=int, default=200, help="timed probes per method and round")
     parser.add_argument("--rss", action="store_true", help="also measure peak RSS at 100k")
     parser.add_argument("--rss-child", nargs=3, metavar=("ROOT", "BACKEND", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -276,6 +280,8 @@ def main() -> int:
         return 0
     import faiss
 
+    global TIMED_PROBES  # noqa: PLW0603 - a script-wide setting
+    TIMED_PROBES = args.probes
     (REPO / ".cache").mkdir(exist_ok=True)
     names, base, truth, probes, threshold = load_lfw(args.pairs)
     print(

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -218,6 +217,15 @@ def bench_size(
     print(f"   LFW probes accepted as the right person (threshold {threshold:.3f}): {correct}/{len(probes)}")
 
 
+def vm_hwm() -> int:
+    """Peak resident bytes of this process image (VmHWM; ru_maxrss survives fork+exec on Linux,
+    so a child would report its parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
 def rss_child(root: str, backend: str, n: int, dim: int) -> None:
     """Run in a fresh process: baseline peak RSS after imports, then peak after open + searches."""
     import faiss  # noqa: F401  (imported before the baseline so it is part of it)
@@ -228,11 +236,11 @@ def rss_child(root: str, backend: str, n: int, dim: int) -> None:
     rng = np.random.default_rng(0)
     q = rng.standard_normal(dim).astype(np.float32)
     _ = np.ones((64, 64)) @ np.ones(64)  # BLAS threads started
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = vm_hwm()
     with Gallery.open(StateDir(Path(root)), backend=backend, templates_per_subject=5) as g:
         for _ in range(50):
             g.search(q)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = vm_hwm()
     matrix = n * dim * 4
     print(
         f"   {backend:9s}: baseline {base / 1e6:6.1f} MB, peak {peak / 1e6:6.1f} MB, "

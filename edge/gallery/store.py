@@ -151,7 +151,7 @@ class Gallery:
         # Kept small on purpose (about 200 bytes per subject): record fields stay sealed in the
         # file and are read back when a subject changes; a subject's rows are found by index.
         self._index: dict[str, int] = {}  # subject -> index
-        self._names: dict[int, str] = {}  # index -> subject
+        self._names: list[str | None] = []  # index -> subject (None once deleted)
         self._next_index = 0
         self._slots: dict[int, str] = {}  # fingerprint sensor slot -> subject
         self._row_subject = np.empty(0, dtype=np.int32)  # subject index of each matrix row
@@ -284,15 +284,16 @@ class Gallery:
 
     def _load(self) -> None:
         conn = self._need_conn()
-        face: dict[str, bytes] = {}  # subjects with a face record -> their verified tag (load only)
+        has_face = bytearray()  # by subject index: 1 if the subject has a face record (load only)
         for tag, modality, box in conn.execute("SELECT CAST(tag AS BLOB), modality, CAST(box AS BLOB) FROM records"):
             fields = open_record(self._key, bytes(box))
             subject = str(fields["subject"])
             if self._key.tag(subject) != bytes(tag) or fields.get("modality") != modality:
                 raise IntegrityError("a gallery record is stored under another subject's tag (file altered)")
-            self._subject(subject)
+            index = self._subject(subject)
             if modality == "face":
-                face[subject] = bytes(tag)
+                has_face.extend(b"\0" * (index + 1 - len(has_face)))
+                has_face[index] = 1
             for slot in fields.get("slots", []):
                 self._slots[int(slot)] = subject
         ids = array("q")
@@ -305,7 +306,12 @@ class Gallery:
             for row_id, tag, box in rows:
                 subject, vec = open_template(self._key, bytes(box))
                 owner = self._index.get(subject)
-                if owner is None or face.get(subject) != bytes(tag):
+                if (
+                    owner is None
+                    or owner >= len(has_face)
+                    or not has_face[owner]
+                    or self._key.tag(subject) != bytes(tag)
+                ):
                     raise IntegrityError("a gallery template has no matching subject record (file altered)")
                 if vec.shape[0] != self.dim:
                     raise IntegrityError(f"a gallery template has {vec.shape[0]} dimensions, expected {self.dim}")
@@ -356,7 +362,7 @@ class Gallery:
                 return set(self._index)
             if modality == "fingerprint":
                 return set(self._slots.values())
-            return {self._names[int(i)] for i in np.unique(self._row_subject)}
+            return {str(self._names[int(i)]) for i in np.unique(self._row_subject)}
 
     def subject_for_slot(self, slot: int) -> str | None:
         with self._lock:
@@ -401,7 +407,7 @@ class Gallery:
                 if best == -np.inf:
                     break
                 owner = int(self._row_subject[row])
-                found.append((self._names[owner], best))
+                found.append((str(self._names[owner]), best))
                 if len(found) < k:
                     scores[self._row_subject == owner] = -np.inf
             return found
@@ -412,7 +418,7 @@ class Gallery:
             owner = int(self._row_subject[row])
             if owner not in seen:
                 seen.add(owner)
-                found.append((self._names[owner], float(score)))
+                found.append((str(self._names[owner]), float(score)))
                 if len(found) == k:
                     break
         return found
@@ -590,7 +596,7 @@ class Gallery:
             if index is not None:
                 self._drop_rows(self._row_subject == index)
                 del self._index[subject]
-                del self._names[index]
+                self._names[index] = None
             log.info("deleted a subject: %d face templates, %d sensor slots", n_templates, len(slots))
             return DeletionReport(
                 found=bool(modalities) or n_templates > 0,
@@ -636,6 +642,7 @@ class Gallery:
             self._backend = make_backend(self._backend_name, self.dim)
             self._index.clear()
             self._names.clear()
+            self._next_index = 0
             self._slots.clear()
             self._load()
             log.info("gallery re-keyed: %d templates renewed", len(self))
@@ -664,8 +671,9 @@ class Gallery:
         if index is None:
             index = self._next_index
             self._next_index += 1
+            assert index == len(self._names)
             self._index[subject] = index
-            self._names[index] = subject
+            self._names.append(subject)
         return index
 
     def _read_record(self, tag: bytes, modality: str) -> dict[str, Any] | None:

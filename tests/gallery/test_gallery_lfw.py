@@ -76,14 +76,17 @@ def test_backend_top1_decisions_equal_numpy_float(lfw_embeddings, tmp_path, back
     mix += 0.05 * rng.standard_normal(mix.shape).astype(np.float32)
     items = [(r.split("/")[0], [vecs[r]]) for r in gallery] + [(f"d{i}", [m]) for i, m in enumerate(mix)]
     decisions = {}
+    scores = {}
     for name in ("numpy", backend):
         with open_gallery(tmp_path / name, name) as g:
             g.enrol_many(items)
-            decisions[name] = [
-                (r.subject, r.score >= threshold, round(r.score, 5)) for r in (g.search(vecs[p]) for p in probes)
-            ]
+            results = [g.search(vecs[p]) for p in probes]
+            decisions[name] = [(r.subject, r.score >= threshold) for r in results]
+            scores[name] = np.array([r.score for r in results])
     assert len(probes) > 50
     assert decisions[backend] == decisions["numpy"]
+    # the same scores up to float summation order (BLAS vs FAISS kernels)
+    np.testing.assert_allclose(scores[backend], scores["numpy"], atol=1e-5)
     truth = [p.split("/")[0] for p in probes]
-    correct = sum(1 for (s, ok, _), t in zip(decisions["numpy"], truth, strict=True) if ok and s == t)
+    correct = sum(1 for (s, ok), t in zip(decisions["numpy"], truth, strict=True) if ok and s == t)
     assert correct > 0.7 * len(probes)

@@ -56,9 +56,11 @@ def test_backends_agree_on_ranking(state, unit, tmp_path):
         st = StateDir(tmp_path / backend)
         with Gallery.open(st, backend=backend, create_key=True) as g:
             g.enrol_many([(f"s{i}", [x[i]]) for i in range(500)])
-            results[backend] = [(r.subject, round(r.score, 4), round(r.margin, 4)) for r in map(g.search, probes)]
-    assert results["faiss"] == results["numpy"]
-    assert results["faiss-sq8"] == results["numpy"]
+            results[backend] = [(r.subject, r.runners_up[0][0], r.score, r.margin) for r in map(g.search, probes)]
+    for backend in ("faiss", "faiss-sq8"):
+        assert [r[:2] for r in results[backend]] == [r[:2] for r in results["numpy"]]
+        # equal up to float summation order (BLAS vs FAISS kernels)
+        np.testing.assert_allclose([r[2:] for r in results[backend]], [r[2:] for r in results["numpy"]], atol=1e-5)
 
 
 def test_single_subject_margin_is_infinite_and_empty_gallery_returns_none(state, unit):

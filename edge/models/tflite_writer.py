@@ -131,7 +131,8 @@ class Graph:
                 b.StartVector(1, len(data), 16)
                 b.head = b.head - len(data)
                 b.Bytes[b.head : b.head + len(data)] = data
-                vec = int(b.EndVector(len(data)))
+                b.vectorNumElems = len(data)
+                vec = int(b.EndVector())
                 b.StartObject(3)
                 b.PrependUOffsetTRelativeSlot(0, vec, 0)
             else:

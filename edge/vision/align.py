@@ -32,19 +32,25 @@ TEMPLATE_150 = np.array(
 )
 
 
-def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The 2x3 least-squares similarity mapping ``src`` points onto ``dst`` (Umeyama, no reflection)."""
+#: Weight of each keypoint in the fit (right eye, left eye, nose tip, mouth centre).
+FIT_WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0])
+
+
+def similarity(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The 2x3 (weighted) least-squares similarity mapping ``src`` onto ``dst`` (Umeyama, no reflection)."""
     src = np.asarray(src, np.float64)
     dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(axis=0), dst.mean(axis=0)
+    w = np.ones(len(src)) if weights is None else np.asarray(weights, np.float64)
+    w = w / w.sum()
+    mu_s, mu_d = w @ src, w @ dst
     s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
+    cov = (d0 * w[:, None]).T @ s0
     u, sig, vt = np.linalg.svd(cov)
     fix = np.eye(2)
     if np.linalg.det(u) * np.linalg.det(vt) < 0:
         fix[1, 1] = -1.0  # the best fit would mirror the face: take the best proper rotation instead
     rot = u @ fix @ vt
-    var = (s0**2).sum() / len(src)
+    var = float(w @ (s0**2).sum(axis=1))
     scale = float((sig * np.diag(fix)).sum() / var) if var > 0 else 1.0
     m = np.zeros((2, 3))
     m[:, :2] = scale * rot
@@ -77,19 +83,24 @@ def sample_chip(frame: np.ndarray, chip_to_frame: np.ndarray, size: int = CHIP_S
     inside = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
     lc = np.clip(left, 0, w - 2)
     tc = np.clip(top, 0, h - 2)
-    fx = (px - left)[..., None]
-    fy = (py - top)[..., None]
-    src = img.astype(np.float64)
-    tl, tr = src[tc, lc], src[tc, lc + 1]
-    bl, br = src[tc + 1, lc], src[tc + 1, lc + 1]
-    val = (1 - fy) * ((1 - fx) * tl + fx * tr) + fy * ((1 - fx) * bl + fx * br)
+    fx = (px - left).astype(np.float32)[..., None]
+    fy = (py - top).astype(np.float32)[..., None]
+    flat = np.ascontiguousarray(img).reshape(h * w, -1)  # gather the 4 neighbours as uint8, then blend
+    idx = tc * w + lc
+    tl, tr = flat[idx].astype(np.float32), flat[idx + 1].astype(np.float32)
+    bl, br = flat[idx + w].astype(np.float32), flat[idx + w + 1].astype(np.float32)
+    top_row = tl + fx * (tr - tl)
+    val = top_row + fy * (bl + fx * (br - bl) - top_row)
     # astype truncates toward zero, as dlib's assignment of the blended value does
-    return np.where(inside[..., None], np.clip(val, 0, 255), 0).astype(np.uint8)
+    out: np.ndarray = np.where(inside[..., None], np.clip(val, 0, 255), 0).astype(np.uint8)
+    return out.reshape(size, size, -1) if img.ndim == 3 else out.reshape(size, size)
 
 
-def align(frame: np.ndarray, keypoints: np.ndarray, template: np.ndarray = TEMPLATE_150) -> np.ndarray:
+def align(
+    frame: np.ndarray, keypoints: np.ndarray, template: np.ndarray = TEMPLATE_150, weights: np.ndarray | None = None
+) -> np.ndarray:
     """The 150x150 chip (same channel order as ``frame``) for BlazeFace keypoints (at least the first 4)."""
-    frame_to_chip = similarity(keypoints[:4], template)
+    frame_to_chip = similarity(keypoints[:4], template, FIT_WEIGHTS if weights is None else weights)
     a = frame_to_chip[:, :2]
     inv = np.zeros((2, 3))
     inv[:, :2] = np.linalg.inv(a)
@@ -99,4 +110,4 @@ def align(frame: np.ndarray, keypoints: np.ndarray, template: np.ndarray = TEMPL
 
 def chip_transform(keypoints: np.ndarray, template: np.ndarray = TEMPLATE_150) -> np.ndarray:
     """The 2x3 frame-to-chip similarity used by :func:`align` (for diagnostics and tests)."""
-    return similarity(keypoints[:4], template)
+    return similarity(keypoints[:4], template, FIT_WEIGHTS)

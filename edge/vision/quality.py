@@ -15,7 +15,7 @@ from edge.vision.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, Detection
 @dataclass(frozen=True)
 class QualityLimits:
     min_face_px: int = 80  # box side in frame pixels
-    min_sharpness: float = 60.0  # variance of the Laplacian of the grey chip
+    min_sharpness: float = 25.0  # variance of the Laplacian of the grey chip (LFW faces: 40-400)
     max_yaw: float = 0.35  # nose offset from the eye midline, in eye distances (about 25 degrees)
     max_pitch: float = 0.30  # relative change of the eye-nose / eye-mouth ratio from frontal
     min_brightness: float = 50.0

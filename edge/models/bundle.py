@@ -25,11 +25,12 @@ MANIFEST_FORMAT = 1
 KNOWN_SHA256: dict[str, str] = {
     "face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
     "face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+    "face_landmark.tflite": "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
     "dlib_resnet_v1_float32.tflite": "4d004c53b9ecb02a407f3efdecc791eee33f12d561edb67ca9b53e25cd2e42dd",
     "dlib_resnet_v1_int8.tflite": "953e8b67d96e765732483d70b49d8e156e6c32c53cba8175ab8f03a073f467d2",
 }
 
-ROLES = ("detector_short", "detector_full", "embedder_float32", "embedder_int8")
+ROLES = ("detector_short", "detector_full", "landmarks", "embedder_float32", "embedder_int8")
 
 
 @dataclass(frozen=True)

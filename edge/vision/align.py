@@ -32,6 +32,19 @@ TEMPLATE_150 = np.array(
 )
 
 
+#: Median positions (x, y) in dlib's chip of FaceMesh's versions of dlib's five points (subject's left
+#: eye outer and inner corner, right eye outer and inner corner, nose base); see edge.vision.mesh.
+TEMPLATE5_150 = np.array(
+    [
+        [112.045, 45.287],
+        [87.756, 46.796],
+        [34.619, 44.973],
+        [58.577, 46.773],
+        [73.586, 86.047],
+    ],
+    dtype=np.float64,
+)
+
 #: Weight of each keypoint in the fit (right eye, left eye, nose tip, mouth centre).
 FIT_WEIGHTS = np.array([1.0, 1.0, 1.0, 1.0])
 
@@ -100,7 +113,10 @@ def align(
     frame: np.ndarray, keypoints: np.ndarray, template: np.ndarray = TEMPLATE_150, weights: np.ndarray | None = None
 ) -> np.ndarray:
     """The 150x150 chip (same channel order as ``frame``) for BlazeFace keypoints (at least the first 4)."""
-    frame_to_chip = similarity(keypoints[:4], template, FIT_WEIGHTS if weights is None else weights)
+    if len(template) == 4:
+        frame_to_chip = similarity(keypoints[:4], template, FIT_WEIGHTS if weights is None else weights)
+    else:
+        frame_to_chip = similarity(keypoints, template, weights)
     a = frame_to_chip[:, :2]
     inv = np.zeros((2, 3))
     inv[:, :2] = np.linalg.inv(a)

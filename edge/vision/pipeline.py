@@ -18,8 +18,9 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.models.bundle import Manifest, verify_bundle
-from edge.vision.align import align
+from edge.vision.align import TEMPLATE5_150, align
 from edge.vision.detect import BlazeFace, Detection
+from edge.vision.mesh import FaceMesh, dlib5
 from edge.vision.quality import Quality, QualityLimits, assess
 from edge.vision.runtime import Interpreter, load_interpreter
 
@@ -104,6 +105,7 @@ class FacePipeline:
         flip: bool = False,
         limits: QualityLimits | None = None,
         redetect: bool = True,
+        mesh: bool = True,
     ) -> None:
         self.bundle = manifest
         self.variant = variant
@@ -112,6 +114,7 @@ class FacePipeline:
         self.limits = limits or QualityLimits()
         self.full = BlazeFace(manifest.path("detector_full"), "full", threads)
         self.short = BlazeFace(manifest.path("detector_short"), "short", threads)
+        self.mesh = FaceMesh(manifest.path("landmarks"), threads) if mesh else None
         self.embedder = Embedder(manifest.path(f"embedder_{variant}"), manifest, threads)
         self.manifest = ModelInfo(
             model_id=manifest.model_id(variant),
@@ -131,13 +134,36 @@ class FacePipeline:
         threads: int = 2,
         *,
         flip: bool = False,
+        mesh: bool = True,
         limits: QualityLimits | None = None,
     ) -> FacePipeline:
-        """Verify the bundle's hashes and load its models (raises ModelError on any problem)."""
+        """Verify the bundle's hashes and load its models (raises ModelError on any problem).
+
+        ``mesh``: align on FaceMesh's versions of dlib's five points (default); without it, on
+        BlazeFace's four keypoints. ``flip``: average the embedding with the mirrored chip's.
+        """
         if variant not in ("float32", "int8"):
             raise ModelError(f"unknown model variant {variant!r}", hint="use float32 or int8")
         manifest = verify_bundle(Path(models_dir))
-        return cls(manifest, variant, threads, flip=flip, limits=limits)
+        return cls(manifest, variant, threads, flip=flip, limits=limits, mesh=mesh)
+
+    @property
+    def config_id(self) -> str:
+        """Identifies everything that changes the embeddings (for caches of evaluation results)."""
+        import hashlib
+
+        from edge.vision.align import FIT_WEIGHTS, TEMPLATE_150
+
+        parts = [
+            self.manifest.model_id,
+            f"flip={self.flip}",
+            f"redetect={self.redetect}",
+            f"mesh={self.mesh is not None}",
+            np.round(TEMPLATE5_150, 3).tobytes().hex(),
+            np.round(TEMPLATE_150, 3).tobytes().hex(),
+            FIT_WEIGHTS.tobytes().hex(),
+        ]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------ stages
 
@@ -197,9 +223,12 @@ class FacePipeline:
         det = self.refine(frame_bgr, chosen) if self.redetect else chosen
         t2 = time.perf_counter()
         timings["redetect"] = (t2 - t1) * 1e3
-        chip = align(frame_bgr, det.keypoints)
+        points = self.mesh.landmarks(frame_bgr, det) if self.mesh is not None else None
+        t2b = time.perf_counter()
+        timings["landmarks"] = (t2b - t2) * 1e3
+        chip = align(frame_bgr, dlib5(points), TEMPLATE5_150) if points is not None else align(frame_bgr, det.keypoints)
         t3 = time.perf_counter()
-        timings["align"] = (t3 - t2) * 1e3
+        timings["align"] = (t3 - t2b) * 1e3
         others = [f for f in faces if f is not chosen]
         quality = assess(det, chip, others, self.limits)
         t4 = time.perf_counter()

@@ -24,6 +24,7 @@ def test_built_bundle_verifies_and_describes_itself(models_dir: Path) -> None:
     assert {e.role for e in manifest.files.values()} == {
         "detector_short",
         "detector_full",
+        "landmarks",
         "embedder_float32",
         "embedder_int8",
     }
@@ -31,7 +32,8 @@ def test_built_bundle_verifies_and_describes_itself(models_dir: Path) -> None:
     assert manifest.output_dim == 128
     assert manifest.input_spec["size"] == [150, 150, 3]
     assert manifest.input_spec["colour"] == "RGB"
-    assert len(manifest.alignment["template"]) == 4
+    assert len(manifest.alignment["template"]["mesh5"]) == 5
+    assert len(manifest.alignment["template"]["blazeface4"]) == 4
     assert 0.0 < manifest.thresholds["float32"] < 1.0
     assert all(e.licence and e.source for e in manifest.files.values())
     assert "Apache-2.0" in manifest.entry("detector_full").licence

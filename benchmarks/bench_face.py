@@ -47,10 +47,17 @@ def main() -> None:
     if lfw is None:
         raise SystemExit("needs ../shared/datasets/lfw-dev (or EDGE_DATASETS)")
     face = cv2.imread(str(lfw / "lfw-deepfunneled" / "Eric_Daze" / "Eric_Daze_0001.jpg"))
+    configs = {
+        # each label maps to the model variant, the alignment and whether to flip
+        "f32 bf4": ("float32", "blazeface4", False),
+        "f32 mesh5": ("float32", "mesh5", False),
+        "f32 both": ("float32", "both", False),
+        "f32 both+flip": ("float32", "both", True),
+        "int8 both+flip": ("int8", "both", True),
+    }
     pipes = {
-        "float32": FacePipeline.load(REPO_ROOT / "models", "float32", args.threads),
-        "int8": FacePipeline.load(REPO_ROOT / "models", "int8", args.threads),
-        "float32+flip": FacePipeline.load(REPO_ROOT / "models", "float32", args.threads, flip=True),
+        label: FacePipeline.load(REPO_ROOT / "models", model, args.threads, alignment=alignment, flip=flip)  # type: ignore[arg-type]
+        for label, (model, alignment, flip) in configs.items()
     }
     peer = DlibPeer()
     print(f"threads={args.threads}, repeat={args.repeat} (dlib {args.peer_repeat}); median milliseconds per frame")
@@ -82,8 +89,8 @@ def main() -> None:
             runs.append(timings)
         m = medians(runs)
         print(
-            f"{w}x{h:<5} {'dlib peer':>14} {m['detect']:9.1f} {'-':>9} {'(landmarks ' + format(m['landmarks'], '.1f') + ')':>19} "
-            f"{m['align+embed']:9.1f} {m['total']:9.1f}"
+            f"{w}x{h:<5} {'dlib peer':>14} {m['detect']:9.1f} {'-':>9} {m['landmarks']:9.1f} "
+            f"{'(align+embed ' + format(m['align+embed'], '.1f') + ')':>39} {m['total']:9.1f}"
         )
         for name, total in totals.items():
             print(f"{'':>10} speed-up of {name} over dlib: {m['total'] / total:.1f}x")

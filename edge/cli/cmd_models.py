@@ -63,7 +63,14 @@ def _progress(label: str) -> Any:
 @click.option("--models-dir", type=click.Path(path_type=Path), default=REPO_ROOT / "models", show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
 @click.option("--flip/--no-flip", default=False, show_default=True, help="Average with the mirrored chip.")
-@click.option("--mesh/--no-mesh", default=True, show_default=True, help="Align on FaceMesh points (else BlazeFace's).")
+@click.option(
+    "--align",
+    "alignment",
+    type=click.Choice(["mesh5", "blazeface4", "both"]),
+    default="mesh5",
+    show_default=True,
+    help="Chip geometry: FaceMesh's dlib-5 points, BlazeFace's 4 keypoints, or both averaged.",
+)
 @click.option("--rule", type=click.Choice(["center", "gate"]), default="center", show_default=True)
 @click.option("--limit", type=int, default=0, help="Use only the first N pairs of each fold (0: all).")
 @click.option("--no-cache", is_flag=True, help="Recompute every image (timings from this run only).")
@@ -76,7 +83,7 @@ def evaluate_cmd(
     models_dir: Path,
     threads: int,
     flip: bool,
-    mesh: bool,
+    alignment: str,
     rule: str,
     limit: int,
     no_cache: bool,
@@ -100,7 +107,7 @@ def evaluate_cmd(
     image_dir = f"lfw-{variant}"
     if not (lfw_dir / image_dir).is_dir():
         raise click.UsageError(f"{lfw_dir / image_dir} does not exist (expected lfw-<variant>/Name/Name_NNNN.jpg)")
-    pipeline = FacePipeline.load(models_dir, model, threads, flip=flip, mesh=mesh)  # type: ignore[arg-type]
+    pipeline = FacePipeline.load(models_dir, model, threads, flip=flip, alignment=alignment)  # type: ignore[arg-type]
     cache_root = REPO_ROOT / ".cache" / "lfw"
 
     def ours(frame: Any) -> Any:
@@ -119,7 +126,7 @@ def evaluate_cmd(
         "model": model,
         "model_id": pipeline.manifest.model_id,
         "flip": flip,
-        "mesh": mesh,
+        "alignment": alignment,
         "rule": rule,
         "images": len(names),
         "images_without_face": sum(1 for e, _ in emb.values() if e is None),
@@ -165,7 +172,7 @@ def _print_report(r: dict[str, Any]) -> None:
 
     click.echo(f"LFW {r['variant']} at {r['dataset']}: {r['ours']['pairs']} pairs, {r['images']} images")
     block(
-        f"gate-edge {r['model']} ({r['model_id']}, mesh={r.get('mesh')}, flip={r['flip']})",
+        f"gate-edge {r['model']} ({r['model_id']}, align={r['alignment']}, flip={r['flip']})",
         r["ours"],
         r["ours_median_ms"],
         r["images_without_face"],

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Rule = Literal["gate", "center"]
 Variant = Literal["float32", "int8"]
+Alignment = Literal["mesh5", "blazeface4", "both"]
+ALIGNMENTS = ("mesh5", "blazeface4", "both")
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,7 @@ class FacePipeline:
         flip: bool = False,
         limits: QualityLimits | None = None,
         redetect: bool = True,
-        mesh: bool = True,
+        alignment: Alignment = "mesh5",
     ) -> None:
         self.bundle = manifest
         self.variant = variant
@@ -114,7 +116,10 @@ class FacePipeline:
         self.limits = limits or QualityLimits()
         self.full = BlazeFace(manifest.path("detector_full"), "full", threads)
         self.short = BlazeFace(manifest.path("detector_short"), "short", threads)
-        self.mesh = FaceMesh(manifest.path("landmarks"), threads) if mesh else None
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"unknown alignment {alignment!r}; use one of {', '.join(ALIGNMENTS)}")
+        self.alignment = alignment
+        self.mesh = FaceMesh(manifest.path("landmarks"), threads) if alignment != "blazeface4" else None
         self.embedder = Embedder(manifest.path(f"embedder_{variant}"), manifest, threads)
         self.manifest = ModelInfo(
             model_id=manifest.model_id(variant),
@@ -134,18 +139,20 @@ class FacePipeline:
         threads: int = 2,
         *,
         flip: bool = False,
-        mesh: bool = True,
+        alignment: Alignment = "mesh5",
         limits: QualityLimits | None = None,
     ) -> FacePipeline:
         """Verify the bundle's hashes and load its models (raises ModelError on any problem).
 
-        ``mesh``: align on FaceMesh's versions of dlib's five points (default); without it, on
-        BlazeFace's four keypoints. ``flip``: average the embedding with the mirrored chip's.
+        ``alignment``: ``mesh5`` cuts the chip on FaceMesh's versions of dlib's five points (BlazeFace's
+        keypoints when the mesh sees no face); ``blazeface4`` on BlazeFace's four keypoints; ``both``
+        embeds both chips and averages (one more embedder run). ``flip`` also averages each chip's
+        mirror image (one more embedder run per chip).
         """
         if variant not in ("float32", "int8"):
             raise ModelError(f"unknown model variant {variant!r}", hint="use float32 or int8")
         manifest = verify_bundle(Path(models_dir))
-        return cls(manifest, variant, threads, flip=flip, limits=limits, mesh=mesh)
+        return cls(manifest, variant, threads, flip=flip, limits=limits, alignment=alignment)
 
     @property
     def config_id(self) -> str:
@@ -158,7 +165,7 @@ class FacePipeline:
             self.manifest.model_id,
             f"flip={self.flip}",
             f"redetect={self.redetect}",
-            f"mesh={self.mesh is not None}",
+            f"alignment={self.alignment}",
             np.round(TEMPLATE5_150, 3).tobytes().hex(),
             np.round(TEMPLATE_150, 3).tobytes().hex(),
             FIT_WEIGHTS.tobytes().hex(),
@@ -226,15 +233,17 @@ class FacePipeline:
         points = self.mesh.landmarks(frame_bgr, det) if self.mesh is not None else None
         t2b = time.perf_counter()
         timings["landmarks"] = (t2b - t2) * 1e3
-        chip = align(frame_bgr, dlib5(points), TEMPLATE5_150) if points is not None else align(frame_bgr, det.keypoints)
+        chips = [align(frame_bgr, dlib5(points), TEMPLATE5_150)] if points is not None else []
+        if self.alignment != "mesh5" or not chips:
+            chips.append(align(frame_bgr, det.keypoints))
         t3 = time.perf_counter()
         timings["align"] = (t3 - t2b) * 1e3
         others = [f for f in faces if f is not chosen]
-        quality = assess(det, chip, others, self.limits)
+        quality = assess(det, chips[0], others, self.limits)
         t4 = time.perf_counter()
         timings["quality"] = (t4 - t3) * 1e3
-        embedding = self.embed_chip(chip)
-        del chip
+        embedding = l2_normalise(np.sum([self.embed_chip(c) for c in chips], axis=0))
+        del chips
         t5 = time.perf_counter()
         timings["embed"] = (t5 - t4) * 1e3
         timings["total"] = (t5 - t0) * 1e3

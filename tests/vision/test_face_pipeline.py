@@ -162,3 +162,24 @@ def test_process_writes_no_file(
         active[0] = False
     assert writes == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_alignment_and_flip_options_agree_and_cost_embedder_runs(
+    models_dir: Path, pipeline: FacePipeline, lfw_images: list[Path]
+) -> None:
+    frame = _read(lfw_images[2])
+    base = pipeline.process(frame, rule="center")
+    richer = FacePipeline.load(models_dir, "float32", threads=1, alignment="both", flip=True)
+    other = FacePipeline.load(models_dir, "float32", threads=1, alignment="blazeface4")
+    assert other.mesh is None
+    both = richer.process(frame, rule="center")
+    bf4 = other.process(frame, rule="center")
+    assert base is not None
+    assert both is not None
+    assert bf4 is not None
+    assert abs(float(np.linalg.norm(both.embedding)) - 1.0) < 1e-5
+    assert cosine(base.embedding, both.embedding) > 0.97
+    assert cosine(base.embedding, bf4.embedding) > 0.9
+    assert richer.config_id != pipeline.config_id != other.config_id
+    with pytest.raises(ValueError, match="unknown alignment"):
+        FacePipeline(pipeline.bundle, "float32", 1, alignment="eyes")  # type: ignore[arg-type]

@@ -124,7 +124,7 @@ class FacePipeline:
         self.manifest = ModelInfo(
             model_id=manifest.model_id(variant),
             variant=variant,
-            threshold=manifest.thresholds[variant],
+            threshold=self._threshold(manifest, variant, alignment, flip),
             metric=manifest.metric,
             embedding_dim=manifest.output_dim,
             threshold_note=manifest.threshold_note,
@@ -153,6 +153,17 @@ class FacePipeline:
             raise ModelError(f"unknown model variant {variant!r}", hint="use float32 or int8")
         manifest = verify_bundle(Path(models_dir))
         return cls(manifest, variant, threads, flip=flip, limits=limits, alignment=alignment)
+
+    @staticmethod
+    def _threshold(manifest: Manifest, variant: str, alignment: str, flip: bool) -> float:
+        key = f"{variant}/{alignment}{'+flip' if flip else ''}"
+        try:
+            return manifest.thresholds[key]
+        except KeyError:
+            raise ModelError(
+                f"{manifest.root}: the manifest has no calibrated threshold for {key}",
+                hint="rebuild the bundle with this release: edge models build --force",
+            ) from None
 
     @property
     def config_id(self) -> str:

@@ -34,7 +34,9 @@ def test_built_bundle_verifies_and_describes_itself(models_dir: Path) -> None:
     assert manifest.input_spec["colour"] == "RGB"
     assert len(manifest.alignment["template"]["mesh5"]) == 5
     assert len(manifest.alignment["template"]["blazeface4"]) == 4
-    assert 0.0 < manifest.thresholds["float32"] < 1.0
+    for variant in ("float32", "int8"):
+        for config in ("mesh5", "blazeface4", "both", "both+flip"):
+            assert 0.0 < manifest.thresholds[f"{variant}/{config}"] < 1.0
     assert all(e.licence and e.source for e in manifest.files.values())
     assert "Apache-2.0" in manifest.entry("detector_full").licence
     assert "CC0" in manifest.entry("embedder_float32").licence

@@ -62,7 +62,7 @@ def _progress(label: str) -> Any:
 @click.option("--peer", type=click.Choice(["dlib"]), default=None, help="Also evaluate dlib's own pipeline.")
 @click.option("--models-dir", type=click.Path(path_type=Path), default=REPO_ROOT / "models", show_default=True)
 @click.option("--threads", type=int, default=2, show_default=True)
-@click.option("--flip/--no-flip", default=False, show_default=True, help="Average with the mirrored chip.")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Average with the mirrored chip.")
 @click.option(
     "--align",
     "alignment",

@@ -138,7 +138,7 @@ class FacePipeline:
         variant: Variant = "float32",
         threads: int = 2,
         *,
-        flip: bool = False,
+        flip: bool = True,
         alignment: Alignment = "mesh5",
         limits: QualityLimits | None = None,
     ) -> FacePipeline:
@@ -147,7 +147,8 @@ class FacePipeline:
         ``alignment``: ``mesh5`` cuts the chip on FaceMesh's versions of dlib's five points (BlazeFace's
         keypoints when the mesh sees no face); ``blazeface4`` on BlazeFace's four keypoints; ``both``
         embeds both chips and averages (one more embedder run). ``flip`` also averages each chip's
-        mirror image (one more embedder run per chip).
+        mirror image (one more embedder run per chip). The defaults (mesh5 + flip, two embedder runs)
+        reached 99.00% (float32) and 99.07% (int8) on LFW dev; see docs/face.md for the others.
         """
         if variant not in ("float32", "int8"):
             raise ModelError(f"unknown model variant {variant!r}", hint="use float32 or int8")

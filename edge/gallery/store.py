@@ -399,21 +399,25 @@ class Gallery:
             return []
         found: list[tuple[str, float]] = []
         if isinstance(self._backend, NumpyBackend):
-            # one product, then k argmaxes, masking each found subject's rows: no partial sort
+            # One product, then argmax passes over the scratch buffer, masking only the rows taken:
+            # a subject has at most templates_per_subject rows, so finding k distinct subjects
+            # costs at most k * templates_per_subject cheap SIMD passes and no O(n) mask.
             scores = self._backend.scores(q)
-            for _ in range(k):
+            seen: set[int] = set()
+            while len(found) < k:
                 row = int(np.argmax(scores))
                 best = float(scores[row])
                 if best == -np.inf:
                     break
+                scores[row] = -np.inf
                 owner = int(self._row_subject[row])
-                found.append((str(self._names[owner]), best))
-                if len(found) < k:
-                    scores[self._row_subject == owner] = -np.inf
+                if owner not in seen:
+                    seen.add(owner)
+                    found.append((str(self._names[owner]), best))
             return found
         m = (k - 1) * self.templates_per_subject + 1  # enough rows to contain k distinct subjects
         scores, rows = self._backend.top(q, m)
-        seen: set[int] = set()
+        seen = set()
         for score, row in zip(scores.tolist(), rows.tolist(), strict=True):
             owner = int(self._row_subject[row])
             if owner not in seen:

@@ -31,7 +31,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge.agent.decide import LanePolicy, PolicyPort
 from edge.agent.gate import Clock, GateCore, GateRunner, GateSettings, SystemClock, Watchdog
@@ -45,7 +45,6 @@ from edge.agent.ports import (
 )
 from edge.config.schema import AgentConfig, Profile
 from edge.door.base import DoorOutput, open_door
-from edge.errors import EdgeError
 from edge.events.sink import EventSink
 from edge.ops.metrics import Metrics
 from edge.state import StateDir
@@ -75,15 +74,18 @@ class Wired:
     door: DoorOutput | None = None
     subjects: Callable[[], list[str]] = list  # known subject ids, taught to the log redactor at start
     closers: list[Callable[[], None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # the real subsystems, for tests and the demo
 
 
 def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
-    """The real ports for this config. Until phase 2 wiring lands, says exactly what is missing."""
-    raise EdgeError(
-        "this build does not wire the gate to its subsystems yet: event sink (edge.events), consent ledger "
-        "(edge.consent), gallery (edge.gallery), face pipeline (edge.vision), fingerprint driver (edge.fingerprint)",
-        hint="see edge/agent/wiring.py; provisioning, selftest and `edge status` work already",
-    )
+    """The real ports for this config: stores, signed event path, consent, devices.
+
+    Subsystems that are absent from this build (``edge.gallery``, ``edge.vision``,
+    ``edge.fingerprint``) are a loud ``EdgeError`` when the config enables them, never a silent skip.
+    """
+    from edge.agent.subsystems import build_wired
+
+    return build_wired(config, profile, state)
 
 
 def _ignore(value: str, label: str) -> None:

@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ def optional_module(name: str, what: str) -> Any:
         if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
             raise EdgeError(
                 f"this build has no {what} ({name})",
-                hint=f"install a release that includes it, or disable {what} in the agent config",
+                hint="install a release that includes it, or disable that modality in the agent config",
             ) from None
         raise
 
@@ -329,45 +330,80 @@ def _software() -> str:
         return ""
 
 
-def build_wired(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
+@dataclass
+class EventPath:
+    """The device key, audit log, outbox, consent ledger and the schema-translating signed sink."""
+
+    key: Any
+    device_id: str
+    audit: Any
+    outbox: Any
+    ledger: Any
+    sink: SchemaSink
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.outbox.close()
+        self.audit.close()
+
+
+def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
     from edge.audit.log import AuditLog
-    from edge.consent.distribution import consent_topic
-    from edge.consent.enforce import Enforcer
     from edge.consent.ledger import ConsentLedger
     from edge.crypto.keys import device_id, load_signing_key
     from edge.events.envelope import EventSigner
     from edge.events.outbox_sink import OutboxSink
-    from edge.transport.mqtt import MqttPublisher, MqttSettings
     from edge.transport.outbox import Outbox
 
     if not state.identity_key.exists():
         raise EdgeError(f"{state.root} holds no device identity", hint="run `edge-provision init` first")
-    closers: list[Callable[[], None]] = []
+    key = load_signing_key(state.identity_key)
+    dev = device_id(key.verify_key)
+    audit = AuditLog.open(state.audit_db, key)
     try:
-        key = load_signing_key(state.identity_key)
-        dev = device_id(key.verify_key)
-        site = config.device.site
-        audit = AuditLog.open(state.audit_db, key)
-        closers.append(audit.close)
         outbox = Outbox(
             state.outbox_db, max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_s
         )
-        signer = EventSigner(key, dev, outbox, audit=audit)
-        ledger = ConsentLedger.open(state, site, grace_period_s=config.consent.grace_period_s, audit=audit)
-        closers.append(ledger.close)
-        ctx = EventContext(
-            outbox_depth=outbox.depth,
-            consent_version=lambda: ledger.version,
-            software=_software(),
-            disk_path=state.root,
+        ledger = ConsentLedger.open(
+            state, config.device.site, grace_period_s=config.consent.grace_period_s, audit=audit
         )
-        sink = SchemaSink(OutboxSink(signer, outbox, site, audit=audit), ctx)
+    except BaseException:
+        audit.close()
+        raise
+    signer = EventSigner(key, dev, outbox, audit=audit)
+    ctx = EventContext(
+        outbox_depth=outbox.depth,
+        consent_version=lambda: ledger.version,
+        software=_software(),
+        disk_path=state.root,
+    )
+    sink = SchemaSink(OutboxSink(signer, outbox, config.device.site, audit=audit), ctx)
+    return EventPath(key, dev, audit, outbox, ledger, sink)
+
+
+def build_wired(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
+    from edge.consent.distribution import consent_topic
+    from edge.consent.enforce import Enforcer
+    from edge.transport.mqtt import MqttPublisher, MqttSettings
+
+    closers: list[Callable[[], None]] = []
+    try:
+        path = open_event_path(config, state)
+        closers.append(path.close)
+        dev, audit, outbox, ledger, sink = (
+            path.device_id,
+            path.audit,
+            path.outbox,
+            path.ledger,
+            path.sink,
+        )
+        site = config.device.site
 
         eraser = SlotEraser()
         biometric = config.face.enabled or config.fingerprint.enabled
         gallery: Any
         if has_module("edge.gallery") or biometric:
-            gallery_mod = optional_module("edge.gallery", "the biometric gallery")
+            gallery_mod = optional_module("edge.gallery", "biometric gallery")
             gallery = gallery_mod.Gallery.open_configured(state, config.gallery)
             closers.append(gallery.close)
             stores: list[Any] = [GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)]

@@ -381,7 +381,8 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
     return EventPath(key, dev, audit, outbox, ledger, sink)
 
 
-def build_wired(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
+def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipeline: Any = None) -> Wired:
+    """``pipeline``: an already loaded ``FacePipeline`` to reuse (the demo enrols with it first)."""
     from edge.consent.distribution import consent_topic
     from edge.consent.enforce import Enforcer
     from edge.transport.mqtt import MqttPublisher, MqttSettings
@@ -432,7 +433,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir) -> Wired
         camera: Callable[[], CameraPort] | None = None
         face = None
         if config.face.enabled and config.camera.enabled:
-            face = load_pipeline(config, profile)
+            face = pipeline if pipeline is not None else load_pipeline(config, profile)
             face_threshold = config.face.threshold or float(face.manifest.threshold)
 
             def camera_factory() -> CameraPort:

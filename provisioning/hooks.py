@@ -163,7 +163,7 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
     path = subsystems.open_event_path(config, state)
     closers: list[Callable[[], None]] = [path.close]
     try:
-        gallery_mod = subsystems.optional_module("edge.gallery", "biometric gallery")
+        gallery_mod = subsystems.optional_module("edge.gallery.store", "biometric gallery")
         want_face = modality in (None, "face") and config.face.enabled and config.camera.enabled
         if want_face and pipeline is None:
             pipeline = subsystems.load_pipeline(config, profile)

@@ -403,8 +403,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         eraser = SlotEraser()
         biometric = config.face.enabled or config.fingerprint.enabled
         gallery: Any
-        if has_module("edge.gallery") or biometric:
-            gallery_mod = optional_module("edge.gallery", "biometric gallery")
+        if has_module("edge.gallery.store") or biometric:
+            gallery_mod = optional_module("edge.gallery.store", "biometric gallery")
             gallery = gallery_mod.Gallery.open_configured(state, config.gallery)
             closers.append(gallery.close)
             stores: list[Any] = [GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)]

@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 echo "setup: installing the project and its test tools into .venv"
-.venv/bin/python -m pip install -q -e ".[test,lint,dlib-bin]"
+.venv/bin/python -m pip install -q -e ".[test,lint,dlib-bin,sim]"
 # face_recognition (the dlib peer for evaluation) declares a dependency on the `dlib` sdist, which
 # compiles for a long time; dlib-bin provides the same module, so install it without dependencies.
 .venv/bin/python -m pip install -q --no-deps "face-recognition==1.3.0" "face-recognition-models==0.3.0"

@@ -1,0 +1,1 @@
+"""EF01 fingerprint sensors: codec, driver, workflows and the simulator."""

@@ -1,0 +1,1 @@
+"""The EF01 module simulator (edge-fpsim)."""

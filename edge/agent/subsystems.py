@@ -141,11 +141,20 @@ class EmptyGallery:
 # =========================================================================== fingerprint
 
 
+@dataclass(frozen=True)
+class SensorMatch:
+    """A finger was searched: its slot, or None when the sensor's library holds no match."""
+
+    slot: int | None
+    score: int
+
+
 class FingerAdapter:
     """``FingerprintPort`` over ``edge.fingerprint``'s ``SensorWorkflows``; erases queued slots first.
 
-    The workflows return None both for "no finger" and for "finger, no match", so a finger that
-    matches nothing is not counted as a failed attempt (it produces no event).
+    ``identify`` runs the capture and 1:N search on the driver itself, so that "finger, no match" (a
+    failed attempt: a denial event, counted towards back-off) differs from "no finger" (None); the
+    workflows' own ``identify`` returns None for both. A capture too poor to search is no attempt.
     """
 
     def __init__(self, sensor: Any, eraser: SlotEraser, is_known: Callable[[int], bool]) -> None:
@@ -170,8 +179,13 @@ class FingerAdapter:
             self._orphans_checked = True
         if self.eraser.drain(self.sensor.delete):
             timeout_s = min(timeout_s, 0.1)
-        result: FingerMatch | None = self.sensor.identify(timeout_s)
-        return result
+        driver = self.sensor.driver
+        if not driver.wait_for_finger(timeout_s):
+            return None
+        if driver.image2tz(1) != 0:
+            return None
+        hit = driver.search(1)
+        return SensorMatch(int(hit[0]), int(hit[1])) if hit else SensorMatch(None, 0)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

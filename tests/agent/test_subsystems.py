@@ -37,16 +37,22 @@ class Gallery:
         return Report(n, freed, tuple(m for m, has in (("face", n), ("fingerprint", freed)) if has))
 
 
-@dataclass(frozen=True)
-class Hit:
-    slot: int
-    score: int
-
-
 class Driver:
+    """The driver calls the adapter makes: a finger on the glass matches the first occupied slot."""
+
     def __init__(self, occupied: list[int]) -> None:
         self._occupied = occupied
         self.closed = False
+        self.finger = True
+
+    def wait_for_finger(self, timeout_s: float) -> bool:
+        return self.finger
+
+    def image2tz(self, buffer: int) -> int:
+        return 0
+
+    def search(self, buffer: int) -> tuple[int, int] | None:
+        return (self._occupied[0], 90) if self._occupied else None
 
     def occupied(self) -> list[int]:
         return list(self._occupied)
@@ -63,9 +69,6 @@ class Sensor:
     def delete(self, slot: int) -> None:
         self.deleted.append(slot)
         self.driver._occupied.remove(slot)
-
-    def identify(self, timeout_s: float) -> Hit | None:
-        return Hit(self.driver._occupied[0], 90) if self.driver._occupied else None
 
 
 def test_deleting_a_subject_queues_its_slots_and_the_finger_thread_erases_them() -> None:
@@ -94,3 +97,13 @@ def test_orphan_templates_are_erased_when_the_sensor_opens() -> None:
     adapter.identify(0.1)
     assert sorted(sensor.deleted) == [2, 9]
     assert sensor.driver.occupied() == [1]
+
+
+def test_a_finger_that_matches_nothing_is_an_attempt_and_no_finger_is_none() -> None:
+    sensor = Sensor([])
+    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: False)
+    miss = adapter.identify(0.1)
+    assert miss is not None
+    assert miss.slot is None  # the gate denies it and counts it towards back-off
+    sensor.driver.finger = False
+    assert adapter.identify(0.1) is None

@@ -1,0 +1,97 @@
+"""Per-stage latency of the face pipeline on 640x480 and 1280x720 frames, beside dlib's own pipeline.
+
+Frames are a grey background with a real LFW dev face pasted in (about a third of the frame height,
+as at a gate). Each configuration runs ``--repeat`` times after one warm-up; medians are printed.
+The peer is dlib as the face_recognition library uses it (HOG detector with one upsampling,
+5-point landmarks, ResNet descriptor), in the same process on the same frames.
+
+Run: ``.venv/bin/python benchmarks/bench_face.py [--repeat 15] [--threads 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import cv2
+import numpy as np
+
+from edge.datasets import REPO_ROOT, dataset
+from edge.models.dlib_peer import DlibPeer
+from edge.vision.pipeline import FacePipeline
+
+SIZES = [(640, 480), (1280, 720)]
+
+
+def frame_with_face(face: np.ndarray, width: int, height: int) -> np.ndarray:
+    side = height * 3 // 5  # LFW images are ~2x the face; the face ends up about a third of the height
+    scaled = cv2.resize(face, (side, side), interpolation=cv2.INTER_LINEAR)
+    frame = np.full((height, width, 3), 90, np.uint8)
+    y, x = (height - side) // 2, (width - side) // 2
+    frame[y : y + side, x : x + side] = scaled
+    return frame
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    keys = runs[0].keys()
+    return {k: statistics.median(r[k] for r in runs) for k in keys}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--peer-repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    lfw = dataset("lfw-dev")
+    if lfw is None:
+        raise SystemExit("needs ../shared/datasets/lfw-dev (or EDGE_DATASETS)")
+    face = cv2.imread(str(lfw / "lfw-deepfunneled" / "Eric_Daze" / "Eric_Daze_0001.jpg"))
+    configs = {
+        # each label maps to the model variant, the alignment and whether to flip
+        "f32 bf4": ("float32", "blazeface4", False),
+        "f32 mesh5": ("float32", "mesh5", False),
+        "f32 mesh5+flip": ("float32", "mesh5", True),
+        "f32 both+flip": ("float32", "both", True),
+        "int8 mesh5+flip": ("int8", "mesh5", True),
+    }
+    pipes = {
+        label: FacePipeline.load(REPO_ROOT / "models", model, args.threads, alignment=alignment, flip=flip)  # type: ignore[arg-type]
+        for label, (model, alignment, flip) in configs.items()
+    }
+    peer = DlibPeer()
+    print(f"threads={args.threads}, repeat={args.repeat} (dlib {args.peer_repeat}); median milliseconds per frame")
+    stages = ("detect", "redetect", "landmarks", "align", "quality", "embed", "total")
+    header = f"{'frame':>10} {'pipeline':>14} " + " ".join(f"{s:>9}" for s in stages)
+    print(header)
+    for w, h in SIZES:
+        frame = frame_with_face(face, w, h)
+        totals = {}
+        for name, pipe in pipes.items():
+            pipe.process(frame)
+            runs = []
+            for _ in range(args.repeat):
+                result = pipe.process(frame)
+                assert result is not None
+                runs.append(result.timings)
+            m = medians(runs)
+            totals[name] = m["total"]
+            cells = " ".join(f"{m.get(s, 0.0):9.1f}" for s in stages)
+            print(f"{w}x{h:<5} {name:>14} {cells}")
+        peer.process(frame)
+        runs = []
+        for _ in range(args.peer_repeat):
+            desc, timings = peer.process(frame)
+            assert desc is not None
+            runs.append(timings)
+        m = medians(runs)
+        print(
+            f"{w}x{h:<5} {'dlib peer':>14} {m['detect']:9.1f} {'-':>9} {m['landmarks']:9.1f} {'-':>9} {'-':>9} "
+            f"{m['align+embed']:9.1f} {m['total']:9.1f}   (dlib's embed column includes its chip alignment)"
+        )
+        for name, total in totals.items():
+            print(f"{'':>10} speed-up of {name} over dlib: {m['total'] / total:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

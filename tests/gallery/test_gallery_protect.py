@@ -1,0 +1,56 @@
+"""The protective transform and the sealed-record codecs, tested with bytes and arrays alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.errors import IntegrityError
+from edge.gallery.protect import Protector
+from edge.gallery.sealed import GalleryKey, open_record, open_template, seal_record, seal_template
+
+
+def test_protector_is_orthogonal_deterministic_and_key_dependent():
+    a = Protector.from_seed(b"a" * 32, 128)
+    assert np.allclose(a.matrix @ a.matrix.T, np.eye(128), atol=1e-5)
+    assert np.array_equal(a.matrix, Protector.from_seed(b"a" * 32, 128).matrix)
+    b = Protector.from_seed(b"b" * 32, 128)
+    assert np.abs(a.matrix - b.matrix).max() > 0.1
+    v = np.random.default_rng(0).standard_normal((5, 128)).astype(np.float32)
+    assert np.allclose(a.invert(a.apply(v)), v, atol=1e-5)
+    assert np.allclose(a.apply_one(v[0]), a.apply(v[:1])[0], atol=1e-6)
+    # inner products survive; the vectors themselves do not
+    assert np.allclose(a.apply(v) @ a.apply(v).T, v @ v.T, atol=1e-4)
+    assert not np.allclose(a.apply(v), v, atol=0.1)
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        Protector.from_seed(b"short", 128)
+
+
+def test_sealed_template_round_trip_and_tamper_detection():
+    key = GalleryKey(b"k" * 32)
+    v = np.arange(128, dtype=np.float32) / 100
+    box = seal_template(key, "subject-1", v)
+    assert seal_template(key, "subject-1", v) != box  # fresh nonce every time
+    subject, back = open_template(key, box)
+    assert subject == "subject-1"
+    assert np.array_equal(back, v)
+    for i in (0, 30, len(box) - 1):
+        bad = bytearray(box)
+        bad[i] ^= 0x80
+        with pytest.raises(IntegrityError, match="failed authentication"):
+            open_template(key, bytes(bad))
+    with pytest.raises(IntegrityError):
+        open_template(GalleryKey(b"o" * 32), box)
+    with pytest.raises(IntegrityError, match="unknown layout"):
+        open_template(key, seal_record(key, {"subject": "x"}))
+
+
+def test_sealed_record_round_trip_and_key_repr():
+    key = GalleryKey(b"k" * 32)
+    fields = {"subject": "s", "modality": "fingerprint", "slots": [3], "enrolled_at": 1.0, "model_id": "m"}
+    assert open_record(key, seal_record(key, fields)) == fields
+    assert "k" * 8 not in repr(key)
+    assert key.tag("s") != GalleryKey(b"o" * 32).tag("s")
+    assert len(key.tag("s")) == 16
+    assert key.matches(key.key_check())
+    assert not GalleryKey(b"o" * 32).matches(key.key_check())

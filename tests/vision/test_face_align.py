@@ -1,0 +1,88 @@
+"""Alignment: the similarity fit, and chip sampling equivalent to dlib's get_face_chip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.vision.align import TEMPLATE_150, align, sample_chip, similarity
+
+
+def test_similarity_recovers_a_known_transform() -> None:
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -4.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    src = np.array([[10.0, 20.0], [50.0, 22.0], [30.0, 40.0], [31.0, 60.0]])
+    dst = src @ (scale * rot).T + shift
+    m = similarity(src, dst)
+    np.testing.assert_allclose(m[:, :2], scale * rot, atol=1e-9)
+    np.testing.assert_allclose(m[:, 2], shift, atol=1e-9)
+
+
+def test_similarity_never_mirrors() -> None:
+    # Keypoints in the wrong handedness (eyes swapped): the best fit would be a reflection; we refuse it.
+    swapped = TEMPLATE_150[[1, 0, 2, 3]]
+    m = similarity(swapped, TEMPLATE_150)
+    assert np.linalg.det(m[:, :2]) > 0
+
+
+def _dlib_frame_to_chip(details) -> np.ndarray:  # type: ignore[no-untyped-def]
+    r = details.rect
+    cx, cy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
+    c, s = np.cos(details.angle), np.sin(details.angle)
+
+    def rot(x: float, y: float) -> tuple[float, float]:
+        return cx + c * (x - cx) - s * (y - cy), cy + s * (x - cx) + c * (y - cy)
+
+    src = np.array([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())])
+    dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]], np.float64)
+    return np.linalg.solve(np.hstack([src, np.ones((3, 1))]), dst).T
+
+
+def test_sampling_reproduces_dlib_get_face_chip(lfw_images: list[Path]) -> None:
+    """Given dlib's own chip geometry, our sampler cuts the same pixels dlib does."""
+    import cv2
+
+    from edge.models.dlib_peer import DlibPeer
+
+    peer = DlibPeer()
+    for path in lfw_images:
+        rgb = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+        shape = peer.landmarks(rgb, peer.detect(rgb)[0])
+        theirs = peer.chip(rgb, shape)
+        m = _dlib_frame_to_chip(peer.dlib.get_face_chip_details(shape, 150, 0.25))
+        inv = np.zeros((2, 3))
+        inv[:, :2] = np.linalg.inv(m[:, :2])
+        inv[:, 2] = -inv[:, :2] @ m[:, 2]
+        ours = sample_chip(rgb, inv)
+        diff = np.abs(ours.astype(int) - theirs.astype(int))
+        assert diff.max() <= 1, "sampling differs from dlib by more than one grey level"
+        assert (diff > 0).mean() < 0.02
+
+
+def test_chip_outside_the_frame_is_black() -> None:
+    frame = np.full((40, 40, 3), 200, np.uint8)
+    # a small face near the top-left corner: the chip's top-left lies outside the frame
+    kp = TEMPLATE_150 * 0.25 - 10.0
+    chip = align(frame, kp)
+    assert chip.shape == (150, 150, 3)
+    assert chip[0, 0].tolist() == [0, 0, 0]
+    assert (chip == 200).any()
+
+
+def test_big_faces_go_through_the_pyramid_without_aliasing() -> None:
+    # A fine checkerboard "face" 6x the chip size: direct sampling would alias; the pyramid averages.
+    frame = np.indices((1000, 1000)).sum(axis=0) % 2 * 255
+    frame = np.repeat(frame[:, :, None], 3, axis=2).astype(np.uint8)
+    chip = align(frame, TEMPLATE_150 * 6.0 + 20.0)
+    assert abs(float(chip.mean()) - 127.5) < 10
+    assert float(chip.std()) < 20
+
+
+def test_template_is_in_dlib_chip_geometry() -> None:
+    # Eyes level and about 56 px apart, nose and mouth below their midpoint: dlib's chip layout.
+    right, left, nose, mouth = TEMPLATE_150
+    assert right[0] < left[0]
+    assert abs(right[1] - left[1]) < 2
+    assert 50 < left[0] - right[0] < 62
+    assert right[1] < nose[1] < mouth[1]

@@ -132,21 +132,30 @@ def choose_photos(people: list[FacePerson], pipeline: Any, wanted: int) -> list[
                 good.append((photo, np.asarray(result.embedding, dtype=np.float32)))
         if good:
             embedded.append((person, good))
+
+    def passes_at_gate(photo: Path) -> bool:
+        frame = cv2.imread(str(photo))
+        result = pipeline.process(frame, rule="gate") if frame is not None else None
+        return result is not None and bool(result.quality.ok)
+
     chosen: list[FacePerson] = []
     for person, good in embedded:
         others = [e for p, g in embedded if p is not person for _, e in g]
-        best: tuple[float, Path, list[Path]] | None = None
+        options: list[tuple[float, Path, list[Path]]] = []
         for gate_photo, gate_vec in good:
             rest = [(p, e) for p, e in good if p != gate_photo] or [(gate_photo, gate_vec)]
             rest.sort(key=lambda item: -float(item[1] @ gate_vec))
             enrol = rest[:2]
             score = max(float(e @ gate_vec) for _, e in enrol)
             impostor = max((float(o @ gate_vec) for o in others), default=-1.0)
-            if score >= threshold + 0.005 and impostor < threshold - 0.02 and (best is None or score > best[0]):
-                best = (score, gate_photo, [p for p, _ in enrol])
-        if best is not None:
-            person.gate, person.enrol = best[1], best[2]
-            chosen.append(person)
+            if score >= threshold + 0.005 and impostor < threshold - 0.02:
+                options.append((score, gate_photo, [p for p, _ in enrol]))
+        # the best-matching gate photo that the gate's own quality rule also accepts
+        for _score, gate_photo, enrol_photos in sorted(options, key=lambda o: -o[0]):
+            if passes_at_gate(gate_photo):
+                person.gate, person.enrol = gate_photo, enrol_photos
+                chosen.append(person)
+                break
         if len(chosen) >= wanted:
             break
     return chosen

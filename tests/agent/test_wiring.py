@@ -251,3 +251,28 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
         stop_listen.set()
         listener.join(10)
     assert not agent.is_alive()
+
+
+def test_a_stranger_right_after_a_grant_is_denied_not_taken_for_the_same_passage() -> None:
+    """Regression: the best candidate for a stranger's face is often the person just let in; the
+    'still in view' shortcut must apply only to an accepted match."""
+    clock = FakeClock()
+    gallery = MemoryGallery()
+    alice = unit(1)
+    gallery.faces["alice"] = alice
+    guarded = GuardedSink()
+    core = GateCore(
+        gallery=gallery,
+        consent=MemoryConsent(consents={("alice", "face")}),
+        policy=LanePolicy(PolicySection(), 0.6),
+        door=DoorController(SimLines()),
+        sink=SchemaSink(guarded),
+        clock=clock,
+    )
+    core.on_face(Observation(near(alice, 1)))
+    clock.advance(1)
+    core.on_face(Observation(near(alice, 2)))  # alice still in view: no second passage
+    clock.advance(1)
+    core.on_face(Observation(unit(99)))  # a stranger; the gallery's best candidate is alice
+    access = [(b["decision"], b["subject"], b["reason"]) for k, b in guarded.events if k == "access"]
+    assert access == [("granted", "alice", "granted"), ("denied", None, "no_match")]

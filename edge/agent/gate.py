@@ -211,9 +211,12 @@ class GateCore:
             self._last_denial[key] = now
         else:
             assert decision.subject is not None
-            if all(self._recently_granted(m, decision.subject) for m in decision.modality.split("+")):
-                # still in view after a grant: the same passage. Judged only after the policy
-                # accepted the match, so a stranger whose best candidate was just let in is denied.
+            if all(
+                m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.modality.split("+")
+            ):
+                # a face or finger still in view after a grant: the same passage. Judged only after
+                # the policy accepted the match, so a stranger whose best candidate was just let in
+                # is denied. Every card, PIN or QR presentation is a new passage.
                 return
             for modality in decision.modality.split("+"):
                 self._last_grant[(modality, decision.subject)] = now

@@ -276,3 +276,20 @@ def test_a_stranger_right_after_a_grant_is_denied_not_taken_for_the_same_passage
     core.on_face(Observation(unit(99)))  # a stranger; the gallery's best candidate is alice
     access = [(b["decision"], b["subject"], b["reason"]) for k, b in guarded.events if k == "access"]
     assert access == [("granted", "alice", "granted"), ("denied", None, "no_match")]
+
+
+def test_every_card_presentation_is_a_new_passage() -> None:
+    clock = FakeClock()
+    guarded = GuardedSink()
+    core = GateCore(
+        gallery=MemoryGallery(),
+        consent=MemoryConsent(credentials={("card", "1234"): "carol"}),
+        policy=LanePolicy(PolicySection(), 0.6),
+        door=DoorController(SimLines()),
+        sink=SchemaSink(guarded),
+        clock=clock,
+    )
+    for _ in range(3):
+        core.on_credential(Credential("card", "1234"))
+        clock.advance(0.2)
+    assert [b["decision"] for k, b in guarded.events if k == "access"] == ["granted"] * 3

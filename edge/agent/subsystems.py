@@ -427,8 +427,6 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         enforcer = Enforcer(ledger, stores, sink, audit, purpose=config.consent.purpose)
         enforcer.startup(time.time())
         consent = ConsentService(enforcer, sink)
-        consent.start()
-        closers.append(consent.stop)
 
         mqtt_settings = MqttSettings.from_section(config.mqtt)
         publisher = MqttPublisher(
@@ -439,8 +437,15 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             subscriptions=[consent_topic(site)],
             on_message=consent.on_message,
         )
+
+        def stop_publisher() -> None:
+            publisher.wait_drained(2.0)  # an orderly stop delivers what is queued, if the broker is there
+            publisher.stop()
+
+        closers.append(stop_publisher)  # runs after the consent thread stopped: nothing is emitted later
+        consent.start()
+        closers.append(consent.stop)
         publisher.start()
-        closers.append(publisher.stop)
 
         face_threshold = 0.6
         camera: Callable[[], CameraPort] | None = None

@@ -25,7 +25,7 @@ def enrol_cmd(
     """Enrol SUBJECT (a pseudonymous id from the consent list) for one modality."""
     from provisioning import enrol, hooks
 
-    ports = hooks.enrol_ports(state_of(state_dir))
+    ports = hooks.enrol_ports(state_of(state_dir), modality)
     if ports is None:
         raise EdgeError(
             "enrolment is not wired in this build (face, fingerprint, gallery and consent drivers)",

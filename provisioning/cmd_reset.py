@@ -42,7 +42,9 @@ def erase(state: StateDir, erase_sensor: object | None, *, skip_sensor: bool = F
         except EdgeError as exc:
             rows.append(("sensor library", f"FAILED: {exc.one_line()}"))
     else:
-        rows.append(("sensor library", "NOT ERASED: no sensor driver wired in this build"))
+        rows.append(
+            ("sensor library", "NOT ERASED: no sensor in the settings (--skip-sensor if the terminal has none)")
+        )
     for secret in (state.gallery_key, state.identity_key):
         if secret.exists():
             _shred(secret)

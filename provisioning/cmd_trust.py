@@ -37,6 +37,34 @@ def read_public_key(value: str) -> bytes:
     return bytes(load_verify_key(text))
 
 
+def read_credential_key(value: str) -> bytes:
+    """32 raw bytes from a key file (raw or hex text), or 64 hex characters given inline."""
+    from edge.credentials.hashing import KEY_SIZE
+
+    path = Path(value)
+    raw: bytes
+    if path.is_file():
+        data = path.read_bytes()
+        if len(data) == KEY_SIZE:
+            raw = data
+        else:
+            try:
+                raw = bytes.fromhex(data.decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError):
+                raw = b""
+    else:
+        try:
+            raw = bytes.fromhex(value.strip())
+        except ValueError:
+            raw = b""
+    if len(raw) != KEY_SIZE:
+        raise StorageError(
+            f"--credential-key: expected a file holding the {KEY_SIZE}-byte site credential key or 64 hex characters",
+            hint="copy credential.key from the consent authority's directory (edge-site consent keygen made it)",
+        )
+    return raw
+
+
 def pem_certificates(path: Path) -> list[bytes]:
     """DER of each certificate in a PEM file; refuse files with none or that OpenSSL cannot load."""
     try:
@@ -90,11 +118,21 @@ def pinned(state: StateDir) -> list[dict[str, str]]:
     "--consent-key", "consent_keys", multiple=True, help="Consent-authority public key: file or 64 hex chars."
 )
 @click.option("--broker-ca", type=click.Path(path_type=Path, dir_okay=False), help="The broker's CA certificate (PEM).")
+@click.option(
+    "--credential-key",
+    "credential_key",
+    help="The site's credential key (the authority's credential.key): file of 32 bytes or 64 hex chars.",
+)
 @click.option("--remove", "remove_kids", multiple=True, help="Unpin a consent-authority key by its key id (hex).")
 @state_option
 @json_option
 def trust_cmd(
-    consent_keys: tuple[str, ...], broker_ca: Path | None, remove_kids: tuple[str, ...], state_dir: Path, as_json: bool
+    consent_keys: tuple[str, ...],
+    broker_ca: Path | None,
+    credential_key: str | None,
+    remove_kids: tuple[str, ...],
+    state_dir: Path,
+    as_json: bool,
 ) -> int:
     """Pin trust anchors and show their fingerprints. With no option, list what is pinned."""
     state = state_of(state_dir)
@@ -103,6 +141,7 @@ def trust_cmd(
     # Read and check everything before writing anything: a bad argument changes nothing.
     keys = [read_public_key(value) for value in consent_keys]
     ders = pem_certificates(broker_ca) if broker_ca is not None else []
+    cred_key = read_credential_key(credential_key) if credential_key is not None else None
     for kid in remove_kids:
         target = state.trust_dir / f"consent-authority-{kid.lower()}.pub"
         if not target.exists():
@@ -120,6 +159,11 @@ def trust_cmd(
         section(doc, "mqtt")["ca_file"] = str(state.broker_ca)
         save_settings(state, doc)
         changed.append(f"pinned broker CA ({len(ders)} certificate{'s' if len(ders) != 1 else ''})")
+    if cred_key is not None:
+        from edge.consent.trust import install_credential_key
+
+        install_credential_key(state, cred_key)
+        changed.append("installed the site credential key (card/PIN/QR digests)")
     for kid in remove_kids:
         (state.trust_dir / f"consent-authority-{kid.lower()}.pub").unlink()
         changed.append(f"unpinned consent-authority key {kid.lower()}")

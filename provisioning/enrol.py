@@ -33,6 +33,14 @@ class EnrolReport:
     rejected: dict[str, int] = field(default_factory=dict)  # quality reason -> frames refused for it
 
 
+def _enrolled(subject: str, modality: str, duplicate_of: str | None) -> dict[str, object]:
+    """The published enrolment event (``edge.events.schema``): no counts of templates, no template."""
+    body: dict[str, object] = {"subject": subject, "modality": modality, "result": "enrolled"}
+    if duplicate_of:
+        body["reason"] = "possible_duplicate"
+    return body
+
+
 def _require_consent(consent: ConsentPort, subject: str, modality: str, purpose: str, now: float) -> None:
     if consent.is_stale(now):
         raise ConsentError(
@@ -98,9 +106,7 @@ def enrol_face(
     embeddings.clear()
     report.stored = wanted
     report.duplicate_of = result.duplicate_of
-    sink.emit(
-        "enrolment", {"subject": subject, "modality": "face", "templates": wanted, "flagged": bool(result.duplicate_of)}
-    )
+    sink.emit("enrolment", _enrolled(subject, "face", result.duplicate_of))
     return report
 
 
@@ -135,8 +141,5 @@ def enrol_finger(
     except BaseException:
         sensor.delete(slot)  # no orphan template left in the sensor
         raise
-    sink.emit(
-        "enrolment",
-        {"subject": subject, "modality": "fingerprint", "templates": 1, "flagged": bool(result.duplicate_of)},
-    )
+    sink.emit("enrolment", _enrolled(subject, "fingerprint", result.duplicate_of))
     return EnrolReport("fingerprint", 1, sensor_slot=slot, duplicate_of=result.duplicate_of)

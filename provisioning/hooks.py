@@ -1,15 +1,18 @@
 """Where provisioning reaches hardware and models: the few points the lead wires after merging.
 
-Phase 1 ships the commands and the check functions (``provisioning.checks``) against the agent's
-ports; these two factories decide which real devices they get. Each returns "nothing" until the
-fingerprint, face, gallery and consent modules are merged, and the commands report that plainly instead of
-pretending a device was checked or erased.
+The commands and the check functions (``provisioning.checks``) are written against the agent's
+ports; these factories give them the real devices, through the same code the agent uses
+(``edge.agent.subsystems``). A subsystem missing from this build, or disabled in the settings, is
+reported plainly instead of pretending a device was checked or erased.
 """
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.agent.ports import CameraPort, ConsentPort, EnrolGalleryPort, FacePipelinePort, FingerEnrolPort
 from edge.events.sink import EventSink
@@ -20,23 +23,100 @@ from provisioning.selftest import Check
 SensorEraser = Callable[[], int]
 
 
-def sensor_eraser(state: StateDir) -> SensorEraser | None:
-    """The sensor library's erase hook for factory-reset.
+def _settings(state: StateDir) -> Any:
+    from edge.config.load import load_config
 
-    To wire: load the settings (``edge.config.load_config(state.settings)``), open
-    ``FingerprintDriver.open(port, baud=..., address=..., password=...)`` for the configured UART,
-    and return a callable doing ``count = sensor.template_count(); sensor.empty(); return count``.
-    """
-    return None
+    return load_config(state.settings)
+
+
+def sensor_eraser(state: StateDir) -> SensorEraser | None:
+    """The sensor library's erase hook for factory-reset; None when no sensor is configured."""
+    if not state.settings.exists():
+        return None
+    config, profile = _settings(state)
+    if not config.fingerprint.enabled:
+        return None
+
+    def erase() -> int:
+        from edge.agent.subsystems import open_fingerprint
+
+        sensor = open_fingerprint(config, profile)
+        try:
+            count = int(sensor.template_count())
+            sensor.empty()
+            return count
+        finally:
+            sensor.driver.close()
+
+    return erase
+
+
+class _SensorHealth:
+    """``SensorHealthPort`` with ``close`` over the fingerprint library's workflows."""
+
+    def __init__(self, sensor: Any) -> None:
+        self.sensor = sensor
+
+    @property
+    def capacity(self) -> int:
+        return int(self.sensor.capacity)
+
+    def template_count(self) -> int:
+        return int(self.sensor.template_count())
+
+    def health(self) -> Any:
+        h = self.sensor.health()
+        return h.detail or ("ok" if h.ok else "not ok")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sensor.driver.close()
 
 
 def device_checks(state: StateDir) -> list[Check]:
-    """Camera, fingerprint sensor and model checks for selftest.
+    """Camera, fingerprint sensor and model checks for selftest, for what the settings enable."""
+    from provisioning.checks import camera_check, models_check, sensor_check
 
-    To wire: build them with ``provisioning.checks.camera_check(open_camera, pipeline)``,
-    ``sensor_check(open_sensor)`` and ``models_check(lambda: verify_bundle(models_dir))``.
-    """
-    return []
+    if not state.settings.exists():
+        return []
+    try:
+        config, profile = _settings(state)
+    except Exception:
+        return []  # the settings check reports it
+    from edge.agent import subsystems
+
+    checks: list[Check] = []
+    pipeline_box: list[Any] = []
+    if config.face.enabled:
+
+        def verify() -> object:
+            pipeline_box.append(subsystems.load_pipeline(config, profile))  # verifies every hash, loads the models
+            return pipeline_box[-1]
+
+        def timed() -> float:
+            import numpy as np
+
+            frame = np.full((480, 640, 3), 128, np.uint8)
+            started = time.perf_counter()
+            pipeline_box[-1].process(frame)
+            return time.perf_counter() - started
+
+        checks.append(models_check(verify, timed))
+    if config.camera.enabled:
+
+        def open_cam() -> CameraPort:
+            return subsystems.open_camera(config, profile)
+
+        class LazyPipeline:
+            def process(self, frame: Any, rule: str = "gate") -> Any:
+                if not pipeline_box:
+                    pipeline_box.append(subsystems.load_pipeline(config, profile))
+                return pipeline_box[-1].process(frame, rule)
+
+        checks.append(camera_check(open_cam, LazyPipeline() if config.face.enabled else None))
+    if config.fingerprint.enabled:
+        checks.append(sensor_check(lambda: _SensorHealth(subsystems.open_fingerprint(config, profile))))
+    return checks
 
 
 @dataclass
@@ -54,12 +134,68 @@ class EnrolPorts:
     closers: list[Callable[[], None]] = field(default_factory=list)
 
 
-def enrol_ports(state: StateDir) -> EnrolPorts | None:
-    """The real ports for enrolment.
+class _FingerEnrol:
+    """``FingerEnrolPort`` over the workflows; closes the port when the enrolment is done."""
 
-    To wire: ``load_config(state.settings)``; ``ConsentLedger.open(...)``, ``Gallery.open(...)``,
-    the agent's ``OutboxSink``; for face ``open_camera(...)`` and ``FacePipeline.load(...)`` with
-    ``model_id = pipeline.manifest.model_id``; for fingerprint ``FingerprintDriver.open(...)``.
-    Stop the agent (or share its stores) while enrolling.
+    def __init__(self, sensor: Any) -> None:
+        self.sensor = sensor
+
+    def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> Any:
+        return self.sensor.enrol(prompt, captures, timeout_s)
+
+    def delete(self, slot: int) -> None:
+        self.sensor.delete(slot)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sensor.driver.close()
+
+
+def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any = None) -> EnrolPorts | None:
+    """The real ports for enrolment: the ledger, the gallery, the signed outbox, camera or sensor.
+
+    Stop the agent while enrolling (the sensor's UART has one owner). ``pipeline`` reuses a loaded
+    ``FacePipeline`` (the demo); otherwise face enrolment loads the model bundle.
     """
-    return None
+    from edge.agent import subsystems
+
+    config, profile = _settings(state)
+    path = subsystems.open_event_path(config, state)
+    closers: list[Callable[[], None]] = [path.close]
+    try:
+        gallery_mod = subsystems.optional_module("edge.gallery.store", "biometric gallery")
+        want_face = modality in (None, "face") and config.face.enabled and config.camera.enabled
+        if want_face and pipeline is None:
+            pipeline = subsystems.load_pipeline(config, profile)
+        threshold = None
+        if want_face:
+            threshold = config.face.threshold or float(pipeline.manifest.threshold)
+        gallery = gallery_mod.Gallery.open_configured(state, config.gallery, threshold=threshold)
+        closers.append(gallery.close)
+        ports = EnrolPorts(consent=path.ledger, gallery=gallery, sink=path.sink, purpose=config.consent.purpose)
+        ports.closers = closers
+        if want_face:
+            ports.pipeline = pipeline
+            ports.model_id = str(pipeline.manifest.model_id)
+            ports.camera = lambda: subsystems.open_camera(config, profile)
+        if modality in (None, "fingerprint") and config.fingerprint.enabled:
+            opened: list[_FingerEnrol] = []
+
+            def sensor() -> FingerEnrolPort:
+                port = _FingerEnrol(subsystems.open_fingerprint(config, profile))
+                opened.append(port)
+                return port
+
+            ports.sensor = sensor
+
+            def close_sensors() -> None:
+                for port in opened:
+                    port.close()
+
+            closers.append(close_sensors)
+        return ports
+    except BaseException:
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                close()
+        raise

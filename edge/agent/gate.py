@@ -170,8 +170,6 @@ class GateCore:
         consented = subject is not None and self.consent.allows(
             subject, modality, self.settings.purpose, self.clock.wall()
         )
-        if consented and subject is not None and self._recently_granted(modality, subject):
-            return  # still in view after a grant: the same passage
         self._decide(Evidence(modality, subject, score, margin, consented=consented))
 
     def on_face(self, observation: FaceObservation | None) -> None:
@@ -213,6 +211,13 @@ class GateCore:
             self._last_denial[key] = now
         else:
             assert decision.subject is not None
+            if all(
+                m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.modality.split("+")
+            ):
+                # a face or finger still in view after a grant: the same passage. Judged only after
+                # the policy accepted the match, so a stranger whose best candidate was just let in
+                # is denied. Every card, PIN or QR presentation is a new passage.
+                return
             for modality in decision.modality.split("+"):
                 self._last_grant[(modality, decision.subject)] = now
             try:

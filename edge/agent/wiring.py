@@ -5,24 +5,12 @@ threads, READY/WATCHDOG/STOPPING to systemd, and an orderly stop. It takes a ``W
 ports, so tests run it with in-memory doubles and ``build()`` is the only place that names the
 real modules.
 
-What ``build()`` must do once the other subsystems are merged (phase 2):
-
-- ``sink``: ``edge.events`` signer + egress guard + ``Outbox(state.outbox_db)`` + ``MqttPublisher``
-  (background thread, never blocks) behind ``OutboxSink``; closer stops the publisher.
-- ``consent``: ``ConsentLedger.open(state, site, grace_period_s=config.consent.grace_period_s,
-  audit=AuditLog.open(state.audit_db, identity key))``; the retained topic ``sites/{site}/consent``
-  feeds ``ledger.apply``; ``Enforcer(...).reconcile(now)`` runs once before ``start`` and after
-  every applied list. The ledger already fits ``ConsentPort``.
-- ``gallery``: ``Gallery.open(state, backend=config.gallery.backend)``; ``SearchHit`` is its
-  ``SearchResult`` (adapt attribute names if they differ); ``subject_for_slot`` as is.
-- ``face``: ``FacePipeline.load(config.face.models_dir, config.face.variant, profile.board.inference_threads)``
-  after ``verify_bundle``; ``face_threshold = config.face.threshold or pipeline.manifest.threshold``;
-  ``camera = lambda: open_camera(kind, device, ...)`` from profile.camera / config.camera.
-- ``fingerprint``: ``lambda: SensorAdapter(FingerprintDriver.open(port, baud=..., address=...,
-  password=...))`` where the adapter maps "no finger" to None and "finger, no match" to a
-  ``FingerMatch`` with ``slot=None`` (the gate counts that as a failed attempt).
-- ``credentials``: ``lambda: SimCredentialReader(...)`` or the configured reader.
-- ``policy``: ``LanePolicy`` (default) or an adapter to ``edge.policy.DecisionPolicy``.
+``build()`` assembles the real subsystems (``edge.agent.subsystems.build_wired``): the signed event
+path (egress guard, COSE signer, SQLite outbox, MQTT publisher subscribed to the retained consent
+topic), the consent ledger and enforcer (reconciled at start, ticked every second on the ``consent``
+thread), the encrypted gallery as the enforcer's two biometric stores, the face pipeline and
+camera, the fingerprint sensor, and the card reader. The policy is ``LanePolicy``; see
+docs/operations.md for why it is kept over ``edge.policy.DecisionPolicy``.
 """
 
 from __future__ import annotations
@@ -31,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from edge.agent.decide import LanePolicy, PolicyPort
 from edge.agent.gate import Clock, GateCore, GateRunner, GateSettings, SystemClock, Watchdog
@@ -45,7 +33,6 @@ from edge.agent.ports import (
 )
 from edge.config.schema import AgentConfig, Profile
 from edge.door.base import DoorOutput, open_door
-from edge.errors import EdgeError
 from edge.events.sink import EventSink
 from edge.ops.metrics import Metrics
 from edge.state import StateDir
@@ -75,15 +62,18 @@ class Wired:
     door: DoorOutput | None = None
     subjects: Callable[[], list[str]] = list  # known subject ids, taught to the log redactor at start
     closers: list[Callable[[], None]] = field(default_factory=list)
+    extras: dict[str, Any] = field(default_factory=dict)  # the real subsystems, for tests and the demo
 
 
 def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
-    """The real ports for this config. Until phase 2 wiring lands, says exactly what is missing."""
-    raise EdgeError(
-        "this build does not wire the gate to its subsystems yet: event sink (edge.events), consent ledger "
-        "(edge.consent), gallery (edge.gallery), face pipeline (edge.vision), fingerprint driver (edge.fingerprint)",
-        hint="see edge/agent/wiring.py; provisioning, selftest and `edge status` work already",
-    )
+    """The real ports for this config: stores, signed event path, consent, devices.
+
+    Subsystems that are absent from this build (``edge.gallery``, ``edge.vision``,
+    ``edge.fingerprint``) are a loud ``EdgeError`` when the config enables them, never a silent skip.
+    """
+    from edge.agent.subsystems import build_wired
+
+    return build_wired(config, profile, state)
 
 
 def _ignore(value: str, label: str) -> None:

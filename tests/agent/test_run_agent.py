@@ -130,7 +130,9 @@ def test_edge_run_stops_cleanly_on_sigterm_and_logs_no_subject(notify_socket: so
     assert SUBJECT_ON_SENSOR not in stderr
 
 
-def test_edge_run_without_wiring_says_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_edge_run_on_an_unprovisioned_state_dir_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import logging
 
     from edge.cli.main import main
@@ -147,5 +149,7 @@ def test_edge_run_without_wiring_says_what_is_missing(tmp_path: Path, capsys: py
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-    assert "does not wire the gate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds no device identity" in err
+    assert "edge-provision init" in err
     assert signal.getsignal(signal.SIGTERM) is sigterm  # the command gives the signal handlers back

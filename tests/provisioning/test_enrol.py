@@ -116,14 +116,14 @@ def test_face_enrolment_guides_and_stores_only_good_frames() -> None:
     assert messages[:3] == ["no face: look at the camera", "adjust: blur", "captured 1/5"]
     assert messages[-1] == "captured 5/5"
     assert len(gallery.faces[SUBJECT]) == 5
-    assert sink.events == [("enrolment", {"subject": SUBJECT, "modality": "face", "templates": 5, "flagged": False})]
+    assert sink.events == [("enrolment", {"subject": SUBJECT, "modality": "face", "result": "enrolled"})]
 
 
 def test_face_matching_another_subject_is_flagged() -> None:
     gallery, sink = EnrolGallery(faces={"s-other": [unit(0)]}), MemorySink()
     report, _ = run_face(MemoryConsent(consents={(SUBJECT, "face")}), gallery, sink)
     assert report.duplicate_of == "s-other"  # type: ignore[attr-defined]
-    assert sink.events[-1][1]["flagged"] is True
+    assert sink.events[-1][1]["reason"] == "possible_duplicate"
 
 
 def test_consent_withdrawn_during_capture_stores_nothing() -> None:
@@ -217,8 +217,9 @@ def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatc
 
     assert provision("init", "--site", "s").code == 0
     unwired = provision("enrol", SUBJECT, "--modality", "face")
-    assert unwired.code == 1
-    assert "not wired" in unwired.err
+    assert unwired.code == 1  # no profile, models or gallery yet: one line saying what is missing
+    assert unwired.err.startswith("error: ")
+    assert unwired.err.count("\n") == 1
 
     gallery = EnrolGallery()
     ports = EnrolPorts(
@@ -230,7 +231,7 @@ def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatc
         pipeline=Pipeline(),
         model_id="m1",
     )
-    monkeypatch.setattr("provisioning.hooks.enrol_ports", lambda state: ports)
+    monkeypatch.setattr("provisioning.hooks.enrol_ports", lambda state, modality=None: ports)
     result = provision("enrol", SUBJECT, "--modality", "face", "--json")
     assert result.code == 0, result.err
     assert result.json()["stored"] == 5

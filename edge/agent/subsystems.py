@@ -1,0 +1,528 @@
+"""The real subsystems behind the gate's ports: what ``edge.agent.wiring.build`` assembles.
+
+Order of assembly (each later part uses the earlier ones):
+
+1. the signed event path: device key -> ``AuditLog`` -> ``Outbox`` -> ``EventSigner`` ->
+   ``OutboxSink`` (guard, sign, commit) behind ``SchemaSink`` (the gate's bodies in schema form);
+2. the gallery (``edge.gallery``) and its two ``BiometricStore`` views, one per modality; deleting a
+   subject's fingerprint record queues its sensor slots for erasure on the sensor;
+3. consent: ``ConsentLedger`` + ``Enforcer`` over those stores, reconciled once at start, then a
+   ``consent`` thread applying lists from the retained topic ``sites/{site}/consent`` and ticking
+   the enforcer about once a second;
+4. the ``MqttPublisher`` draining the outbox and subscribed to the consent topic;
+5. device factories: camera + ``FacePipeline`` (``edge.vision``), fingerprint sensor
+   (``edge.fingerprint``), credential reader (``edge.credentials``).
+
+Modules of optional subsystems are imported by name, so a build without one of them still runs
+the other modalities; a config that enables a missing one is a loud ``EdgeError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.agent.events import EventContext, SchemaSink, _code
+from edge.agent.ports import CameraPort, CredentialReaderPort, FingerMatch, FingerprintPort
+from edge.config.schema import AgentConfig, Profile
+from edge.errors import EdgeError, HardwareError
+from edge.state import StateDir
+
+if TYPE_CHECKING:
+    from edge.agent.wiring import Wired
+
+log = logging.getLogger(__name__)
+
+
+def optional_module(name: str, what: str) -> Any:
+    """Import ``name`` or say which subsystem this build lacks (a config that needs it must not start)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise EdgeError(
+                f"this build has no {what} ({name})",
+                hint="install a release that includes it, or disable that modality in the agent config",
+            ) from None
+        raise
+
+
+def has_module(name: str) -> bool:
+    try:
+        importlib.import_module(name)
+    except ModuleNotFoundError:
+        return False
+    return True
+
+
+# =========================================================================== sensor slots
+
+
+class SlotEraser:
+    """Sensor slots waiting to be erased. The fingerprint thread owns the UART and drains this queue
+    between reads; ``erase_now`` serves tools that own the sensor themselves (enrolment, reset)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: set[int] = set()
+        self.erased = 0
+
+    def add(self, slots: list[int]) -> None:
+        with self._lock:
+            self._pending.update(int(s) for s in slots)
+
+    def pending(self) -> list[int]:
+        with self._lock:
+            return sorted(self._pending)
+
+    def drain(self, delete: Callable[[int], None]) -> int:
+        done = 0
+        for slot in self.pending():
+            delete(slot)
+            with self._lock:
+                self._pending.discard(slot)
+            done += 1
+        self.erased += done
+        return done
+
+
+class GalleryStore:
+    """One modality's view of the gallery as the enforcer's ``BiometricStore``.
+
+    The gallery deletes a subject as a whole (every modality) and reports the sensor slots it held;
+    those go to the ``SlotEraser``. Over-deleting on a one-modality withdrawal is the safe side.
+    """
+
+    def __init__(self, gallery: Any, modality: str, eraser: SlotEraser) -> None:
+        self.gallery = gallery
+        self.modality = modality
+        self.name = modality
+        self.eraser = eraser
+
+    def subjects(self) -> set[str]:
+        return set(self.gallery.subjects(self.modality))
+
+    def has_subject(self, subject: str) -> bool:
+        return subject in self.gallery.subjects(self.modality)
+
+    def delete_subject(self, subject: str) -> Mapping[str, object]:
+        report = self.gallery.delete_subject(subject)
+        slots = [int(s) for s in report.sensor_slots]
+        if slots:
+            self.eraser.add(slots)
+        return {
+            "templates": int(report.face_templates),
+            "slots": slots,
+            "modalities": [str(m) for m in report.modalities],
+        }
+
+
+class EmptyGallery:
+    """The gallery of a build without ``edge.gallery`` (card/PIN/QR only): holds nobody."""
+
+    def search(self, probe: Any, k: int = 2) -> Any:
+        raise EdgeError("no gallery in this build")
+
+    def subject_for_slot(self, slot: int) -> str | None:
+        return None
+
+    def subjects(self, modality: str | None = None) -> set[str]:
+        return set()
+
+
+# =========================================================================== fingerprint
+
+
+@dataclass(frozen=True)
+class SensorMatch:
+    """A finger was searched: its slot, or None when the sensor's library holds no match."""
+
+    slot: int | None
+    score: int
+
+
+class FingerAdapter:
+    """``FingerprintPort`` over ``edge.fingerprint``'s ``SensorWorkflows``; erases queued slots first.
+
+    ``identify`` runs the capture and 1:N search on the driver itself, so that "finger, no match" (a
+    failed attempt: a denial event, counted towards back-off) differs from "no finger" (None); the
+    workflows' own ``identify`` returns None for both. A capture too poor to search is no attempt.
+    """
+
+    def __init__(self, sensor: Any, eraser: SlotEraser, is_known: Callable[[int], bool]) -> None:
+        self.sensor = sensor
+        self.eraser = eraser
+        self._orphans_checked = False
+        self._is_known = is_known
+
+    def _erase_orphans(self) -> None:
+        """Templates left on the sensor by a crash between a gallery delete and the sensor erase."""
+        occupied = getattr(self.sensor.driver, "occupied", None)
+        if not callable(occupied):
+            return
+        orphans = [s for s in occupied() if not self._is_known(s)]
+        if orphans:
+            self.eraser.add(orphans)
+            log.info("erasing %s sensor template(s) no gallery record refers to", len(orphans))
+
+    def identify(self, timeout_s: float) -> FingerMatch | None:
+        if not self._orphans_checked:
+            self._erase_orphans()
+            self._orphans_checked = True
+        if self.eraser.drain(self.sensor.delete):
+            timeout_s = min(timeout_s, 0.1)
+        driver = self.sensor.driver
+        if not driver.wait_for_finger(timeout_s):
+            return None
+        if driver.image2tz(1) != 0:
+            return None
+        hit = driver.search(1)
+        return SensorMatch(int(hit[0]), int(hit[1])) if hit else SensorMatch(None, 0)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.sensor.driver.close()
+
+
+def fingerprint_url(config: AgentConfig, profile: Profile) -> tuple[str, int, int]:
+    """The sensor's port URL, baud and address from the config's override or the profile's offer."""
+    offer = profile.fingerprint
+    baud = offer.baud if offer else 57600
+    address = offer.address if offer else 0xFFFFFFFF
+    if config.fingerprint.port:
+        return config.fingerprint.port, baud, address
+    if offer is None:
+        raise HardwareError(
+            f"profile {profile.board.id} offers no fingerprint sensor",
+            hint="set [fingerprint] port, or disable it with [fingerprint] enabled = false",
+        )
+    uart_name = config.fingerprint.uart or offer.uart
+    for uart in profile.uarts:
+        if uart.name == uart_name:
+            return uart.path, baud, address
+    raise HardwareError(f"the profile has no UART named {uart_name!r}", hint="check [fingerprint] uart")
+
+
+def open_fingerprint(config: AgentConfig, profile: Profile) -> Any:
+    workflows = optional_module("edge.fingerprint.workflows", "fingerprint support")
+    url, baud, address = fingerprint_url(config, profile)
+    password = int(config.fingerprint.password.get_secret_value() or "0", 16)
+    return workflows.open_sensor(url, baud=baud, address=address, password=password)
+
+
+# =========================================================================== camera and face
+
+
+def camera_source(config: AgentConfig, profile: Profile) -> tuple[str, str]:
+    offer = profile.camera
+    kind = offer.kind if offer else "replay"
+    device = config.camera.source or (offer.device if offer else "")
+    return kind, device
+
+
+def open_camera(config: AgentConfig, profile: Profile) -> CameraPort:
+    camera = optional_module("edge.vision.camera", "face support")
+    kind, device = camera_source(config, profile)
+    opened: CameraPort = camera.open_camera(
+        kind, device, width=config.camera.width, height=config.camera.height, fps=config.camera.fps
+    )
+    return opened
+
+
+def load_pipeline(config: AgentConfig, profile: Profile) -> Any:
+    pipeline = optional_module("edge.vision.pipeline", "face support")
+    models_dir = Path(config.face.models_dir)
+    if not models_dir.is_absolute() and not models_dir.exists():
+        from edge.datasets import REPO_ROOT
+
+        models_dir = REPO_ROOT / models_dir
+    if not (models_dir / "manifest.json").is_file():
+        raise EdgeError(
+            f"no model bundle in {models_dir}",
+            hint="build it once with `edge models build` (scripts/setup.sh does), or set [face] models_dir",
+        )
+    return pipeline.FacePipeline.load(models_dir, config.face.variant, profile.board.inference_threads)
+
+
+# =========================================================================== consent thread
+
+
+class ConsentService:
+    """Applies consent lists (from MQTT or any caller) and ticks the enforcer, on one thread.
+
+    The MQTT callback only queues the bytes, so a large list never stalls the publisher's loop.
+    """
+
+    def __init__(self, enforcer: Any, sink: Any, *, tick_s: float = 1.0, clock: Callable[[], float] = time.time):
+        self.enforcer = enforcer
+        self.sink = sink
+        self.tick_s = tick_s
+        self.clock = clock
+        self.applied = 0
+        self.rejected = 0
+        self._queue: queue.Queue[bytes] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+        if payload:
+            self._queue.put(bytes(payload))
+
+    def submit(self, payload: bytes) -> None:
+        self._queue.put(payload)
+
+    def apply(self, payload: bytes) -> None:
+        from edge.consent.signing import ListRejected
+
+        try:
+            outcome = self.enforcer.apply(payload, self.clock())
+        except ListRejected as exc:
+            self.rejected += 1
+            log.warning("consent list rejected: %s", exc.reason)
+            self._emit("consent_rejected", {"version": None, "reason": _code(exc.reason)})
+            return
+        if outcome.changed:
+            self.applied += 1
+            info = self.enforcer.ledger.info
+            log.info("consent list version %s applied (%s)", outcome.version, outcome.kind)
+            body: dict[str, object] = {"version": int(outcome.version), "entries": len(self.enforcer.ledger.entries())}
+            if info is not None:
+                body["issued_at"] = int(info.issued_at)
+            self._emit("consent_applied", body)
+
+    def _emit(self, kind: str, body: Mapping[str, object]) -> None:
+        try:
+            self.sink.emit(kind, body)
+        except Exception as exc:
+            log.error("event sink refused a %s event: %s", kind, exc.__class__.__name__)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="consent", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_tick = 0.0
+        while not self._stop.is_set():
+            try:
+                payload = self._queue.get(timeout=max(0.0, min(self.tick_s, next_tick - time.monotonic())))
+            except queue.Empty:
+                payload = None
+            try:
+                if payload is not None:
+                    self.apply(payload)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + self.tick_s
+                    self.enforcer.tick(self.clock())
+            except Exception:
+                log.exception("consent service error; continuing")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+            self._thread = None
+
+
+# =========================================================================== assembly
+
+
+def _software() -> str:
+    try:
+        from importlib.metadata import version
+
+        return "gate-edge-" + version("gate-edge")
+    except Exception:
+        return ""
+
+
+@dataclass
+class EventPath:
+    """The device key, audit log, outbox, consent ledger and the schema-translating signed sink."""
+
+    key: Any
+    device_id: str
+    audit: Any
+    outbox: Any
+    ledger: Any
+    sink: SchemaSink
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.outbox.close()
+        self.audit.close()
+
+
+def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
+    from edge.audit.log import AuditLog
+    from edge.consent.ledger import ConsentLedger
+    from edge.crypto.keys import device_id, load_signing_key
+    from edge.events.envelope import EventSigner
+    from edge.events.outbox_sink import OutboxSink
+    from edge.transport.outbox import Outbox
+
+    if not state.identity_key.exists():
+        raise EdgeError(f"{state.root} holds no device identity", hint="run `edge-provision init` first")
+    key = load_signing_key(state.identity_key)
+    dev = device_id(key.verify_key)
+    audit = AuditLog.open(state.audit_db, key)
+    try:
+        outbox = Outbox(
+            state.outbox_db, max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_s
+        )
+        ledger = ConsentLedger.open(
+            state, config.device.site, grace_period_s=config.consent.grace_period_s, audit=audit
+        )
+    except BaseException:
+        audit.close()
+        raise
+    signer = EventSigner(key, dev, outbox, audit=audit)
+    ctx = EventContext(
+        outbox_depth=outbox.depth,
+        consent_version=lambda: ledger.version,
+        software=_software(),
+        disk_path=state.root,
+    )
+    sink = SchemaSink(OutboxSink(signer, outbox, config.device.site, audit=audit), ctx)
+    return EventPath(key, dev, audit, outbox, ledger, sink)
+
+
+def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipeline: Any = None) -> Wired:
+    """``pipeline``: an already loaded ``FacePipeline`` to reuse (the demo enrols with it first)."""
+    from edge.consent.distribution import consent_topic
+    from edge.consent.enforce import Enforcer
+    from edge.transport.mqtt import MqttPublisher, MqttSettings
+
+    closers: list[Callable[[], None]] = []
+    try:
+        path = open_event_path(config, state)
+        closers.append(path.close)
+        dev, audit, outbox, ledger, sink = (
+            path.device_id,
+            path.audit,
+            path.outbox,
+            path.ledger,
+            path.sink,
+        )
+        site = config.device.site
+
+        eraser = SlotEraser()
+        biometric = config.face.enabled or config.fingerprint.enabled
+        gallery: Any
+        if has_module("edge.gallery.store") or biometric:
+            gallery_mod = optional_module("edge.gallery.store", "biometric gallery")
+            gallery = gallery_mod.Gallery.open_configured(state, config.gallery)
+            closers.append(gallery.close)
+            stores: list[Any] = [GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)]
+        else:
+            gallery = EmptyGallery()
+            stores = []
+        enforcer = Enforcer(ledger, stores, sink, audit, purpose=config.consent.purpose)
+        enforcer.startup(time.time())
+        consent = ConsentService(enforcer, sink)
+
+        mqtt_settings = MqttSettings.from_section(config.mqtt)
+        publisher = MqttPublisher(
+            mqtt_settings,
+            outbox,
+            site=site,
+            device_id=dev,
+            subscriptions=[consent_topic(site)],
+            on_message=consent.on_message,
+        )
+
+        def stop_publisher() -> None:
+            publisher.wait_drained(2.0)  # an orderly stop delivers what is queued, if the broker is there
+            publisher.stop()
+
+        closers.append(stop_publisher)  # runs after the consent thread stopped: nothing is emitted later
+        consent.start()
+        closers.append(consent.stop)
+        publisher.start()
+
+        face_threshold = 0.6
+        camera: Callable[[], CameraPort] | None = None
+        face = None
+        if config.face.enabled and config.camera.enabled:
+            face = pipeline if pipeline is not None else load_pipeline(config, profile)
+            face_threshold = config.face.threshold or float(face.manifest.threshold)
+
+            def camera_factory() -> CameraPort:
+                return open_camera(config, profile)
+
+            camera = camera_factory
+
+        fingerprint: Callable[[], FingerprintPort] | None = None
+        if config.fingerprint.enabled:
+            optional_module("edge.fingerprint.workflows", "fingerprint support")
+
+            def is_known(slot: int) -> bool:
+                return gallery.subject_for_slot(slot) is not None
+
+            def finger_factory() -> FingerprintPort:
+                return FingerAdapter(open_fingerprint(config, profile), eraser, is_known)
+
+            fingerprint = finger_factory
+
+        credentials = credential_factory(config, state)
+
+        def subjects() -> list[str]:
+            return sorted({e.subject for e in ledger.entries()})
+
+        from edge.agent.wiring import Wired
+
+        wired = Wired(
+            gallery=gallery,
+            consent=ledger,
+            sink=sink,
+            face_threshold=face_threshold,
+            camera=camera,
+            face=face,
+            fingerprint=fingerprint,
+            credentials=credentials,
+            subjects=subjects,
+            closers=closers,
+        )
+        wired.extras = {
+            "enforcer": enforcer,
+            "ledger": ledger,
+            "outbox": outbox,
+            "publisher": publisher,
+            "consent_service": consent,
+            "eraser": eraser,
+            "device_id": dev,
+        }
+        return wired
+    except BaseException:
+        for close in reversed(closers):
+            with contextlib.suppress(Exception):
+                close()
+        raise
+
+
+def credential_control(state: StateDir) -> Path:
+    """The simulated card reader's control FIFO: lines ``card:NUMBER``, ``pin:1234``, ``qr:TEXT``."""
+    return state.root / "credential.fifo"
+
+
+def credential_factory(config: AgentConfig, state: StateDir) -> Callable[[], CredentialReaderPort] | None:
+    from edge.credentials.readers import open_card_reader
+
+    backend = config.credentials.card
+    if backend == "none":
+        return None
+
+    def factory() -> CredentialReaderPort:
+        reader = open_card_reader(backend, control=credential_control(state) if backend == "sim" else None)
+        if reader is None:
+            raise HardwareError("no card reader configured")
+        return reader
+
+    return factory

@@ -1,0 +1,1 @@
+"""`edge demo`: the whole product on one machine, simulators only."""

@@ -1,0 +1,109 @@
+"""The adapters between the enforcer, the gallery and the sensor: a subject's deletion frees sensor
+slots that are erased on the sensor by the thread owning the UART; orphan templates (a crash
+between the gallery delete and the sensor erase) are erased when the sensor opens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge.agent.subsystems import FingerAdapter, GalleryStore, SlotEraser
+from edge.consent.enforce import store_modality, store_name
+
+
+@dataclass(frozen=True)
+class Report:
+    face_templates: int
+    sensor_slots: tuple[int, ...]
+    modalities: tuple[str, ...]
+
+
+@dataclass
+class Gallery:
+    faces: dict[str, int] = field(default_factory=dict)
+    slots: dict[int, str] = field(default_factory=dict)
+
+    def subjects(self, modality: str | None = None) -> set[str]:
+        if modality == "face":
+            return set(self.faces)
+        if modality == "fingerprint":
+            return set(self.slots.values())
+        return set(self.faces) | set(self.slots.values())
+
+    def delete_subject(self, subject: str) -> Report:
+        n = self.faces.pop(subject, 0)
+        freed = tuple(sorted(s for s, who in self.slots.items() if who == subject))
+        for slot in freed:
+            del self.slots[slot]
+        return Report(n, freed, tuple(m for m, has in (("face", n), ("fingerprint", freed)) if has))
+
+
+class Driver:
+    """The driver calls the adapter makes: a finger on the glass matches the first occupied slot."""
+
+    def __init__(self, occupied: list[int]) -> None:
+        self._occupied = occupied
+        self.closed = False
+        self.finger = True
+
+    def wait_for_finger(self, timeout_s: float) -> bool:
+        return self.finger
+
+    def image2tz(self, buffer: int) -> int:
+        return 0
+
+    def search(self, buffer: int) -> tuple[int, int] | None:
+        return (self._occupied[0], 90) if self._occupied else None
+
+    def occupied(self) -> list[int]:
+        return list(self._occupied)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Sensor:
+    def __init__(self, occupied: list[int]) -> None:
+        self.driver = Driver(occupied)
+        self.deleted: list[int] = []
+
+    def delete(self, slot: int) -> None:
+        self.deleted.append(slot)
+        self.driver._occupied.remove(slot)
+
+
+def test_deleting_a_subject_queues_its_slots_and_the_finger_thread_erases_them() -> None:
+    gallery = Gallery(faces={"a": 3, "b": 2}, slots={4: "a", 7: "b"})
+    eraser = SlotEraser()
+    face, finger = GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)
+    assert (store_name(face), store_modality(face), store_modality(finger)) == ("face", "face", "fingerprint")
+    assert finger.subjects() == {"a", "b"}
+    assert face.delete_subject("a") == {"templates": 3, "slots": [4], "modalities": ["face", "fingerprint"]}
+    assert eraser.pending() == [4]
+    sensor = Sensor([4, 7])
+    adapter = FingerAdapter(sensor, eraser, is_known=lambda slot: slot in gallery.slots)
+    hit = adapter.identify(0.1)
+    assert sensor.deleted == [4]  # erased before the next read; the sensor no longer matches "a"
+    assert hit is not None
+    assert hit.slot == 7
+    assert eraser.pending() == []
+    adapter.close()
+    assert sensor.driver.closed
+
+
+def test_orphan_templates_are_erased_when_the_sensor_opens() -> None:
+    gallery = Gallery(slots={1: "a"})
+    sensor = Sensor([1, 2, 9])  # 2 and 9: stored by an enrolment or kept by a crash, in no gallery record
+    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: slot in gallery.slots)
+    adapter.identify(0.1)
+    assert sorted(sensor.deleted) == [2, 9]
+    assert sensor.driver.occupied() == [1]
+
+
+def test_a_finger_that_matches_nothing_is_an_attempt_and_no_finger_is_none() -> None:
+    sensor = Sensor([])
+    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: False)
+    miss = adapter.identify(0.1)
+    assert miss is not None
+    assert miss.slot is None  # the gate denies it and counts it towards back-off
+    sensor.driver.finger = False
+    assert adapter.identify(0.1) is None

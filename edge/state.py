@@ -74,3 +74,26 @@ class StateDir:
                 raise StorageError(f"{path} is open to other users (mode {mode:o})", hint=f"chmod 700 {path}")
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"{self.root} is not writable by this user")
+
+
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` at ``mode`` so a power cut leaves the old or the new file whole.
+
+    Temp file beside it (created at ``mode``, never wider), fsync, rename, fsync of the directory.
+    """
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -9,9 +9,9 @@ from typing import Any
 import click
 
 from edge.crypto.keys import device_id, load_signing_key, write_secret
-from edge.state import StateDir
+from edge.state import StateDir, atomic_write
 from provisioning.common import EXIT_INCOMPLETE, EXIT_OK, json_option, print_json, state_of, state_option, table
-from provisioning.files import read_settings, save_settings, section, write_file
+from provisioning.files import read_settings, save_settings, section
 from provisioning.mqttprobe import ProbeResult, parse_url, probe_broker
 
 CLIENT_CERT = "client-cert.pem"
@@ -107,7 +107,7 @@ def broker_cmd(
         if mode == 0o600:
             write_secret(target, data, overwrite=True)
         else:
-            write_file(target, data, mode)
+            atomic_write(target, data, mode)
     if staged:
         mqtt["cert_file"], mqtt["key_file"] = str(state.trust_dir / CLIENT_CERT), str(state.root / CLIENT_KEY)
     doc["mqtt"] = mqtt

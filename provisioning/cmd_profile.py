@@ -9,8 +9,9 @@ import click
 from edge.config.final import validate_profile
 from edge.config.load import load_profile, shipped_profiles
 from edge.errors import ConfigError
+from edge.state import atomic_write
 from provisioning.common import EXIT_OK, json_option, print_json, state_of, state_option, table
-from provisioning.files import read_settings, save_settings, section, write_file
+from provisioning.files import read_settings, save_settings, section
 
 LOCAL_PROFILE = "profile.toml"
 
@@ -65,7 +66,7 @@ def profile_cmd(name: str | None, list_only: bool, state_dir: Path, as_json: boo
     local = state.root / LOCAL_PROFILE
     backup = local.read_bytes() if copy and local.exists() else None
     if copy:
-        write_file(local, path.read_bytes(), 0o644)
+        atomic_write(local, path.read_bytes(), 0o644)
     try:
         save_settings(state, doc)  # the profile is checked against the rest of the settings here
     except ConfigError:
@@ -73,7 +74,7 @@ def profile_cmd(name: str | None, list_only: bool, state_dir: Path, as_json: boo
             if backup is None:
                 local.unlink(missing_ok=True)
             else:
-                write_file(local, backup, 0o644)
+                atomic_write(local, backup, 0o644)
         raise
     result = {"profile": chosen, "board": profile.board.id, "previous": previous}
     if as_json:

@@ -17,9 +17,9 @@ import click
 
 from edge.crypto.keys import fingerprint_text, key_id, load_verify_key
 from edge.errors import IntegrityError, StorageError
-from edge.state import StateDir
+from edge.state import StateDir, atomic_write
 from provisioning.common import EXIT_OK, json_option, print_json, state_of, state_option, table
-from provisioning.files import read_settings, save_settings, section, write_file
+from provisioning.files import read_settings, save_settings, section
 
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
@@ -152,10 +152,10 @@ def trust_cmd(
     for raw in keys:
         path = state.trust_dir / f"consent-authority-{key_id(raw).hex()}.pub"
         if not path.exists():
-            write_file(path, (raw.hex() + "\n").encode(), 0o644)
+            atomic_write(path, (raw.hex() + "\n").encode(), 0o644)
             changed.append(f"pinned consent-authority key {key_id(raw).hex()}")
     if broker_ca is not None:
-        write_file(state.broker_ca, broker_ca.read_bytes(), 0o644)
+        atomic_write(state.broker_ca, broker_ca.read_bytes(), 0o644)
         section(doc, "mqtt")["ca_file"] = str(state.broker_ca)
         save_settings(state, doc)
         changed.append(f"pinned broker CA ({len(ders)} certificate{'s' if len(ders) != 1 else ''})")

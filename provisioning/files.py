@@ -8,14 +8,13 @@ so a bad choice is refused with the config's own line-accurate errors and nothin
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from edge.config.load import load_config
 from edge.errors import ConfigError, ConfigProblem, StorageError
-from edge.state import StateDir
+from edge.state import StateDir, atomic_write
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,24 +34,6 @@ SECTION_ORDER = (
     "credentials",
     "metrics",
 )
-
-
-def write_file(path: Path, data: bytes, mode: int) -> None:
-    """Replace ``path`` atomically with ``data`` at ``mode`` (temp file, fsync, rename, fsync dir)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _value(value: Any) -> str:
@@ -114,7 +95,7 @@ def save_settings(state: StateDir, doc: dict[str, Any]) -> None:
     """Validate ``doc`` as a whole config (profile included), then replace the settings file 0600."""
     text = dump_toml(doc)
     candidate = state.settings.with_name(f".{state.settings.name}.candidate")
-    write_file(candidate, text.encode(), 0o600)
+    atomic_write(candidate, text.encode(), 0o600)
     try:
         load_config(candidate)
     except ConfigError as exc:
@@ -124,7 +105,7 @@ def save_settings(state: StateDir, doc: dict[str, Any]) -> None:
         raise ConfigError(str(state.settings), exc.problems) from None
     finally:
         candidate.unlink(missing_ok=True)
-    write_file(state.settings, text.encode(), 0o600)
+    atomic_write(state.settings, text.encode(), 0o600)
 
 
 def section(doc: dict[str, Any], name: str) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
 from edge.errors import StorageError
+from edge.state import atomic_write
 
 
 def key_id(public: VerifyKey | bytes) -> bytes:
@@ -33,19 +33,7 @@ def write_secret(path: Path, data: bytes, *, overwrite: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise StorageError(f"{path} already exists", hint="pass --force to replace it")
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, data, 0o600)
 
 
 def read_secret(path: Path) -> bytes:

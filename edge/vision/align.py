@@ -15,6 +15,8 @@ dlib does) so the sampling does not alias.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 CHIP_SIZE = 150
@@ -78,8 +80,43 @@ def _pyr_down(img: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Scratch:
+    """Work arrays for one chip size and channel count, reused call after call: fresh 270 KB
+    temporaries are mapped and faulted in anew each time, which cost more than the arithmetic."""
+
+    def __init__(self, size: int, channels: int) -> None:
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+        self.xs, self.ys = xs, ys
+        self.px, self.py, self.tmp = np.empty_like(xs), np.empty_like(xs), np.empty_like(xs)
+        self.inside, self.mask = np.empty(xs.shape, bool), np.empty(xs.shape, bool)
+        self.x0, self.y0 = np.empty(xs.shape, np.float32), np.empty(xs.shape, np.float32)
+        self.x1, self.y1 = np.empty(xs.shape, np.float32), np.empty(xs.shape, np.float32)
+        shape = (size, size, channels) if channels else (size, size)
+        self.fx, self.fy = np.empty(shape, np.float32), np.empty(shape, np.float32)
+        self.corners = [np.empty(shape, np.float32) for _ in range(4)]
+        self.a, self.b = np.empty(shape, np.float32), np.empty(shape, np.float32)
+
+
+_LOCAL = threading.local()
+
+
+def _scratch(size: int, channels: int) -> _Scratch:
+    cache: dict[tuple[int, int], _Scratch] = _LOCAL.__dict__.setdefault("scratch", {})
+    work = cache.get((size, channels))
+    if work is None:
+        work = cache[(size, channels)] = _Scratch(size, channels)
+    return work
+
+
 def sample_chip(frame: np.ndarray, chip_to_frame: np.ndarray, size: int = CHIP_SIZE) -> np.ndarray:
-    """Cut a ``size`` x ``size`` chip: ``chip_to_frame`` (2x3) maps chip pixel (x, y) to frame (x, y)."""
+    """Cut a ``size`` x ``size`` chip: ``chip_to_frame`` (2x3) maps chip pixel (x, y) to frame (x, y).
+
+    The four neighbours are gathered with OpenCV's nearest-neighbour remap at integer coordinates (an
+    exact copy, several times faster than numpy fancy indexing); the blend is ours, in float32, and
+    truncated, as dlib's is. Returns a new array; the scratch space is per thread.
+    """
+    import cv2
+
     m = np.asarray(chip_to_frame, np.float64).copy()
     scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
     img = frame
@@ -87,26 +124,58 @@ def sample_chip(frame: np.ndarray, chip_to_frame: np.ndarray, size: int = CHIP_S
         img = _pyr_down(img)
         m = m / 2.0  # frame coordinates halve with the image (pyrDown keeps pixel centres at 2x)
         scale /= 2.0
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
-    px = m[0, 0] * xs + m[0, 1] * ys + m[0, 2]
-    py = m[1, 0] * xs + m[1, 1] * ys + m[1, 2]
-    left = np.floor(px).astype(np.int64)
-    top = np.floor(py).astype(np.int64)
     h, w = img.shape[:2]
-    inside = (left >= 0) & (top >= 0) & (left + 1 < w) & (top + 1 < h)
-    lc = np.clip(left, 0, w - 2)
-    tc = np.clip(top, 0, h - 2)
-    fx = (px - left).astype(np.float32)[..., None]
-    fy = (py - top).astype(np.float32)[..., None]
-    flat = np.ascontiguousarray(img).reshape(h * w, -1)  # gather the 4 neighbours as uint8, then blend
-    idx = tc * w + lc
-    tl, tr = flat[idx].astype(np.float32), flat[idx + 1].astype(np.float32)
-    bl, br = flat[idx + w].astype(np.float32), flat[idx + w + 1].astype(np.float32)
-    top_row = tl + fx * (tr - tl)
-    val = top_row + fy * (bl + fx * (br - bl) - top_row)
+    channels = img.shape[2] if img.ndim == 3 else 0
+    k = _scratch(size, channels)
+    px, py, tmp = k.px, k.py, k.tmp
+    np.multiply(k.xs, m[0, 0], out=px)
+    px += np.multiply(k.ys, m[0, 1], out=tmp)
+    px += m[0, 2]
+    np.multiply(k.xs, m[1, 0], out=py)
+    py += np.multiply(k.ys, m[1, 1], out=tmp)
+    py += m[1, 2]
+    # fractions first, then px/py become the integer corners
+    np.floor(px, out=tmp)
+    fx = np.subtract(px, tmp, out=px)
+    np.greater_equal(tmp, 0, out=k.inside)
+    k.inside &= np.less(tmp, w - 1, out=k.mask)
+    np.clip(tmp, 0, w - 2, out=tmp)
+    k.x0[...] = tmp
+    np.floor(py, out=tmp)
+    fy = np.subtract(py, tmp, out=py)
+    k.inside &= np.greater_equal(tmp, 0, out=k.mask)
+    k.inside &= np.less(tmp, h - 1, out=k.mask)
+    np.clip(tmp, 0, h - 2, out=tmp)
+    k.y0[...] = tmp
+    np.add(k.x0, 1, out=k.x1)
+    np.add(k.y0, 1, out=k.y1)
+    inside: np.ndarray = k.inside.astype(np.float32)
+    if channels:  # cv2.merge interleaves planes far faster than numpy's broadcast over a last axis of 3
+        k.fx[...] = cv2.merge([fx.astype(np.float32)] * channels)
+        k.fy[...] = cv2.merge([fy.astype(np.float32)] * channels)
+        inside = cv2.merge([inside] * channels)
+    else:
+        k.fx[...] = fx
+        k.fy[...] = fy
+    src = np.ascontiguousarray(img)
+    tl, tr, bl, br = k.corners
+    for dst, mx, my in ((tl, k.x0, k.y0), (tr, k.x1, k.y0), (bl, k.x0, k.y1), (br, k.x1, k.y1)):
+        dst[...] = cv2.remap(src, mx, my, cv2.INTER_NEAREST).reshape(dst.shape)
+    # top = tl + fx (tr - tl); val = top + fy (bl + fx (br - bl) - top), as the plain definition
+    top = np.subtract(tr, tl, out=k.a)
+    top *= k.fx
+    top += tl
+    bottom = np.subtract(br, bl, out=k.b)
+    bottom *= k.fx
+    bottom += bl
+    bottom -= top
+    bottom *= k.fy
+    val = np.add(top, bottom, out=k.a)
+    np.clip(val, 0, 255, out=val)
+    val *= inside
     # astype truncates toward zero, as dlib's assignment of the blended value does
-    out: np.ndarray = np.where(inside[..., None], np.clip(val, 0, 255), 0).astype(np.uint8)
-    return out.reshape(size, size, -1) if img.ndim == 3 else out.reshape(size, size)
+    out: np.ndarray = val.astype(np.uint8)
+    return out
 
 
 def align(

@@ -5,6 +5,10 @@ as at a gate). Each configuration runs ``--repeat`` times after one warm-up; med
 The peer is dlib as the face_recognition library uses it (HOG detector with one upsampling,
 5-point landmarks, ResNet descriptor), in the same process on the same frames.
 
+Rows: the enrolment pipeline (``process``: FaceMesh points and flip, two embedder runs), the gate's
+probe on its fast path (BlazeFace keypoints, one embedder run: what most frames cost) and escalated
+(the fast path, then the accurate embedding: what a close call costs), and the int8 model.
+
 Run: ``.venv/bin/python benchmarks/bench_face.py [--repeat 15] [--threads 2]``
 """
 
@@ -18,7 +22,7 @@ import numpy as np
 
 from edge.datasets import REPO_ROOT, dataset
 from edge.models.dlib_peer import DlibPeer
-from edge.vision.pipeline import FacePipeline
+from edge.vision.pipeline import FacePipeline, FaceResult
 
 SIZES = [(640, 480), (1280, 720)]
 
@@ -48,36 +52,46 @@ def main() -> None:
         raise SystemExit("needs ../shared/datasets/lfw-dev (or EDGE_DATASETS)")
     face = cv2.imread(str(lfw / "lfw-deepfunneled" / "Eric_Daze" / "Eric_Daze_0001.jpg"))
     configs = {
-        # each label maps to the model variant, the alignment and whether to flip
-        "f32 bf4": ("float32", "blazeface4", False),
-        "f32 mesh5": ("float32", "mesh5", False),
-        "f32 mesh5+flip": ("float32", "mesh5", True),
-        "f32 both+flip": ("float32", "both", True),
-        "int8 mesh5+flip": ("int8", "mesh5", True),
+        # label -> model variant, alignment, flip, how frames go through: the enrolment (accurate)
+        # pipeline, or the gate's probe with its fast path only or escalated to the accurate one
+        "f32 mesh5+flip": ("float32", "mesh5", True, "process"),
+        "f32 probe fast": ("float32", "mesh5", True, "fast"),
+        "f32 probe esc.": ("float32", "mesh5", True, "escalated"),
+        "f32 both+flip": ("float32", "both", True, "process"),
+        "int8 mesh5+flip": ("int8", "mesh5", True, "process"),
+        "int8 probe fast": ("int8", "mesh5", True, "fast"),
     }
     pipes = {
         label: FacePipeline.load(REPO_ROOT / "models", model, args.threads, alignment=alignment, flip=flip)  # type: ignore[arg-type]
-        for label, (model, alignment, flip) in configs.items()
+        for label, (model, alignment, flip, _) in configs.items()
     }
+
+    def run(label: str, frame: np.ndarray) -> FaceResult | None:
+        how = configs[label][3]
+        pipe = pipes[label]
+        if how == "process":
+            return pipe.process(frame)
+        return pipe.probe(frame, uncertain=(lambda _e: how == "escalated"))
+
     peer = DlibPeer()
     print(f"threads={args.threads}, repeat={args.repeat} (dlib {args.peer_repeat}); median milliseconds per frame")
-    stages = ("detect", "redetect", "landmarks", "align", "quality", "embed", "total")
-    header = f"{'frame':>10} {'pipeline':>14} " + " ".join(f"{s:>9}" for s in stages)
+    stages = ("detect", "redetect", "landmarks", "align", "quality", "embed", "escalate", "total")
+    header = f"{'frame':>10} {'pipeline':>15} " + " ".join(f"{s:>9}" for s in stages)
     print(header)
     for w, h in SIZES:
         frame = frame_with_face(face, w, h)
         totals = {}
-        for name, pipe in pipes.items():
-            pipe.process(frame)
+        for name in pipes:
+            run(name, frame)
             runs = []
             for _ in range(args.repeat):
-                result = pipe.process(frame)
+                result = run(name, frame)
                 assert result is not None
                 runs.append(result.timings)
             m = medians(runs)
             totals[name] = m["total"]
             cells = " ".join(f"{m.get(s, 0.0):9.1f}" for s in stages)
-            print(f"{w}x{h:<5} {name:>14} {cells}")
+            print(f"{w}x{h:<5} {name:>15} {cells}")
         peer.process(frame)
         runs = []
         for _ in range(args.peer_repeat):
@@ -86,8 +100,8 @@ def main() -> None:
             runs.append(timings)
         m = medians(runs)
         print(
-            f"{w}x{h:<5} {'dlib peer':>14} {m['detect']:9.1f} {'-':>9} {m['landmarks']:9.1f} {'-':>9} {'-':>9} "
-            f"{m['align+embed']:9.1f} {m['total']:9.1f}   (dlib's embed column includes its chip alignment)"
+            f"{w}x{h:<5} {'dlib peer':>15} {m['detect']:9.1f} {'-':>9} {m['landmarks']:9.1f} {'-':>9} {'-':>9} "
+            f"{m['align+embed']:9.1f} {'-':>9} {m['total']:9.1f}   (dlib's embed column includes its chip alignment)"
         )
         for name, total in totals.items():
             print(f"{'':>10} speed-up of {name} over dlib: {m['total'] / total:.1f}x")

@@ -6,6 +6,12 @@ its mirror image are embedded. Embeddings are cached under ``.cache/lfw``; the c
 then scored with the standard protocol (thresholds from the other folds). Each added embedding
 costs one embedder run (see the per-stage medians of ``edge models evaluate`` and bench_face.py).
 
+Then the gate's two-step probe (``FacePipeline.probe``): the template is the configuration's
+embedding (as enrolled), the probe first the fast BlazeFace-4 embedding; a pair whose fast score
+lies within the escalation band of the fast-vs-template threshold is decided on the configuration's
+embedding instead. Printed: that threshold (the manifest's ``probe>`` keys), the accuracy and the
+share of probes escalated for a few bands.
+
 Run: ``.venv/bin/python benchmarks/bench_face_options.py [--model float32]``
 """
 
@@ -24,14 +30,18 @@ from edge.vision.mesh import dlib5
 from edge.vision.pipeline import FacePipeline, select_face
 
 CHIPS = ("bf4", "bf4_flip", "mesh5", "mesh5_flip")
+#: pipeline configurations as the manifest's threshold keys name them (alignment, flip)
 COMBOS = {
-    "blazeface 4 points": ("bf4",),
-    "facemesh 5 points": ("mesh5",),
-    "blazeface 4 + flip": ("bf4", "bf4_flip"),
-    "facemesh 5 + flip": ("mesh5", "mesh5_flip"),
-    "both alignments": ("bf4", "mesh5"),
-    "both alignments + flip": CHIPS,
+    "blazeface4": ("bf4",),
+    "mesh5": ("mesh5",),
+    "blazeface4+flip": ("bf4", "bf4_flip"),
+    "mesh5+flip": ("mesh5", "mesh5_flip"),
+    "both": ("bf4", "mesh5"),
+    "both+flip": CHIPS,
 }
+#: the gate's fast probe (FacePipeline.probe): BlazeFace's keypoints, one embedder run
+PROBE = "blazeface4"
+BANDS = (0.01, 0.02, 0.03)
 
 
 def embeddings(pipe: FacePipeline, root: Path, names: list[str], cache_path: Path) -> dict[str, np.ndarray]:
@@ -59,6 +69,10 @@ def embeddings(pipe: FacePipeline, root: Path, names: list[str], cache_path: Pat
     return out
 
 
+def _cos(a: np.ndarray | None, b: np.ndarray | None) -> float:
+    return float("nan") if a is None or b is None else float(np.dot(a, b))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="float32", choices=["float32", "int8"])
@@ -72,18 +86,43 @@ def main() -> None:
     pipe = FacePipeline.load(REPO_ROOT / "models", args.model, args.threads)  # type: ignore[arg-type]
     key = lfw.cache_key(pipe.config_id, "options-v1")
     emb = embeddings(pipe, root, names, REPO_ROOT / ".cache" / "lfw" / f"options-{args.model}-{key}.npz")
-    for label, parts in COMBOS.items():
+
+    def combo(parts: tuple[str, ...]) -> dict[str, tuple[np.ndarray | None, dict[str, float]]]:
         table: dict[str, tuple[np.ndarray | None, dict[str, float]]] = {}
         for i, name in enumerate(names):
             v = sum(emb[p][i] for p in parts)
             table[name] = (None, {}) if np.isnan(v).any() else (v / np.linalg.norm(v), {})
-        s = lfw.summarise(lfw.score_pairs(pairs, table), None)
+        return table
+
+    tables = {label: combo(parts) for label, parts in COMBOS.items()}
+    for label, parts in COMBOS.items():
+        s = lfw.summarise(lfw.score_pairs(pairs, tables[label]), None)
         print(
-            f"{args.model:8} {label:24} embedder runs {len(parts)}  accuracy {s['accuracy_mean'] * 100:.2f}% "
+            f"{args.model:8} {label:16} embedder runs {len(parts)}  accuracy {s['accuracy_mean'] * 100:.2f}% "
             f"+- {s['accuracy_std'] * 100:.2f}  TAR@FAR1e-3 {s['tar_at_far_1e-3'] * 100:.2f}%  "
             f"best single threshold {s['best_threshold_all']:.4f}",
             flush=True,
         )
+    fast = tables[PROBE]
+    for label in COMBOS:
+        if label == PROBE:
+            continue
+        template = tables[label]
+        # pair (a, b): a was enrolled with this configuration, b is probed fast
+        cross = lfw.Scores(
+            np.array([_cos(template[p.a][0], fast[p.b][0]) for p in pairs]),
+            np.array([p.same for p in pairs]),
+            np.array([p.fold for p in pairs]),
+        )
+        cross_threshold = float(lfw.summarise(cross, None)["best_threshold_all"])
+        accurate = lfw.score_pairs(pairs, template)
+        cells = []
+        for band in BANDS:
+            near = np.abs(cross.sims - cross_threshold) <= band
+            mixed = lfw.Scores(np.where(near, accurate.sims, cross.sims), cross.same, cross.folds)
+            r = lfw.summarise(mixed, None)
+            cells.append(f"band {band}: {r['accuracy_mean'] * 100:.2f}% ({near.mean() * 100:.1f}% escalated)")
+        print(f"{args.model:8} probe>{label:16} threshold {cross_threshold:.4f}  " + "  ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

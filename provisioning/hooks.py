@@ -108,10 +108,16 @@ def device_checks(state: StateDir) -> list[Check]:
             return subsystems.open_camera(config, profile)
 
         class LazyPipeline:
-            def process(self, frame: Any, rule: str = "gate") -> Any:
+            def _load(self) -> Any:
                 if not pipeline_box:
                     pipeline_box.append(subsystems.load_pipeline(config, profile))
-                return pipeline_box[-1].process(frame, rule)
+                return pipeline_box[-1]
+
+            def process(self, frame: Any, rule: str = "gate") -> Any:
+                return self._load().process(frame, rule)
+
+            def probe(self, frame: Any, rule: str = "gate", uncertain: Any = None) -> Any:
+                return self._load().probe(frame, rule, uncertain)
 
         checks.append(camera_check(open_cam, LazyPipeline() if config.face.enabled else None))
     if config.fingerprint.enabled:

@@ -35,6 +35,7 @@ from edge.agent.ports import (
     ConsentPort,
     CredentialLike,
     CredentialReaderPort,
+    FaceEscalation,
     FaceObservation,
     FacePipelinePort,
     FingerMatch,
@@ -404,6 +405,7 @@ class GateRunner:
         *,
         camera: Callable[[], CameraPort] | None = None,
         face: FacePipelinePort | None = None,
+        escalation: FaceEscalation | None = None,
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -431,13 +433,23 @@ class GateRunner:
             if face is None:
                 raise ValueError("a camera needs a face pipeline")
             pipeline = face
+            gallery = core.gallery
+
+            def uncertain(embedding: Any) -> bool:
+                # on the camera thread: the gallery serialises its calls with one lock
+                assert escalation is not None
+                hit = gallery.search(embedding, k=1)
+                return hit.subject is not None and escalation.uncertain(float(hit.score))
 
             def face_step(cam: CameraPort) -> Item | None:
                 frame = cam.read()
                 if frame is None:
                     time.sleep(0.01)
                     return None
-                observation = pipeline.process(frame, rule="gate")
+                if escalation is not None:  # fast embedding; the accurate one only for a close call
+                    observation = pipeline.probe(frame, rule="gate", uncertain=uncertain)
+                else:
+                    observation = pipeline.process(frame, rule="gate")
                 del frame  # frames live only in this thread, only as long as this step
                 return ("face", observation) if observation is not None else ("idle", None)
 

@@ -14,6 +14,7 @@ Privacy by construction: the only biometric values crossing a port are the embed
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 # --------------------------------------------------------------------------- camera and face
@@ -47,7 +48,23 @@ class FaceObservation(Protocol):
 
 class FacePipelinePort(Protocol):
     def process(self, frame: Any, rule: str = "gate") -> FaceObservation | None:
-        """None when the frame holds no face."""
+        """The accurate embedding (as enrolled); None when the frame holds no face."""
+
+    def probe(
+        self, frame: Any, rule: str = "gate", uncertain: Callable[[Any], bool] | None = None
+    ) -> FaceObservation | None:
+        """The fast embedding, replaced by the accurate one when ``uncertain(fast)`` is true."""
+
+
+@dataclass(frozen=True)
+class FaceEscalation:
+    """When a fast probe is re-embedded: its best gallery score within ``band`` of ``centre``."""
+
+    centre: float
+    band: float
+
+    def uncertain(self, score: float) -> bool:
+        return abs(score - self.centre) <= self.band
 
 
 # --------------------------------------------------------------------------- fingerprint

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.agent.events import EventContext, SchemaSink, _code
-from edge.agent.ports import CameraPort, CredentialReaderPort, FingerMatch, FingerprintPort
+from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerMatch, FingerprintPort
 from edge.config.schema import AgentConfig, Profile
 from edge.errors import EdgeError, HardwareError
 from edge.state import StateDir
@@ -448,11 +448,18 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         publisher.start()
 
         face_threshold = 0.6
+        face_escalation: FaceEscalation | None = None
         camera: Callable[[], CameraPort] | None = None
         face = None
         if config.face.enabled and config.camera.enabled:
             face = pipeline if pipeline is not None else load_pipeline(config, profile)
             face_threshold = config.face.threshold or float(face.manifest.threshold)
+            if config.face.fast_probe:
+                info = face.manifest
+                # the fast probe's own threshold sits this far below the accurate one (LFW dev calibration);
+                # an operator's stricter or looser threshold moves the escalation band with it
+                centre = face_threshold - (float(info.threshold) - float(info.probe_threshold))
+                face_escalation = FaceEscalation(centre, float(info.escalation_band))
 
             def camera_factory() -> CameraPort:
                 return open_camera(config, profile)
@@ -483,6 +490,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             consent=ledger,
             sink=sink,
             face_threshold=face_threshold,
+            face_escalation=face_escalation,
             camera=camera,
             face=face,
             fingerprint=fingerprint,

@@ -27,6 +27,7 @@ from edge.agent.ports import (
     CameraPort,
     ConsentPort,
     CredentialReaderPort,
+    FaceEscalation,
     FacePipelinePort,
     FingerprintPort,
     GalleryPort,
@@ -57,6 +58,7 @@ class Wired:
     policy: PolicyPort | None = None
     camera: Callable[[], CameraPort] | None = None
     face: FacePipelinePort | None = None
+    face_escalation: FaceEscalation | None = None  # None: every frame gets the accurate embedding
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None
@@ -126,6 +128,7 @@ def run_agent(
             core,
             camera=wired.camera if config.camera.enabled and config.face.enabled else None,
             face=wired.face,
+            escalation=wired.face_escalation,
             fingerprint=wired.fingerprint if config.fingerprint.enabled else None,
             credentials=wired.credentials,
             notifier=notifier,

@@ -114,6 +114,11 @@ class FaceSection(Strict):
     models_dir: Path = Path("models")
     variant: Literal["float32", "int8"] = "float32"
     threshold: float | None = Field(None, description="Override the manifest's calibrated threshold")
+    fast_probe: bool = Field(
+        True,
+        description="Judge each frame on the fast embedding and re-embed accurately only when its best score is "
+        "near the threshold (false: the accurate embedding for every frame, about twice the time)",
+    )
     min_face_px: int = 80
     enrol_frames: int = Field(5, ge=1, le=20)
 

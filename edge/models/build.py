@@ -56,18 +56,36 @@ DLIB_MEMBER = "face_recognition_models-0.3.0/face_recognition_models/models/dlib
 #: the single threshold maximising accuracy over all dev pairs (`benchmarks/bench_face_options.py`
 #: prints them; `edge models evaluate` reports accuracy at them). Dev numbers.
 THRESHOLDS = {
-    "float32/blazeface4": 0.9050,
-    "float32/mesh5": 0.9091,
-    "float32/blazeface4+flip": 0.9145,
-    "float32/mesh5+flip": 0.9120,
-    "float32/both": 0.9130,
-    "float32/both+flip": 0.9146,
+    "float32/blazeface4": 0.9042,
+    "float32/mesh5": 0.9113,
+    "float32/blazeface4+flip": 0.9093,
+    "float32/mesh5+flip": 0.9124,
+    "float32/both": 0.9084,
+    "float32/both+flip": 0.9127,
+    "float32/probe>blazeface4": 0.9042,
+    "float32/probe>mesh5": 0.9081,
+    "float32/probe>blazeface4+flip": 0.9080,
+    "float32/probe>mesh5+flip": 0.9085,
+    "float32/probe>both": 0.9068,
+    "float32/probe>both+flip": 0.9081,
     "int8/blazeface4": 0.9093,
     "int8/mesh5": 0.9079,
     "int8/blazeface4+flip": 0.9148,
     "int8/mesh5+flip": 0.9121,
     "int8/both": 0.9123,
     "int8/both+flip": 0.9148,
+    "int8/probe>blazeface4": 0.9093,
+    "int8/probe>mesh5": 0.9085,
+    "int8/probe>blazeface4+flip": 0.9085,
+    "int8/probe>mesh5+flip": 0.9085,
+    "int8/probe>both": 0.9085,
+    "int8/probe>both+flip": 0.9081,
+}
+#: FacePipeline.probe: a fast probe embedding (BlazeFace's keypoints, one embedder run) whose best score
+#: lies within ``band`` of the ``probe>`` threshold is re-embedded with the accurate configuration.
+ESCALATION = {
+    "band": 0.02,
+    "probe": "blazeface4, one embedder run; thresholds 'probe>CONFIG' compare it with CONFIG's templates",
 }
 THRESHOLD_NOTE = (
     "cosine similarity >= threshold means the same person; calibrated on LFW dev folds 1-5 (deep-funneled, "
@@ -174,6 +192,7 @@ def manifest_document(models_dir: Path, files: dict[str, dict[str, str]]) -> dic
             "normalise": "L2",
             "thresholds": THRESHOLDS,
             "threshold_note": THRESHOLD_NOTE,
+            "escalation": ESCALATION,
         },
         "sources": {
             "detector": f"{DETECTOR_WHEEL.package}=={DETECTOR_WHEEL.version} sha256:{DETECTOR_WHEEL.sha256}",
@@ -220,6 +239,7 @@ def bundle_is_current(models_dir: Path) -> bool:
     return bool(
         doc.get("sources", {}).get("embedder", "").endswith(DLIB_MODELS.sha256)
         and doc["embedder"].get("thresholds") == THRESHOLDS
+        and doc["embedder"].get("escalation") == ESCALATION
         and doc["embedder"]["alignment"].get("template") == template_doc()
     )
 

@@ -55,6 +55,7 @@ class Manifest:
     metric: str
     thresholds: dict[str, float]
     threshold_note: str
+    escalation_band: float  # see FacePipeline.probe
     raw: dict[str, Any] = field(repr=False)
 
     def path(self, role: str) -> Path:
@@ -111,6 +112,7 @@ def read_manifest(models_dir: Path) -> Manifest:
             metric=str(emb["metric"]),
             thresholds={k: float(v) for k, v in emb["thresholds"].items()},
             threshold_note=str(emb.get("threshold_note", "")),
+            escalation_band=float(emb["escalation"]["band"]),
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as exc:

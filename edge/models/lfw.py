@@ -127,6 +127,59 @@ def embed_images(
     return out
 
 
+ProbeFn = Callable[[np.ndarray, np.ndarray], "tuple[np.ndarray | None, dict[str, float], bool]"]
+
+
+def probe_pairs(
+    lfw_dir: Path,
+    variant_dir: str,
+    pairs: list[Pair],
+    references: dict[str, tuple[np.ndarray | None, dict[str, float]]],
+    probe: ProbeFn,
+    cache: EmbeddingCache | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[Scores, list[dict[str, float]], int]:
+    """The gate's protocol on LFW pairs: the first image is the enrolled reference (its accurate
+    embedding from ``references``), the second is probed as a camera frame at the gate:
+    ``probe(frame, reference)`` returns (final embedding or None, stage timings, escalated).
+
+    Returns the scores, the probe timings (one dict per pair that had a reference and a face) and
+    how many probes escalated. A pair whose reference or probe has no face is an error.
+    """
+    import cv2
+
+    sims = np.full(len(pairs), np.nan)
+    timings: list[dict[str, float]] = []
+    escalated = 0
+    for i, p in enumerate(pairs):
+        ref = references[p.a][0]
+        if ref is None:
+            continue
+        key = f"probe:{p.a}|{p.b}"
+        if cache is not None and key in cache.items:
+            emb, t = cache.items[key]
+            esc = bool(t.get("escalated", 0.0))
+        else:
+            frame = cv2.imread(str(lfw_dir / variant_dir / p.b), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise ConfigError(str(lfw_dir / variant_dir / p.b), [ConfigProblem(p.b, "", "a readable JPEG", "nothing")])
+            emb, t, esc = probe(frame, ref)
+            del frame
+            t = {**t, "escalated": float(esc)}
+            if cache is not None:
+                cache.items[key] = (emb, t)
+        if progress is not None:
+            progress(i + 1, len(pairs))
+        if emb is None:
+            continue
+        sims[i] = float(np.dot(ref, emb))
+        timings.append({k: v for k, v in t.items() if k != "escalated"})
+        escalated += int(esc)
+    if cache is not None:
+        cache.save()
+    return Scores(sims, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs])), timings, escalated
+
+
 @dataclass
 class Scores:
     sims: np.ndarray  # cosine similarity; NaN where an image had no face
@@ -200,8 +253,13 @@ def summarise(s: Scores, fixed_threshold: float | None) -> dict[str, object]:
 
 
 def median_timings(emb: dict[str, tuple[np.ndarray | None, dict[str, float]]]) -> dict[str, float]:
+    return median_of([timings for _, timings in emb.values()])
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median per stage over the runs that had the stage (a probe escalates only now and then)."""
     stages: dict[str, list[float]] = {}
-    for _, timings in emb.values():
+    for timings in runs:
         for k, v in timings.items():
             stages.setdefault(k, []).append(v)
     return {k: round(statistics.median(v), 2) for k, v in stages.items()}

@@ -28,6 +28,7 @@ class Detection:
     box: tuple[float, float, float, float]  # x0, y0, x1, y1
     score: float
     keypoints: np.ndarray  # (6, 2) x, y
+    resolution: float = 1.0  # model input pixels per frame pixel when it was found
 
     @property
     def width(self) -> float:
@@ -125,6 +126,7 @@ class BlazeFace:
         self.anchors = anchors(size, strides, per_layer)
         self.interpreter: Interpreter = load_interpreter(path, threads)
         self.input_index = int(self.interpreter.get_input_details()[0]["index"])
+        self._canvas = np.empty((1, size, size, 3), np.float32)
         self.box_index = self.score_index = -1
         for detail in self.interpreter.get_output_details():
             shape = tuple(int(d) for d in detail["shape"])
@@ -143,11 +145,14 @@ class BlazeFace:
         scale = self.size / side
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
         resized = cv2.resize(frame_bgr, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        canvas = np.zeros((self.size, self.size, 3), np.float32)
         oy, ox = (self.size - nh) // 2, (self.size - nw) // 2
-        canvas[oy : oy + nh, ox : ox + nw] = resized[:, :, ::-1]
-        canvas = canvas / np.float32(127.5) - np.float32(1.0)
-        self.interpreter.set_tensor(self.input_index, canvas[None])
+        canvas = self._canvas  # the letterbox bars stay at -1 (black); only the picture is rewritten
+        canvas.fill(-1.0)
+        picture = canvas[0, oy : oy + nh, ox : ox + nw]
+        picture[...] = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
+        picture *= np.float32(1 / 127.5)
+        picture -= np.float32(1.0)
+        self.interpreter.set_tensor(self.input_index, canvas)
         self.interpreter.invoke()
         raw_boxes = self.interpreter.get_tensor(self.box_index)
         raw_scores = self.interpreter.get_tensor(self.score_index)
@@ -159,7 +164,6 @@ class BlazeFace:
         for box, kp, score in found:
             b = (box.reshape(2, 2) * self.size - offset) / scale
             k = (kp * self.size - offset) / scale
-            faces.append(
-                Detection((float(b[0, 0]), float(b[0, 1]), float(b[1, 0]), float(b[1, 1])), score, k.astype(np.float32))
-            )
+            box_px = (float(b[0, 0]), float(b[0, 1]), float(b[1, 0]), float(b[1, 1]))
+            faces.append(Detection(box_px, score, k.astype(np.float32), scale))
         return faces

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,6 +30,13 @@ Rule = Literal["gate", "center"]
 Variant = Literal["float32", "int8"]
 Alignment = Literal["mesh5", "blazeface4", "both"]
 ALIGNMENTS = ("mesh5", "blazeface4", "both")
+#: Changes with any change to detection, selection or re-detection that alters embeddings (cache keys).
+FRONT_END = "short-first-2"
+#: Faces smaller than this (pixels in its 128-pixel input) the short-range model may miss (it found LFW faces
+#: down to 16 px on a plain background: benchmarks note in docs/face.md).
+SHORT_RANGE_MIN_PX = 20.0
+#: Re-detect only when the crop gives the face at least this much more resolution than the frame did.
+REDETECT_GAIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,10 @@ class ModelInfo:
     model_id: str
     variant: str
     threshold: float  # cosine similarity >= threshold means the same person (LFW dev calibration)
+    #: the same decision for a fast probe embedding (see FacePipeline.probe) against a template
+    probe_threshold: float
+    #: a fast probe whose best score lies within this of probe_threshold is re-embedded accurately
+    escalation_band: float
     metric: str
     embedding_dim: int
     threshold_note: str
@@ -53,6 +64,7 @@ class FaceResult:
     score: float
     faces: int  # faces found in the frame
     timings: dict[str, float]  # milliseconds per stage
+    escalated: bool = False  # probe(): the fast embedding was uncertain and the accurate one replaced it
 
 
 def select_face(faces: Sequence[Detection], frame_shape: tuple[int, ...], rule: Rule) -> Detection:
@@ -125,6 +137,8 @@ class FacePipeline:
             model_id=manifest.model_id(variant),
             variant=variant,
             threshold=self._threshold(manifest, variant, alignment, flip),
+            probe_threshold=self._threshold(manifest, variant, alignment, flip, probe=True),
+            escalation_band=manifest.escalation_band,
             metric=manifest.metric,
             embedding_dim=manifest.output_dim,
             threshold_note=manifest.threshold_note,
@@ -156,8 +170,8 @@ class FacePipeline:
         return cls(manifest, variant, threads, flip=flip, limits=limits, alignment=alignment)
 
     @staticmethod
-    def _threshold(manifest: Manifest, variant: str, alignment: str, flip: bool) -> float:
-        key = f"{variant}/{alignment}{'+flip' if flip else ''}"
+    def _threshold(manifest: Manifest, variant: str, alignment: str, flip: bool, probe: bool = False) -> float:
+        key = f"{variant}/{'probe>' if probe else ''}{alignment}{'+flip' if flip else ''}"
         try:
             return manifest.thresholds[key]
         except KeyError:
@@ -174,6 +188,7 @@ class FacePipeline:
         from edge.vision.align import FIT_WEIGHTS, TEMPLATE_150
 
         parts = [
+            FRONT_END,
             self.manifest.model_id,
             f"flip={self.flip}",
             f"redetect={self.redetect}",
@@ -187,16 +202,31 @@ class FacePipeline:
     # ------------------------------------------------------------------ stages
 
     def detect(self, frame_bgr: np.ndarray) -> list[Detection]:
-        faces = self.full.detect(frame_bgr)
-        if not faces:
-            faces = self.short.detect(frame_bgr)
-        return faces
+        """Faces in the frame: the short-range model first (a face at a gate, or a portrait, is near and
+        large; 2.5x cheaper than the full-range one). The full-range model decides when the short one
+        finds nothing, or when its biggest face is so small in its input that a second face of the
+        size the quality gate cares about (``other_face_ratio`` of it) could be below what the
+        short-range model reliably sees (:data:`SHORT_RANGE_MIN_PX`)."""
+        faces = self.short.detect(frame_bgr)
+        if faces:
+            biggest = max(faces, key=lambda d: max(d.width, d.height))
+            seen_px = max(biggest.width, biggest.height) * biggest.resolution * self.limits.other_face_ratio
+            if seen_px >= SHORT_RANGE_MIN_PX:
+                return faces
+        return self.full.detect(frame_bgr) or faces
 
     def refine(self, frame_bgr: np.ndarray, det: Detection) -> Detection:
-        """Re-detect on a square crop twice the face's size for more precise keypoints."""
+        """Re-detect on a square crop twice the face's size for more precise keypoints.
+
+        Skipped when the crop would reach the short-range model at less than :data:`REDETECT_GAIN`
+        times the resolution the face already had (a face filling much of the frame): the second
+        pass would see the same pixels and cost a detector run for nothing.
+        """
         import cv2
 
         side = 2.0 * max(det.width, det.height)
+        if self.short.size / max(side, 1.0) < REDETECT_GAIN * det.resolution:
+            return det
         cx, cy = det.centre
         x0, y0 = round(cx - side / 2), round(cy - side / 2)
         s = max(8, round(side))
@@ -216,50 +246,118 @@ class FacePipeline:
         best = min(found, key=lambda d: float(np.hypot(d.centre[0] - s / 2, d.centre[1] - s / 2)))
         off = np.array([x0, y0], np.float32)
         b = best.box
-        return Detection((b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0), best.score, best.keypoints + off)
+        return Detection(
+            (b[0] + x0, b[1] + y0, b[2] + x0, b[3] + y0), best.score, best.keypoints + off, best.resolution
+        )
 
-    def embed_chip(self, chip_bgr: np.ndarray) -> np.ndarray:
-        """The L2-normalised embedding of a BGR chip (averaged with its mirror image when ``flip``)."""
+    def embed_chip(self, chip_bgr: np.ndarray, flip: bool | None = None) -> np.ndarray:
+        """The L2-normalised embedding of a BGR chip (averaged with its mirror image when ``flip``,
+        which defaults to the pipeline's setting)."""
         rgb = np.ascontiguousarray(chip_bgr[:, :, ::-1])
         v = self.embedder.raw(rgb)
-        if self.flip:
+        if self.flip if flip is None else flip:
             v = l2_normalise(v) + l2_normalise(self.embedder.raw(np.ascontiguousarray(rgb[:, ::-1])))
         return l2_normalise(v)
 
-    def process(self, frame_bgr: np.ndarray, rule: Rule = "gate") -> FaceResult | None:
-        """The embedding and quality of the selected face in a BGR uint8 frame, or None without a face."""
+    def _locate(
+        self, frame_bgr: np.ndarray, rule: Rule, timings: dict[str, float]
+    ) -> tuple[list[Detection], Detection, Detection] | None:
+        """All faces, the chosen one, and the chosen one re-detected when that adds resolution; or None."""
         if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
             raise ValueError("process() wants an HxWx3 uint8 BGR frame")
-        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         faces = self.detect(frame_bgr)
         t1 = time.perf_counter()
         timings["detect"] = (t1 - t0) * 1e3
         if not faces:
-            timings["total"] = timings["detect"]
             return None
         chosen = select_face(faces, frame_bgr.shape, rule)
         det = self.refine(frame_bgr, chosen) if self.redetect else chosen
-        t2 = time.perf_counter()
-        timings["redetect"] = (t2 - t1) * 1e3
+        timings["redetect"] = (time.perf_counter() - t1) * 1e3
+        return faces, chosen, det
+
+    def _accurate_chips(self, frame_bgr: np.ndarray, det: Detection, timings: dict[str, float]) -> list[np.ndarray]:
+        """The chips of the configured alignment (FaceMesh points, BlazeFace's, or both)."""
+        t0 = time.perf_counter()
         points = self.mesh.landmarks(frame_bgr, det) if self.mesh is not None else None
-        t2b = time.perf_counter()
-        timings["landmarks"] = (t2b - t2) * 1e3
+        t1 = time.perf_counter()
+        timings["landmarks"] = (t1 - t0) * 1e3
         chips = [align(frame_bgr, dlib5(points), TEMPLATE5_150)] if points is not None else []
         if self.alignment != "mesh5" or not chips:
             chips.append(align(frame_bgr, det.keypoints))
-        t3 = time.perf_counter()
-        timings["align"] = (t3 - t2b) * 1e3
+        timings["align"] = (time.perf_counter() - t1) * 1e3
+        return chips
+
+    def _assess(
+        self, faces: list[Detection], chosen: Detection, det: Detection, chip: np.ndarray, timings: dict[str, float]
+    ) -> Quality:
+        t0 = time.perf_counter()
         others = [f for f in faces if f is not chosen]
-        quality = assess(det, chips[0], others, self.limits)
-        t4 = time.perf_counter()
-        timings["quality"] = (t4 - t3) * 1e3
+        quality = assess(det, chip, others, self.limits)
+        timings["quality"] = (time.perf_counter() - t0) * 1e3
+        return quality
+
+    def process(self, frame_bgr: np.ndarray, rule: Rule = "gate") -> FaceResult | None:
+        """The accurate embedding and the quality of the selected face in a BGR uint8 frame, or None
+        without a face: the configured alignment and flip, as enrolment and evaluation use them."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        found = self._locate(frame_bgr, rule, timings)
+        if found is None:
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return None
+        faces, chosen, det = found
+        chips = self._accurate_chips(frame_bgr, det, timings)
+        quality = self._assess(faces, chosen, det, chips[0], timings)
+        t1 = time.perf_counter()
         embedding = l2_normalise(np.sum([self.embed_chip(c) for c in chips], axis=0))
         del chips
-        t5 = time.perf_counter()
-        timings["embed"] = (t5 - t4) * 1e3
-        timings["total"] = (t5 - t0) * 1e3
+        t2 = time.perf_counter()
+        timings["embed"] = (t2 - t1) * 1e3
+        timings["total"] = (t2 - t0) * 1e3
         return FaceResult(embedding, quality, det.box, det.score, len(faces), timings)
+
+    def probe(
+        self, frame_bgr: np.ndarray, rule: Rule = "gate", uncertain: Callable[[np.ndarray], bool] | None = None
+    ) -> FaceResult | None:
+        """The gate's embedding of a frame, in two steps.
+
+        First the fast embedding: BlazeFace's keypoints, one embedder run, no landmark model. Then,
+        only when ``uncertain(fast_embedding)`` is true (the caller found its best gallery score within
+        :attr:`ModelInfo.escalation_band` of :attr:`ModelInfo.probe_threshold`), the accurate
+        embedding of the same face (:meth:`process`'s alignment and flip) replaces it; ``escalated``
+        says so. A clear match or a clear stranger is decided on the fast embedding alone: on LFW dev
+        that gave the accurate pipeline's accuracy with about one probe in sixteen escalated (see
+        docs/face.md). ``uncertain=None`` never escalates. The frame is not kept after the call.
+        """
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        found = self._locate(frame_bgr, rule, timings)
+        if found is None:
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return None
+        faces, chosen, det = found
+        t1 = time.perf_counter()
+        chip = align(frame_bgr, det.keypoints)
+        timings["align"] = (time.perf_counter() - t1) * 1e3
+        quality = self._assess(faces, chosen, det, chip, timings)
+        t2 = time.perf_counter()
+        embedding = self.embed_chip(chip, flip=False)
+        del chip
+        t3 = time.perf_counter()
+        timings["embed"] = (t3 - t2) * 1e3
+        escalated = False
+        if uncertain is not None and quality.ok and uncertain(embedding):
+            t4 = time.perf_counter()
+            extra: dict[str, float] = {}
+            chips = self._accurate_chips(frame_bgr, det, extra)
+            embedding = l2_normalise(np.sum([self.embed_chip(c) for c in chips], axis=0))
+            del chips
+            t5 = time.perf_counter()
+            timings["escalate"] = (t5 - t4) * 1e3
+            escalated = True
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, escalated)
 
 
 def best_frames(

@@ -8,7 +8,7 @@ tests assert real decisions made by the real gate code.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -152,10 +152,29 @@ class SwitchedCamera:
 
 
 class EmbeddingPipeline:
-    """The face pipeline's double: the 'frame' already is the embedding."""
+    """The face pipeline's double: the 'frame' already is the embedding.
+
+    A frame of shape (2, 128) holds a fast and an accurate embedding: ``probe`` returns the fast one
+    unless ``uncertain`` says otherwise; ``process`` always the accurate one. Calls are counted.
+    """
+
+    def __init__(self) -> None:
+        self.escalations = 0
+        self.probes = 0
 
     def process(self, frame: np.ndarray, rule: str = "gate") -> Observation | None:
-        return Observation(frame)
+        return Observation(frame[-1] if frame.ndim == 2 else frame)
+
+    def probe(
+        self, frame: np.ndarray, rule: str = "gate", uncertain: Callable[[np.ndarray], bool] | None = None
+    ) -> Observation | None:
+        self.probes += 1
+        if frame.ndim == 1:
+            return Observation(frame)
+        if uncertain is not None and uncertain(frame[0]):
+            self.escalations += 1
+            return Observation(frame[1])
+        return Observation(frame[0])
 
 
 class SwitchedSensor:

@@ -9,6 +9,7 @@ import numpy as np
 
 from edge.agent.decide import LanePolicy
 from edge.agent.gate import GateCore, GateRunner, GateSettings
+from edge.agent.ports import FaceEscalation
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.events.sink import MemorySink
@@ -57,12 +58,14 @@ class Rig:
         self.sensor_switch = Switch()
         self.frames: list[np.ndarray | None] = []
         self.fingers: list[Match] = []
+        self.pipeline = EmbeddingPipeline()
 
-    def runner(self, **kwargs: float) -> GateRunner:
+    def runner(self, escalation: FaceEscalation | None = None, **kwargs: float) -> GateRunner:
         return GateRunner(
             self.core,
             camera=lambda: SwitchedCamera(self.camera_switch, self.frames),
-            face=EmbeddingPipeline(),
+            face=self.pipeline,
+            escalation=escalation,
             fingerprint=lambda: SwitchedSensor(self.sensor_switch, self.fingers),
             max_backoff_s=0.2,
             read_timeout_s=0.05,
@@ -259,3 +262,45 @@ def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
         time.sleep(0.2)
         assert notifier.beats == beats, "a wedged gate kept telling systemd it was alive"
     assert isinstance(runner.errors[-1], OSError)
+
+
+def _at(template: np.ndarray, score: float, seed: int) -> np.ndarray:
+    """A unit vector whose cosine with ``template`` is exactly ``score``."""
+    other = unit(20_000 + seed)
+    other = other - float(other @ template) * template
+    other /= np.linalg.norm(other)
+    return (score * template + np.sqrt(1 - score**2) * other).astype(np.float32)
+
+
+def test_close_fast_probes_are_re_embedded_and_clear_ones_are_not() -> None:
+    """Fast probes at 0.59 (just under the 0.6 threshold: uncertain) and 0.9 / 0.1 (clear)."""
+    rig = Rig()
+    escalation = FaceEscalation(centre=0.6, band=0.02)
+    with rig.runner(escalation=escalation):
+        assert wait_for(lambda: rig.core.devices.get("camera") == "up")
+        # close call: the fast embedding alone would be denied; the accurate one (0.8) is granted
+        rig.frames.append(np.stack([_at(unit(0), 0.59, 1), _at(unit(0), 0.8, 2)]))
+        assert wait_for(lambda: rig.grants("face") >= 1)
+        assert rig.pipeline.escalations >= 1
+        rig.frames.clear()
+        escalations, probes = rig.pipeline.escalations, rig.pipeline.probes
+        # a clear match and a clear stranger: decided on the fast embedding, never re-embedded
+        # (their "accurate" halves would flip the decision, so a wrong escalation would show)
+        rig.frames.append(np.stack([_at(unit(0), 0.9, 3), _at(unit(0), 0.1, 4)]))
+        assert wait_for(lambda: rig.pipeline.probes >= probes + 5)
+        rig.frames[0] = np.stack([_at(unit(0), 0.1, 5), _at(unit(0), 0.95, 6)])
+        probes = rig.pipeline.probes
+        assert wait_for(lambda: rig.pipeline.probes >= probes + 5)
+        rig.frames.clear()
+    assert rig.pipeline.escalations == escalations
+    denials = [e for e in rig.sink.of_kind("access") if not e["granted"] and e["modality"] == "face"]
+    assert denials, "the clear stranger was not denied on its fast embedding"
+
+
+def test_without_escalation_every_frame_gets_the_accurate_embedding() -> None:
+    rig = Rig()
+    with rig.runner(escalation=None):
+        rig.frames.append(np.stack([_at(unit(0), 0.1, 7), _at(unit(0), 0.9, 8)]))
+        assert wait_for(lambda: rig.grants("face") >= 1)
+        rig.frames.clear()
+    assert rig.pipeline.probes == 0

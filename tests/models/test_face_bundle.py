@@ -35,8 +35,13 @@ def test_built_bundle_verifies_and_describes_itself(models_dir: Path) -> None:
     assert len(manifest.alignment["template"]["mesh5"]) == 5
     assert len(manifest.alignment["template"]["blazeface4"]) == 4
     for variant in ("float32", "int8"):
-        for config in ("mesh5", "blazeface4", "both", "both+flip"):
-            assert 0.0 < manifest.thresholds[f"{variant}/{config}"] < 1.0
+        for alignment in ("mesh5", "blazeface4", "both"):
+            for config in (alignment, f"{alignment}+flip"):
+                # every configuration a pipeline can be loaded with has its own and its fast probe's threshold
+                accurate = manifest.thresholds[f"{variant}/{config}"]
+                probe = manifest.thresholds[f"{variant}/probe>{config}"]
+                assert 0.0 < accurate < 1.0
+                assert abs(accurate - probe) < manifest.escalation_band
     assert all(e.licence and e.source for e in manifest.files.values())
     assert "Apache-2.0" in manifest.entry("detector_full").licence
     assert "CC0" in manifest.entry("embedder_float32").licence

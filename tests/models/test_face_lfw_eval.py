@@ -65,3 +65,12 @@ def test_evaluate_command_on_a_small_real_subset(models_dir: Path, lfw_dev: Path
     assert {"detect", "align", "embed", "total"} <= set(report["ours_median_ms"])
     assert "total" in report["dlib_median_ms"]
     assert any("TAR at FAR=1e-3" in line for line in lines)
+    # the gate's protocol on the same pairs: every pair probed, escalations counted, dlib timed on the probes
+    assert report["cascade"]["pairs"] == 30
+    assert report["cascade_probes"] == 30
+    assert 0 <= report["cascade_escalated"] <= 30
+    assert report["cascade"]["accuracy_mean"] >= 0.9
+    assert {"detect", "align", "embed", "total"} <= set(report["cascade_median_ms"])
+    assert "landmarks" not in report["cascade_median_ms"]  # the fast path never runs FaceMesh
+    assert report["speedup_cascade_median"] > 0
+    assert "total" in report["dlib_median_ms_probed_images"]

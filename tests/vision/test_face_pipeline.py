@@ -75,6 +75,9 @@ def test_gate_rule_picks_the_large_central_face_and_flags_the_second(
     frame = _gate_frame(near)
     frame[20:130, 10:120] = far
     alone = pipeline.process(_gate_frame(near))
+    # the bystander is too small for the short-range model; as the person in the lane is small in
+    # its input too, the full-range model is consulted and finds both
+    assert len(pipeline.short.detect(frame)) == 1
     both = pipeline.process(frame, rule="gate")
     assert alone is not None
     assert both is not None
@@ -183,3 +186,51 @@ def test_alignment_and_flip_options_agree_and_cost_embedder_runs(
     assert richer.config_id != pipeline.config_id != other.config_id
     with pytest.raises(ValueError, match="unknown alignment"):
         FacePipeline(pipeline.bundle, "float32", 1, alignment="eyes")  # type: ignore[arg-type]
+
+
+def test_probe_is_fast_unless_uncertain_and_then_equals_the_enrolment_embedding(
+    pipeline: FacePipeline, lfw_images: list[Path]
+) -> None:
+    frame = _read(lfw_images[2])
+    accurate = pipeline.process(frame, rule="center")
+    seen: list[np.ndarray] = []
+
+    def never(fast: np.ndarray) -> bool:
+        seen.append(fast)
+        return False
+
+    fast = pipeline.probe(frame, rule="center", uncertain=never)
+    escalated = pipeline.probe(frame, rule="center", uncertain=lambda _e: True)
+    assert accurate is not None
+    assert fast is not None
+    assert escalated is not None
+    assert not fast.escalated
+    assert escalated.escalated
+    # the callback saw the fast embedding, which is what a clear decision is taken on
+    assert len(seen) == 1
+    np.testing.assert_array_equal(seen[0], fast.embedding)
+    assert "landmarks" not in fast.timings  # no FaceMesh run on the fast path
+    assert "escalate" in escalated.timings
+    # escalation gives exactly the enrolment pipeline's embedding of the same frame
+    np.testing.assert_allclose(escalated.embedding, accurate.embedding, atol=1e-6)
+    assert 0.9 < cosine(fast.embedding, accurate.embedding) < 0.9999
+    assert abs(float(np.linalg.norm(fast.embedding)) - 1.0) < 1e-5
+    info = pipeline.manifest
+    assert 0.0 < info.escalation_band < 0.1
+    assert abs(info.threshold - info.probe_threshold) < info.escalation_band
+
+
+def test_far_faces_are_re_detected_on_a_crop_and_judged(pipeline: FacePipeline, lfw_images: list[Path]) -> None:
+    """A face about 10 px wide in the short-range model's input (a person far down the lane): the
+    full-range model is consulted and the crop re-detected, so the keypoints come from a proper view."""
+    import cv2
+
+    small = cv2.resize(_read(lfw_images[0]), (240, 240))  # the face itself is ~100 px of the 1280 frame
+    frame = _gate_frame(small, size=(720, 1280), at=(300, 580))
+    result = pipeline.process(frame, rule="gate")
+    assert result is not None
+    x0, y0, x1, y1 = result.box
+    assert 580 <= x0 < x1 <= 820
+    assert 300 <= y0 < y1 <= 540
+    assert result.timings["redetect"] > 0.5  # a detector run on the crop, not the skip
+    assert 80 <= result.quality.face_px <= 120

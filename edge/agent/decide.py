@@ -2,8 +2,7 @@
 
 ``LanePolicy`` turns evidence into a decision: a match needs the threshold and margin first, then the
 candidate's consent (the gate looks it up in the ledger); it applies the profile's mode (one factor or two), pairs factors inside a window, and backs off after repeated
-failures. It implements ``PolicyPort`` so the lead can swap in ``edge.policy.DecisionPolicy`` behind
-a small adapter; the gate loop depends on the port only.
+failures. It is the product's one decision policy; the gate loop depends on ``PolicyPort`` only.
 """
 
 from __future__ import annotations

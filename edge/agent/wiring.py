@@ -9,8 +9,8 @@ real modules.
 path (egress guard, COSE signer, SQLite outbox, MQTT publisher subscribed to the retained consent
 topic), the consent ledger and enforcer (reconciled at start, ticked every second on the ``consent``
 thread), the encrypted gallery as the enforcer's two biometric stores, the face pipeline and
-camera, the fingerprint sensor, and the card reader. The policy is ``LanePolicy``; see
-docs/operations.md for why it is kept over ``edge.policy.DecisionPolicy``.
+camera, the fingerprint sensor, and the card reader. The policy is ``LanePolicy``
+(``edge.agent.decide``), the product's one decision policy.
 """
 
 from __future__ import annotations

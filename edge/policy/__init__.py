@@ -1,1 +1,0 @@
-"""Access decisions: thresholds, margins, modality fusion and failure back-off."""

@@ -270,6 +270,7 @@ class FacePipeline:
         t1 = time.perf_counter()
         timings["detect"] = (t1 - t0) * 1e3
         if not faces:
+            timings["total"] = timings["detect"]
             return None
         chosen = select_face(faces, frame_bgr.shape, rule)
         det = self.refine(frame_bgr, chosen) if self.redetect else chosen
@@ -288,6 +289,22 @@ class FacePipeline:
         timings["align"] = (time.perf_counter() - t1) * 1e3
         return chips
 
+    def _accurate(
+        self,
+        frame_bgr: np.ndarray,
+        det: Detection,
+        timings: dict[str, float],
+        judge: Callable[[np.ndarray], Quality] | None,
+    ) -> tuple[np.ndarray, Quality | None]:
+        """The accurate embedding (and ``judge``'s verdict on its first chip); chips are dropped after."""
+        chips = self._accurate_chips(frame_bgr, det, timings)
+        quality = judge(chips[0]) if judge is not None else None
+        t0 = time.perf_counter()
+        embedding = l2_normalise(np.sum([self.embed_chip(c) for c in chips], axis=0))
+        del chips
+        timings["embed"] = (time.perf_counter() - t0) * 1e3
+        return embedding, quality
+
     def _assess(
         self, faces: list[Detection], chosen: Detection, det: Detection, chip: np.ndarray, timings: dict[str, float]
     ) -> Quality:
@@ -304,17 +321,13 @@ class FacePipeline:
         t0 = time.perf_counter()
         found = self._locate(frame_bgr, rule, timings)
         if found is None:
-            timings["total"] = (time.perf_counter() - t0) * 1e3
             return None
         faces, chosen, det = found
-        chips = self._accurate_chips(frame_bgr, det, timings)
-        quality = self._assess(faces, chosen, det, chips[0], timings)
-        t1 = time.perf_counter()
-        embedding = l2_normalise(np.sum([self.embed_chip(c) for c in chips], axis=0))
-        del chips
-        t2 = time.perf_counter()
-        timings["embed"] = (t2 - t1) * 1e3
-        timings["total"] = (t2 - t0) * 1e3
+        embedding, quality = self._accurate(
+            frame_bgr, det, timings, lambda chip: self._assess(faces, chosen, det, chip, timings)
+        )
+        assert quality is not None
+        timings["total"] = (time.perf_counter() - t0) * 1e3
         return FaceResult(embedding, quality, det.box, det.score, len(faces), timings)
 
     def probe(
@@ -334,7 +347,6 @@ class FacePipeline:
         t0 = time.perf_counter()
         found = self._locate(frame_bgr, rule, timings)
         if found is None:
-            timings["total"] = (time.perf_counter() - t0) * 1e3
             return None
         faces, chosen, det = found
         t1 = time.perf_counter()
@@ -349,12 +361,8 @@ class FacePipeline:
         escalated = False
         if uncertain is not None and quality.ok and uncertain(embedding):
             t4 = time.perf_counter()
-            extra: dict[str, float] = {}
-            chips = self._accurate_chips(frame_bgr, det, extra)
-            embedding = l2_normalise(np.sum([self.embed_chip(c) for c in chips], axis=0))
-            del chips
-            t5 = time.perf_counter()
-            timings["escalate"] = (t5 - t4) * 1e3
+            embedding, _ = self._accurate(frame_bgr, det, {}, None)
+            timings["escalate"] = (time.perf_counter() - t4) * 1e3
             escalated = True
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, escalated)

@@ -149,7 +149,7 @@ def evaluate_cmd(
             def uncertain(fast: Any) -> bool:
                 return abs(float(np.dot(fast, reference)) - info.probe_threshold) <= info.escalation_band
 
-            result = pipeline.probe(frame, rule, uncertain)  # type: ignore[arg-type]
+            result = pipeline.probe(frame, rule, uncertain, judged_only=False)  # type: ignore[arg-type]
             if result is None:
                 return None, {}, False
             return result.embedding, result.timings, result.escalated

@@ -331,7 +331,12 @@ class FacePipeline:
         return FaceResult(embedding, quality, det.box, det.score, len(faces), timings)
 
     def probe(
-        self, frame_bgr: np.ndarray, rule: Rule = "gate", uncertain: Callable[[np.ndarray], bool] | None = None
+        self,
+        frame_bgr: np.ndarray,
+        rule: Rule = "gate",
+        uncertain: Callable[[np.ndarray], bool] | None = None,
+        *,
+        judged_only: bool = True,
     ) -> FaceResult | None:
         """The gate's embedding of a frame, in two steps.
 
@@ -341,7 +346,9 @@ class FacePipeline:
         embedding of the same face (:meth:`process`'s alignment and flip) replaces it; ``escalated``
         says so. A clear match or a clear stranger is decided on the fast embedding alone: on LFW dev
         that gave the accurate pipeline's accuracy with about one probe in sixteen escalated (see
-        docs/face.md). ``uncertain=None`` never escalates. The frame is not kept after the call.
+        docs/face.md). ``uncertain=None`` never escalates. ``judged_only``: ask ``uncertain`` only for a
+        face that passes the quality gates (the gate ignores the others anyway); the LFW evaluation,
+        which ignores quality for every pipeline, turns it off. The frame is not kept after the call.
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -359,7 +366,7 @@ class FacePipeline:
         t3 = time.perf_counter()
         timings["embed"] = (t3 - t2) * 1e3
         escalated = False
-        if uncertain is not None and quality.ok and uncertain(embedding):
+        if uncertain is not None and (quality.ok or not judged_only) and uncertain(embedding):
             t4 = time.perf_counter()
             embedding, _ = self._accurate(frame_bgr, det, {}, None)
             timings["escalate"] = (time.perf_counter() - t4) * 1e3

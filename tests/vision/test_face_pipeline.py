@@ -234,3 +234,26 @@ def test_far_faces_are_re_detected_on_a_crop_and_judged(pipeline: FacePipeline, 
     assert 300 <= y0 < y1 <= 540
     assert result.timings["redetect"] > 0.5  # a detector run on the crop, not the skip
     assert 80 <= result.quality.face_px <= 120
+
+
+def test_the_probe_asks_about_escalation_only_for_faces_the_gate_would_judge(
+    pipeline: FacePipeline, lfw_images: list[Path]
+) -> None:
+    import cv2
+
+    blurred = cv2.GaussianBlur(_read(lfw_images[0]), (0, 0), 4)  # fails the blur gate
+    asked: list[int] = []
+
+    def ask(_fast: np.ndarray) -> bool:
+        asked.append(1)
+        return True
+
+    gate = pipeline.probe(blurred, rule="center", uncertain=ask)
+    assert gate is not None
+    assert not gate.quality.ok
+    assert not gate.escalated
+    assert asked == []
+    evaluation = pipeline.probe(blurred, rule="center", uncertain=ask, judged_only=False)
+    assert evaluation is not None
+    assert evaluation.escalated
+    assert asked == [1]

@@ -20,7 +20,6 @@ import math
 import sqlite3
 import threading
 import time
-from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from edge.gallery.sealed import (
     load_key,
     open_record,
     open_template,
+    open_template_into,
     seal_record,
     seal_template,
     store_key,
@@ -296,15 +296,22 @@ class Gallery:
                 has_face[index] = 1
             for slot in fields.get("slots", []):
                 self._slots[int(slot)] = subject
-        ids = array("q")
-        owners = array("i")
         count = int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+        ids = np.empty(count, dtype=np.int64)
+        owners = np.empty(count, dtype=np.int32)
+        loaded = 0
 
-        def blocks(size: int = 4096) -> Iterator[NDArray[np.float32]]:
-            block: list[NDArray[np.float32]] = []
+        def blocks(size: int = 1024) -> Iterator[NDArray[np.float32]]:
+            """Templates decrypted straight into one reused block (512 KB at 128-d); the backend
+            copies each block into its matrix before the next is read."""
+            nonlocal loaded
+            block = np.empty((size, self.dim), dtype=np.float32)
+            filled = 0
             rows = conn.execute("SELECT id, CAST(tag AS BLOB), CAST(box AS BLOB) FROM templates ORDER BY id")
             for row_id, tag, box in rows:
-                subject, vec = open_template(self._key, bytes(box))
+                if loaded == count:
+                    raise StorageError(f"gallery load expected {count} templates, read more")
+                subject = open_template_into(self._key, bytes(box), block[filled])
                 owner = self._index.get(subject)
                 if (
                     owner is None
@@ -313,21 +320,20 @@ class Gallery:
                     or self._key.tag(subject) != bytes(tag)
                 ):
                     raise IntegrityError("a gallery template has no matching subject record (file altered)")
-                if vec.shape[0] != self.dim:
-                    raise IntegrityError(f"a gallery template has {vec.shape[0]} dimensions, expected {self.dim}")
-                block.append(vec)
-                ids.append(int(row_id))
-                owners.append(owner)
-                if len(block) == size:
-                    yield np.stack(block)
-                    block = []
-            if block:
-                yield np.stack(block)
+                ids[loaded] = row_id
+                owners[loaded] = owner
+                loaded += 1
+                filled += 1
+                if filled == size:
+                    yield block
+                    filled = 0
+            if filled:
+                yield block[:filled]
 
         # decrypted block by block straight into the backend: the matrix exists once in memory
         self._backend.add_from(count, blocks())
-        self._row_template = np.frombuffer(ids, dtype=np.int64).copy()
-        self._row_subject = np.frombuffer(owners, dtype=np.int32).copy()
+        self._row_template = ids
+        self._row_subject = owners
 
     def close(self) -> None:
         with self._lock:

@@ -411,3 +411,24 @@ def test_open_configured_uses_the_gallery_section(state, unit):
         r = g.enrol("a", "face", templates=list(x[:3]))
         assert (r.templates_added, r.templates_total) == (2, 2)
         assert g.threshold == 0.9
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reopen_builds_the_same_matrix_row_order_and_results(state, unit, backend):
+    """The load decrypts in 1024-row blocks: 2,600 templates cover full blocks, a partial one and
+    rows freed by deletions and the per-subject cap."""
+    x = unit(2600)
+    probes = x[::97] + 0.2 * unit(27)
+    with Gallery.open(state, backend=backend, create_key=True, templates_per_subject=3) as g:
+        g.enrol_many([(f"s{i}", [x[2 * i], x[2 * i + 1]]) for i in range(1200)])
+        g.delete_subject("s7")
+        g.enrol("s8", "face", templates=[x[2400], x[2401]])  # s8 keeps 3: its oldest goes
+        g.enrol("late", "face", templates=list(x[2402:2600]))
+        before = (g._backend.vectors().copy(), g._row_template.copy(), [g._names[i] for i in g._row_subject])
+        results = [g.search(p, k=3) for p in probes]
+    with Gallery.open(state, backend=backend, templates_per_subject=3) as g:
+        assert len(g) == len(before[0]) == 2 * 1200 - 2 - 1 + 2 + 3
+        np.testing.assert_array_equal(g._backend.vectors(), before[0])
+        np.testing.assert_array_equal(g._row_template, before[1])
+        assert [g._names[i] for i in g._row_subject] == before[2]
+        assert [g.search(p, k=3) for p in probes] == results

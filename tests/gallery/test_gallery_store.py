@@ -444,3 +444,23 @@ def test_reopen_builds_the_same_matrix_row_order_and_results(state, unit, backen
         np.testing.assert_array_equal(g._row_template, before[1])
         assert [g._subjects.name(int(i)) for i in g._row_subject] == before[2]
         assert [g.search(p, k=3) for p in probes] == results
+
+
+def test_numpy_search_top2_and_margin_match_a_plain_row_major_reference(state, unit):
+    """Subject scores are the max over each subject's rows of a plain ``X @ q`` on the protected
+    matrix; the backend's transposed one-thread product must give the same subjects and margin."""
+    x = unit(900)
+    with Gallery.open(state, create_key=True, templates_per_subject=3) as g:
+        g.enrol_many([(f"s{i}", [x[3 * i], x[3 * i + 1], x[3 * i + 2]]) for i in range(300)])
+        matrix = np.ascontiguousarray(g._backend.vectors())
+        owners = g._row_subject.copy()
+        for probe in x[::45] + 0.3 * unit(20):
+            q = g._protector.apply_one((probe / np.linalg.norm(probe)).astype(np.float32))
+            best = np.full(owners.max() + 1, -np.inf)
+            np.maximum.at(best, owners, (matrix @ q).astype(np.float64))
+            first, second = np.argsort(-best, kind="stable")[:2]
+            result = g.search(probe, k=2)
+            assert result.subject == g._subjects.name(int(first))
+            assert result.runners_up[0][0] == g._subjects.name(int(second))
+            assert result.score == pytest.approx(best[first], abs=2e-6)
+            assert result.margin == pytest.approx(best[first] - best[second], abs=4e-6)

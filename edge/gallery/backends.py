@@ -1,6 +1,7 @@
 """1:N search backends over the protected template matrix, behind one small interface.
 
-- ``numpy`` (default; no extra dependency): ``X @ q`` over one contiguous float32 matrix.
+- ``numpy`` (default; no extra dependency): one BLAS matrix-vector product on one thread over the
+  float32 matrix stored transposed (``dim x n``), which OpenBLAS streams fastest.
 - ``faiss``: faiss-cpu ``IndexFlatIP`` (exact). The gallery's float view is FAISS's own storage,
   so the matrix is held once.
 - ``faiss-sq8``: FAISS's 8-bit scalar quantiser (signed direct codes, a quarter of the memory
@@ -9,12 +10,18 @@
 
 Rows keep their order when rows are removed, so the caller's row -> subject map can be compacted
 with the same mask. FAISS runs a single probe fastest on one OpenMP thread; its backends set that.
+The numpy backend holds OpenBLAS to one thread for the product only (``one_blas_thread``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import importlib
 import logging
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,51 +56,63 @@ class SearchBackend(Protocol):
 
 
 class NumpyBackend:
-    """Exact inner products with one BLAS matrix-vector product; grows in place."""
+    """Exact inner products with one BLAS matrix-vector product on one thread; grows in place.
+
+    The matrix is stored transposed, ``dim x capacity`` (one column per template), and searched
+    as ``probe @ M[:, :n]``. For row-major numpy this is OpenBLAS's ``gemv_n`` kernel, which
+    streams the matrix once and accumulates into the score vector; the ``n x dim`` layout runs
+    ``gemv_t`` (one dot product per row), measured about 2x slower at 100k x 128 on the
+    development machine (see docs/gallery.md). ``np.matmul`` takes the strided ``[:, :n]`` view
+    as is; ``np.dot`` would copy it.
+    """
 
     name = "numpy"
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
-        self._buf = np.empty((0, dim), dtype=np.float32)
+        self._buf = np.empty((dim, 0), dtype=np.float32)  # column j is template row j
         self._n = 0
         self._scores = np.empty(0, dtype=np.float32)
 
     def __len__(self) -> int:
         return self._n
 
+    def _reserve(self, cap: int) -> None:
+        if cap > self._buf.shape[1]:
+            buf = np.empty((self.dim, cap), dtype=np.float32)
+            buf[:, : self._n] = self._buf[:, : self._n]
+            self._buf = buf
+
     def add(self, vectors: F32) -> None:
         need = self._n + len(vectors)
-        if need > len(self._buf):
-            cap = need if self._n == 0 else max(need, int(len(self._buf) * 1.25) + 64)
-            buf = np.empty((cap, self.dim), dtype=np.float32)
-            buf[: self._n] = self._buf[: self._n]
-            self._buf = buf
-        self._buf[self._n : need] = vectors
+        if need > self._buf.shape[1]:
+            self._reserve(need if self._n == 0 else max(need, int(self._buf.shape[1] * 1.25) + 64))
+        self._buf[:, self._n : need] = vectors.T
         self._n = need
 
     def add_from(self, n: int, chunks: Iterable[F32]) -> None:
         start = self._n
-        if start + n > len(self._buf):
-            buf = np.empty((start + n, self.dim), dtype=np.float32)
-            buf[:start] = self._buf[:start]
-            self._buf = buf
-        _fill(self._buf[start : start + n], chunks)
+        self._reserve(start + n)  # exactly: a loaded gallery holds no spare columns
+        _fill(self._buf[:, start : start + n].T, chunks)
         self._n = start + n
 
     def keep(self, mask: NDArray[np.bool_]) -> None:
-        kept = self._buf[: self._n][mask]
-        self._n = len(kept)
-        self._buf[: self._n] = kept
+        kept = self._buf[:, : self._n][:, mask]
+        self._n = kept.shape[1]
+        self._buf[:, : self._n] = kept
 
     def vectors(self) -> F32:
-        return self._buf[: self._n]
+        view: F32 = self._buf[:, : self._n].T  # (n, dim), column-major: gather rows sparingly
+        return view
 
     def scores(self, probe: F32) -> F32:
         """All rows' scores in a reused buffer (overwritten by the next call)."""
         if len(self._scores) != self._n:
             self._scores = np.empty(self._n, dtype=np.float32)
-        return np.dot(self._buf[: self._n], probe, out=self._scores)
+        q = np.asarray(probe, dtype=np.float32)  # a float64 probe would make numpy copy the matrix
+        with one_blas_thread():
+            np.matmul(q, self._buf[:, : self._n], out=self._scores)
+        return self._scores
 
     def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
         scores = self.scores(probe)
@@ -106,6 +125,96 @@ class NumpyBackend:
             part = np.argpartition(scores, -m)[-m:]
             rows = part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
         return scores[rows].copy(), rows
+
+
+class _Rows:
+    """A growable row-major float32 matrix ``(n, dim)``: rows gather cheaply (the faiss-sq8 re-scoring)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._buf = np.empty((0, dim), dtype=np.float32)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _reserve(self, cap: int) -> None:
+        if cap > len(self._buf):
+            buf = np.empty((cap, self.dim), dtype=np.float32)
+            buf[: self._n] = self._buf[: self._n]
+            self._buf = buf
+
+    def add(self, vectors: F32) -> None:
+        need = self._n + len(vectors)
+        if need > len(self._buf):
+            self._reserve(need if self._n == 0 else max(need, int(len(self._buf) * 1.25) + 64))
+        self._buf[self._n : need] = vectors
+        self._n = need
+
+    def add_from(self, n: int, chunks: Iterable[F32]) -> None:
+        start = self._n
+        self._reserve(start + n)
+        _fill(self._buf[start : start + n], chunks)
+        self._n = start + n
+
+    def keep(self, mask: NDArray[np.bool_]) -> None:
+        kept = self._buf[: self._n][mask]
+        self._n = len(kept)
+        self._buf[: self._n] = kept
+
+    def vectors(self) -> F32:
+        return self._buf[: self._n]
+
+
+@functools.cache
+def _blas_threads_setter() -> Callable[[int], int] | None:
+    """``openblas_set_num_threads_local`` of the BLAS numpy was built with (OpenBLAS >= 0.3.27,
+    as numpy's own wheels ship), found through numpy's extension module; None for other BLAS."""
+    for name in ("numpy._core._multiarray_umath", "numpy.core._multiarray_umath"):
+        try:
+            module = importlib.import_module(name)
+            fn = ctypes.CDLL(module.__file__).openblas_set_num_threads_local
+        except (ImportError, OSError, AttributeError, TypeError):
+            continue
+        fn.argtypes = [ctypes.c_int]
+        fn.restype = ctypes.c_int
+        setter: Callable[[int], int] = fn
+        return setter
+    log.debug("numpy's BLAS offers no openblas_set_num_threads_local; the numpy backend uses its default threads")
+    return None
+
+
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_saved = 0
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Run numpy's BLAS calls inside on one thread, then restore the previous thread count.
+
+    One probe's matrix-vector product is memory-bound: on the 2-core development machine a second
+    OpenBLAS thread saved about 17% at 100k while another job kept one core busy, cost about as
+    much once both were busy, and its worker spins after each call, taking CPU from the rest of
+    the agent. Despite its name, OpenBLAS
+    0.3.31 applies the count process-wide (measured), so nested and concurrent users share one
+    saved value under a lock and the last one out restores it."""
+    global _blas_depth, _blas_saved  # noqa: PLW0603 - one process-wide BLAS setting
+    setter = _blas_threads_setter()
+    if setter is None:
+        yield
+        return
+    with _blas_lock:
+        if _blas_depth == 0:
+            _blas_saved = setter(1)
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0:
+                setter(_blas_saved)
 
 
 def _faiss() -> Any:
@@ -176,11 +285,13 @@ class FaissSQ8Backend:
     SCALE = 254.0
     #: rows re-scored exactly per probe, at least
     SHORTLIST = 32
+    #: rows encoded per step at load: small, so the scaled float temporaries stay well under 1 MB
+    ENCODE_BLOCK = 1024
 
     def __init__(self, dim: int) -> None:
         self._faiss = _faiss()
         self.dim = dim
-        self._floats = NumpyBackend(dim)
+        self._floats = _Rows(dim)  # row-major: the 32 shortlisted rows gather as whole cache lines
         qtype = self._faiss.ScalarQuantizer.QT_8bit_direct_signed
         self.index = self._faiss.IndexScalarQuantizer(dim, qtype, self._faiss.METRIC_INNER_PRODUCT)
         self.index.train(np.zeros((1, dim), dtype=np.float32))  # direct codes: training only sets up
@@ -200,8 +311,9 @@ class FaissSQ8Backend:
         codes = np.asarray(self._faiss.rev_swig_ptr(self.index.codes.data(), len(self) * self.dim))
         codes = codes.reshape(len(self), self.dim)
         floats = self._floats.vectors()
-        for i in range(start, len(self), 16384):
-            codes[i : i + 16384] = self.index.sa_encode(self._scaled(floats[i : i + 16384]))
+        step = self.ENCODE_BLOCK
+        for i in range(start, len(self), step):
+            codes[i : i + step] = self.index.sa_encode(self._scaled(floats[i : i + step]))
 
     def _scaled(self, vectors: F32) -> F32:
         scaled: F32 = np.clip(vectors * self.SCALE, -127.0, 127.0).astype(np.float32)

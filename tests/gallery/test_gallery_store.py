@@ -411,3 +411,56 @@ def test_open_configured_uses_the_gallery_section(state, unit):
         r = g.enrol("a", "face", templates=list(x[:3]))
         assert (r.templates_added, r.templates_total) == (2, 2)
         assert g.threshold == 0.9
+
+
+@pytest.mark.parametrize(
+    ("backend", "coarse_keys"), [*((b, False) for b in BACKENDS), ("numpy", True)], ids=[*BACKENDS, "shared-keys"]
+)
+def test_reopen_builds_the_same_matrix_row_order_and_results(state, unit, backend, coarse_keys, monkeypatch):
+    """The load decrypts in 1024-row blocks: 2,600 templates cover full blocks, a partial one and
+    rows freed by deletions and the per-subject cap. ``shared-keys`` cuts the subject lookup key to
+    one byte, so most subjects share a key and the load must tell them apart by id."""
+    if coarse_keys:
+        from edge.gallery import store, subjects
+
+        monkeypatch.setattr(subjects, "tag_key", lambda tag: tag[0])
+        monkeypatch.setattr(store, "tag_key", lambda tag: tag[0])
+    x = unit(2600)
+    probes = x[::97] + 0.2 * unit(27)
+    with Gallery.open(state, backend=backend, create_key=True, templates_per_subject=3) as g:
+        g.enrol_many([(f"s{i}", [x[2 * i], x[2 * i + 1]]) for i in range(1200)])
+        g.delete_subject("s7")
+        g.enrol("s8", "face", templates=[x[2400], x[2401]])  # s8 keeps 3: its oldest goes
+        g.enrol("late", "face", templates=list(x[2402:2600]))
+        before = (
+            g._backend.vectors().copy(),
+            g._row_template.copy(),
+            [g._subjects.name(int(i)) for i in g._row_subject],
+        )
+        results = [g.search(p, k=3) for p in probes]
+    with Gallery.open(state, backend=backend, templates_per_subject=3) as g:
+        assert len(g) == len(before[0]) == 2 * 1200 - 2 - 1 + 2 + 3
+        np.testing.assert_array_equal(g._backend.vectors(), before[0])
+        np.testing.assert_array_equal(g._row_template, before[1])
+        assert [g._subjects.name(int(i)) for i in g._row_subject] == before[2]
+        assert [g.search(p, k=3) for p in probes] == results
+
+
+def test_numpy_search_top2_and_margin_match_a_plain_row_major_reference(state, unit):
+    """Subject scores are the max over each subject's rows of a plain ``X @ q`` on the protected
+    matrix; the backend's transposed one-thread product must give the same subjects and margin."""
+    x = unit(900)
+    with Gallery.open(state, create_key=True, templates_per_subject=3) as g:
+        g.enrol_many([(f"s{i}", [x[3 * i], x[3 * i + 1], x[3 * i + 2]]) for i in range(300)])
+        matrix = np.ascontiguousarray(g._backend.vectors())
+        owners = g._row_subject.copy()
+        for probe in x[::45] + 0.3 * unit(20):
+            q = g._protector.apply_one((probe / np.linalg.norm(probe)).astype(np.float32))
+            best = np.full(owners.max() + 1, -np.inf)
+            np.maximum.at(best, owners, (matrix @ q).astype(np.float64))
+            first, second = np.argsort(-best, kind="stable")[:2]
+            result = g.search(probe, k=2)
+            assert result.subject == g._subjects.name(int(first))
+            assert result.runners_up[0][0] == g._subjects.name(int(second))
+            assert result.score == pytest.approx(best[first], abs=2e-6)
+            assert result.margin == pytest.approx(best[first] - best[second], abs=4e-6)

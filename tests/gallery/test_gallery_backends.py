@@ -1,0 +1,123 @@
+"""The search backends against a plain row-major ``X @ q`` reference: scores, top rows, ties, growth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.gallery import backends
+from edge.gallery.backends import NumpyBackend, make_backend
+
+
+def _reference_top(x: np.ndarray, q: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``m`` rows of the plain product, best first, ties to the lower row."""
+    scores = x @ q
+    rows = np.lexsort((np.arange(len(x)), -scores))[:m]
+    return scores[rows], rows
+
+
+def _grown(backend: NumpyBackend, x: np.ndarray) -> None:
+    """Rows added in uneven steps, so the matrix has spare columns and the search a strided view."""
+    for start, stop in ((0, 1), (1, 7), (7, 150), (150, 151), (151, len(x))):
+        backend.add(x[start:stop])
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 300, 4099])
+def test_numpy_scores_and_top_rows_match_the_plain_product(unit, n):
+    x = unit(n)
+    b = NumpyBackend(128)
+    _grown(b, x)
+    assert b._buf.shape[1] >= n
+    np.testing.assert_array_equal(b.vectors(), x)
+    for q in unit(5):
+        np.testing.assert_allclose(b.scores(q), x @ q, rtol=0, atol=2e-6)
+        for m in (1, 2, 6):
+            scores, rows = b.top(q, m)
+            want_scores, want_rows = _reference_top(x, q, m)
+            np.testing.assert_array_equal(rows, want_rows)
+            np.testing.assert_allclose(scores, want_scores, rtol=0, atol=2e-6)
+
+
+def test_numpy_ties_go_to_the_lowest_row_like_argmax():
+    # components are multiples of 1/8 and the probe's of 1/2, so every product and sum is exact in
+    # float32 and any summation order gives the same bits: the tie is a true tie
+    rng = np.random.default_rng(3)
+    x = (rng.integers(-4, 5, size=(1000, 128)) / 8).astype(np.float32)
+    q = (rng.integers(-2, 3, size=128) / 2).astype(np.float32)
+    best = x[int(np.argmax(x @ q))].copy()
+    for row in (17, 500, 999):
+        x[row] = best
+    b = NumpyBackend(128)
+    _grown(b, x)
+    want = int(np.argmax(x @ q))
+    assert want <= 17
+    scores, rows = b.top(q, 4)
+    np.testing.assert_array_equal(b.scores(q), x @ q)
+    assert int(rows[0]) == want
+    assert scores[0] == scores[1] == float(x[want] @ q)
+
+
+def test_numpy_keep_and_add_from_preserve_row_order(unit):
+    x = unit(700)
+    b = NumpyBackend(128)
+    b.add_from(500, [x[:123], x[123:400], x[400:500]])
+    assert b._buf.shape[1] == 500  # loaded exactly, no spare columns
+    mask = np.ones(500, dtype=bool)
+    mask[[0, 3, 250, 499]] = False
+    b.keep(mask)
+    b.add(x[500:])
+    want = np.concatenate([x[:500][mask], x[500:]])
+    np.testing.assert_array_equal(b.vectors(), want)
+    q = unit(1)[0]
+    np.testing.assert_allclose(b.scores(q), want @ q, rtol=0, atol=2e-6)
+    assert int(b.top(q, 1)[1][0]) == int(np.argmax(want @ q))
+
+
+def test_numpy_empty_backend_returns_nothing(unit):
+    b = NumpyBackend(128)
+    q = unit(1)[0]
+    assert len(b.scores(q)) == 0
+    scores, rows = b.top(q, 3)
+    assert len(scores) == len(rows) == 0
+
+
+def test_add_from_with_the_wrong_count_is_refused(unit):
+    from edge.errors import StorageError
+
+    for name in ("numpy", "faiss", "faiss-sq8"):
+        b = make_backend(name, 128)
+        with pytest.raises(StorageError, match="expected 10 templates, read 9"):
+            b.add_from(10, [unit(9)])
+
+
+@pytest.mark.parametrize("name", ["faiss", "faiss-sq8"])
+def test_faiss_backends_load_the_same_rows_as_numpy(unit, name):
+    x = unit(3000)
+    ref = NumpyBackend(128)
+    ref.add_from(3000, [x[:1000], x[1000:]])
+    b = make_backend(name, 128)
+    b.add_from(3000, [x[:1000], x[1000:]])
+    np.testing.assert_array_equal(b.vectors(), ref.vectors())
+    for q in unit(5):
+        scores, rows = b.top(q, 3)
+        want_scores, want_rows = _reference_top(x, q, 3)
+        np.testing.assert_array_equal(rows, want_rows)
+        np.testing.assert_allclose(scores, want_scores, rtol=0, atol=2e-6)
+
+
+def test_one_blas_thread_holds_one_thread_and_restores_the_count():
+    setter = backends._blas_threads_setter()
+    if setter is None:
+        pytest.skip("numpy's BLAS has no openblas_set_num_threads_local")
+    before = setter(2)
+    try:
+        with backends.one_blas_thread():
+            with backends.one_blas_thread():  # nested: the outer one's saved count survives
+                assert setter(1) == 1
+            assert setter(1) == 1
+        assert setter(2) == 2
+        with pytest.raises(RuntimeError), backends.one_blas_thread():
+            raise RuntimeError("search failed")
+        assert setter(2) == 2  # restored on error too
+    finally:
+        setter(before)

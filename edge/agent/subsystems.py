@@ -97,8 +97,8 @@ class SlotEraser:
 class GalleryStore:
     """One modality's view of the gallery as the enforcer's ``BiometricStore``.
 
-    The gallery deletes a subject as a whole (every modality) and reports the sensor slots it held;
-    those go to the ``SlotEraser``. Over-deleting on a one-modality withdrawal is the safe side.
+    A withdrawal of one modality deletes only that modality's data (the person keeps what they
+    still consent to); the sensor slots it held go to the ``SlotEraser``.
     """
 
     def __init__(self, gallery: Any, modality: str, eraser: SlotEraser) -> None:
@@ -114,7 +114,7 @@ class GalleryStore:
         return subject in self.gallery.subjects(self.modality)
 
     def delete_subject(self, subject: str) -> Mapping[str, object]:
-        report = self.gallery.delete_subject(subject)
+        report = self.gallery.delete_subject(subject, self.modality)
         slots = [int(s) for s in report.sensor_slots]
         if slots:
             self.eraser.add(slots)

@@ -418,7 +418,7 @@ class Gallery:
             rows = np.flatnonzero(self._row_subject == index) if index is not None else ()
             if not len(rows):
                 return -math.inf
-            return float(np.max(self._backend.vectors()[rows] @ q))
+            return float(np.max(np.asarray(self._backend.vectors()[rows], np.float32) @ q))
 
     def _best_subjects(self, q: NDArray[np.float32], k: int) -> list[tuple[str, float]]:
         n = len(self._backend)
@@ -606,34 +606,42 @@ class Gallery:
             duplicate_score=duplicate[1] if duplicate else None,
         )
 
-    def delete_subject(self, subject: str) -> DeletionReport:
-        """Remove every record and template of ``subject`` now, and scrub the freed pages.
+    def delete_subject(self, subject: str, modality: Modality | None = None) -> DeletionReport:
+        """Remove the records and templates of ``subject`` now, and scrub the freed pages.
 
+        ``modality``: only that modality's data (a withdrawal of face consent keeps the person's
+        fingerprint, which they still consent to); None: everything the subject has.
         The report's ``sensor_slots`` must be erased on the fingerprint sensor by the caller.
         Deleting an unknown subject is not an error (``found`` is False).
         """
+        if modality is not None and modality not in MODALITIES:
+            raise ValueError(f"unknown modality {modality!r}; expected 'face' or 'fingerprint'")
         with self._lock:
             conn = self._need_conn()
             tag = self._key.tag(subject)
             index = self._subjects.find(subject, tag)
-            finger = self._read_record(tag, "fingerprint")
-            modalities = sorted(m for (m,) in conn.execute("SELECT modality FROM records WHERE tag = ?", (tag,)))
+            held = {m for (m,) in conn.execute("SELECT modality FROM records WHERE tag = ?", (tag,))}
+            targets = held if modality is None else held & {modality}
+            finger = self._read_record(tag, "fingerprint") if "fingerprint" in targets else None
+            drop_face = modality in (None, "face")
             with _transaction(conn):
-                n_templates = conn.execute("DELETE FROM templates WHERE tag = ?", (tag,)).rowcount
-                conn.execute("DELETE FROM records WHERE tag = ?", (tag,))
+                n_templates = conn.execute("DELETE FROM templates WHERE tag = ?", (tag,)).rowcount if drop_face else 0
+                conn.executemany("DELETE FROM records WHERE tag = ? AND modality = ?", [(tag, m) for m in targets])
             self._scrub(conn)
             slots = tuple(sorted(int(s) for s in finger.get("slots", []))) if finger else ()
             for slot in slots:
                 self._slots.pop(slot, None)
             if index is not None:
-                self._drop_rows(self._row_subject == index)
-                self._subjects.remove(index)
-            log.info("deleted a subject: %d face templates, %d sensor slots", n_templates, len(slots))
+                if drop_face:
+                    self._drop_rows(self._row_subject == index)
+                if not held - targets:  # nothing of the subject is left
+                    self._subjects.remove(index)
+            log.info("deleted a subject's data: %d face templates, %d sensor slots", n_templates, len(slots))
             return DeletionReport(
-                found=bool(modalities) or n_templates > 0,
+                found=bool(targets) or n_templates > 0,
                 face_templates=n_templates,
                 sensor_slots=slots,
-                modalities=tuple(modalities),
+                modalities=tuple(sorted(targets)),
             )
 
     def rekey(self) -> None:

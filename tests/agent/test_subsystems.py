@@ -29,9 +29,11 @@ class Gallery:
             return set(self.slots.values())
         return set(self.faces) | set(self.slots.values())
 
-    def delete_subject(self, subject: str) -> Report:
-        n = self.faces.pop(subject, 0)
-        freed = tuple(sorted(s for s, who in self.slots.items() if who == subject))
+    def delete_subject(self, subject: str, modality: str | None = None) -> Report:
+        n = self.faces.pop(subject, 0) if modality in (None, "face") else 0
+        freed: tuple[int, ...] = ()
+        if modality in (None, "fingerprint"):
+            freed = tuple(sorted(s for s, who in self.slots.items() if who == subject))
         for slot in freed:
             del self.slots[slot]
         return Report(n, freed, tuple(m for m, has in (("face", n), ("fingerprint", freed)) if has))
@@ -77,7 +79,11 @@ def test_deleting_a_subject_queues_its_slots_and_the_finger_thread_erases_them()
     face, finger = GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)
     assert (store_name(face), store_modality(face), store_modality(finger)) == ("face", "face", "fingerprint")
     assert finger.subjects() == {"a", "b"}
-    assert face.delete_subject("a") == {"templates": 3, "slots": [4], "modalities": ["face", "fingerprint"]}
+    # a withdrawal of face consent deletes the face templates only: the finger still opens the gate
+    assert face.delete_subject("a") == {"templates": 3, "slots": [], "modalities": ["face"]}
+    assert eraser.pending() == []
+    assert gallery.slots == {4: "a", 7: "b"}
+    assert finger.delete_subject("a") == {"templates": 0, "slots": [4], "modalities": ["fingerprint"]}
     assert eraser.pending() == [4]
     sensor = Sensor([4, 7])
     adapter = FingerAdapter(sensor, eraser, is_known=lambda slot: slot in gallery.slots)

@@ -38,12 +38,13 @@ def test_search_finds_subject_aggregates_templates_and_reports_margin(state, uni
         result = g.search(probe, k=3)
         assert result.subject == "person-10"
         expected = float(max(x[20] @ probe, x[21] @ probe) / np.linalg.norm(probe))
-        assert result.score == pytest.approx(expected, abs=1e-5)
+        tol = 3e-4 if backend == "faiss-sq8" else 1e-5  # sq8 re-scores from float16 rows
+        assert result.score == pytest.approx(expected, abs=tol)
         assert len(result.runners_up) == 2
         assert result.runners_up[0][0] != "person-10"
         assert result.margin == pytest.approx(result.score - result.runners_up[0][1], abs=1e-6)
         assert result.runners_up[0][1] >= result.runners_up[1][1]
-        assert g.verify("person-10", probe) == pytest.approx(expected, abs=1e-5)
+        assert g.verify("person-10", probe) == pytest.approx(expected, abs=tol)
         assert g.verify("person-11", probe) < 0.6
         assert g.verify("nobody", probe) == -math.inf
 
@@ -59,8 +60,9 @@ def test_backends_agree_on_ranking(state, unit, tmp_path):
             results[backend] = [(r.subject, r.runners_up[0][0], r.score, r.margin) for r in map(g.search, probes)]
     for backend in ("faiss", "faiss-sq8"):
         assert [r[:2] for r in results[backend]] == [r[:2] for r in results["numpy"]]
-        # equal up to float summation order (BLAS vs FAISS kernels)
-        np.testing.assert_allclose([r[2:] for r in results[backend]], [r[2:] for r in results["numpy"]], atol=1e-5)
+        # equal up to float summation order (BLAS vs FAISS kernels); sq8 re-scores from float16 rows
+        atol = 1e-5 if backend == "faiss" else 3e-4
+        np.testing.assert_allclose([r[2:] for r in results[backend]], [r[2:] for r in results["numpy"]], atol=atol)
 
 
 def test_single_subject_margin_is_infinite_and_empty_gallery_returns_none(state, unit):
@@ -185,6 +187,33 @@ def test_deletion_report_is_a_plain_mapping_without_template_bytes(state, unit):
         }
         assert all(isinstance(v, (bool, int, list)) for v in report.values())
         assert g.delete_subject("s").as_dict()["found"] is False
+
+
+def test_deleting_one_modality_keeps_the_other_across_a_reopen(state, unit):
+    """Face consent withdrawn, fingerprint consent kept: the templates go, the sensor slot stays."""
+    x = unit(3)
+    with Gallery.open(state, create_key=True) as g:
+        g.enrol("s", "face", templates=[x[0], x[1]])
+        g.enrol("s", "fingerprint", sensor_slot=5)
+        g.enrol("t", "face", templates=[x[2]])
+        face = g.delete_subject("s", "face")
+        assert dict(face) == {"found": True, "face_templates": 2, "sensor_slots": [], "modalities": ["face"]}
+        assert g.subjects("face") == {"t"}
+        assert g.subject_for_slot(5) == "s"
+        assert g.search(x[0]).subject == "t"  # only t's template is left to match
+        assert g.delete_subject("s", "face").found is False  # nothing of that modality left
+    with Gallery.open(state) as g:
+        assert g.subjects("face") == {"t"}
+        assert g.subject_for_slot(5) == "s"
+        finger = g.delete_subject("s", "fingerprint")
+        assert dict(finger) == {"found": True, "face_templates": 0, "sensor_slots": [5], "modalities": ["fingerprint"]}
+        assert g.subjects() == {"t"}
+        assert g.subject_for_slot(5) is None
+        assert len(g) == 1
+        with pytest.raises(ValueError, match="unknown modality"):
+            g.delete_subject("t", "iris")  # type: ignore[arg-type]
+    with Gallery.open(state) as g:
+        assert g.subjects() == {"t"}
 
 
 def test_database_holds_no_plaintext_templates_or_subject_ids(state, unit):

@@ -87,8 +87,14 @@ def decode(
     Overlapping candidates (IoU > 0.3) are merged by MediaPipe's weighted suppression: their boxes and
     keypoints are averaged with the scores as weights, and the best score is kept.
     """
-    scores = 1.0 / (1.0 + np.exp(-np.clip(raw_scores.reshape(-1).astype(np.float64), -100.0, 100.0)))
-    keep = np.nonzero(scores >= min_score)[0]
+    logits = raw_scores.reshape(-1)
+    # sigmoid(x) >= min_score  <=>  x >= logit(min_score): the sigmoid is taken only for candidates
+    keep = np.nonzero(logits >= np.log(min_score / (1.0 - min_score)) - 1e-6)[0]
+    if keep.size == 0:
+        return []
+    scores = np.zeros(logits.shape, np.float64)
+    scores[keep] = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -100.0, 100.0)))
+    keep = keep[scores[keep] >= min_score]
     if keep.size == 0:
         return []
     raw = raw_boxes.reshape(-1, 16)[keep] / size

@@ -48,9 +48,8 @@ class SearchBackend(Protocol):
     def keep(self, mask: NDArray[np.bool_]) -> None:
         """Keep only rows where ``mask`` is true, in order."""
 
-    def vectors(self) -> NDArray[Any]:
-        """The stored matrix (n, dim), a view valid until the next add/keep: float32, except
-        faiss-sq8's float16 re-scoring copy (cast the rows you take)."""
+    def vectors(self) -> F32:
+        """The float32 matrix (n, dim), a view valid until the next add/keep."""
 
     def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
         """The ``m`` best rows by inner product, best first: (scores, rows)."""
@@ -129,13 +128,11 @@ class NumpyBackend:
 
 
 class _Rows:
-    """A growable row-major matrix ``(n, dim)`` (float32, or float16 for faiss-sq8's re-scoring
-    copy): rows gather cheaply as whole cache lines."""
+    """A growable row-major float32 matrix ``(n, dim)``: rows gather cheaply (the faiss-sq8 re-scoring)."""
 
-    def __init__(self, dim: int, dtype: type[np.floating[Any]] = np.float32) -> None:
+    def __init__(self, dim: int) -> None:
         self.dim = dim
-        self.dtype = dtype
-        self._buf: NDArray[Any] = np.empty((0, dim), dtype=dtype)
+        self._buf = np.empty((0, dim), dtype=np.float32)
         self._n = 0
 
     def __len__(self) -> int:
@@ -143,7 +140,7 @@ class _Rows:
 
     def _reserve(self, cap: int) -> None:
         if cap > len(self._buf):
-            buf = np.empty((cap, self.dim), dtype=self.dtype)
+            buf = np.empty((cap, self.dim), dtype=np.float32)
             buf[: self._n] = self._buf[: self._n]
             self._buf = buf
 
@@ -165,7 +162,7 @@ class _Rows:
         self._n = len(kept)
         self._buf[: self._n] = kept
 
-    def vectors(self) -> NDArray[Any]:
+    def vectors(self) -> F32:
         return self._buf[: self._n]
 
 
@@ -281,14 +278,12 @@ class FaissFlatBackend:
 
 
 class FaissSQ8Backend:
-    """8-bit codes shortlist, re-scored from a float16 copy: a quarter of the bytes read per probe,
-    and three quarters of the float32 matrix held (the float16 scores differ from float32 ones by
-    less than 1e-3, far below any decision margin; the benchmark checks the top-1 decisions)."""
+    """8-bit codes shortlist, float32 re-scores: a quarter of the bytes read per probe."""
 
     name = "faiss-sq8"
     #: codes are round(x * SCALE) in int8; unit vectors' components stay well inside +-127/SCALE
     SCALE = 254.0
-    #: rows re-scored (from the float16 copy) per probe, at least
+    #: rows re-scored exactly per probe, at least
     SHORTLIST = 32
     #: rows encoded per step at load: small, so the scaled float temporaries stay well under 1 MB
     ENCODE_BLOCK = 1024
@@ -296,7 +291,7 @@ class FaissSQ8Backend:
     def __init__(self, dim: int) -> None:
         self._faiss = _faiss()
         self.dim = dim
-        self._floats = _Rows(dim, np.float16)  # row-major: the shortlisted rows gather as whole cache lines
+        self._floats = _Rows(dim)  # row-major: the 32 shortlisted rows gather as whole cache lines
         qtype = self._faiss.ScalarQuantizer.QT_8bit_direct_signed
         self.index = self._faiss.IndexScalarQuantizer(dim, qtype, self._faiss.METRIC_INNER_PRODUCT)
         self.index.train(np.zeros((1, dim), dtype=np.float32))  # direct codes: training only sets up
@@ -306,10 +301,8 @@ class FaissSQ8Backend:
 
     def add(self, vectors: F32) -> None:
         if len(vectors):
-            start = len(self._floats)
             self._floats.add(vectors)
-            # codes from the stored float16 rows, as add_from makes them: a reopen rebuilds the same index
-            self.index.add(self._scaled(self._floats.vectors()[start:]))
+            self.index.add(self._scaled(vectors))
 
     def add_from(self, n: int, chunks: Iterable[F32]) -> None:
         start = len(self)
@@ -322,8 +315,8 @@ class FaissSQ8Backend:
         for i in range(start, len(self), step):
             codes[i : i + step] = self.index.sa_encode(self._scaled(floats[i : i + step]))
 
-    def _scaled(self, vectors: NDArray[Any]) -> F32:
-        scaled: F32 = np.clip(np.asarray(vectors, np.float32) * np.float32(self.SCALE), -127.0, 127.0)
+    def _scaled(self, vectors: F32) -> F32:
+        scaled: F32 = np.clip(vectors * self.SCALE, -127.0, 127.0).astype(np.float32)
         return scaled
 
     def keep(self, mask: NDArray[np.bool_]) -> None:
@@ -332,7 +325,7 @@ class FaissSQ8Backend:
         if len(drop):
             self.index.remove_ids(self._faiss.IDSelectorBatch(drop))
 
-    def vectors(self) -> NDArray[Any]:
+    def vectors(self) -> F32:
         return self._floats.vectors()
 
     def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
@@ -344,7 +337,7 @@ class FaissSQ8Backend:
         # the byte distance computer quantises the probe too, so it takes the same scale
         _, cand = self.index.search((probe * self.SCALE).reshape(1, -1).astype(np.float32), short)
         rows = cand[0][cand[0] >= 0]
-        exact = self._floats.vectors()[rows].astype(np.float32) @ probe
+        exact = self._floats.vectors()[rows] @ probe
         order = np.argsort(-exact, kind="stable")[:m]
         return exact[order].astype(np.float32), rows[order].astype(np.int64)
 

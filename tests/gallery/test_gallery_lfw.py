@@ -86,8 +86,7 @@ def test_backend_top1_decisions_equal_numpy_float(lfw_embeddings, tmp_path, back
     assert len(probes) > 50
     assert decisions[backend] == decisions["numpy"]
     # the same scores up to float summation order (BLAS vs FAISS kernels)
-    # faiss: float summation order only; sq8: re-scored from float16 rows (|error| ~ 1e-4 at most)
-    np.testing.assert_allclose(scores[backend], scores["numpy"], atol=1e-5 if backend == "faiss" else 3e-4)
+    np.testing.assert_allclose(scores[backend], scores["numpy"], atol=1e-5)
     truth = [p.split("/")[0] for p in probes]
     correct = sum(1 for (s, ok), t in zip(decisions["numpy"], truth, strict=True) if ok and s == t)
     assert correct > 0.7 * len(probes)

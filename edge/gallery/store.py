@@ -415,10 +415,12 @@ class Gallery:
         with self._lock:
             q = self._protector.apply_one(unit)
             index = self._subjects.find(subject, self._key.tag(subject))
-            rows = np.flatnonzero(self._row_subject == index) if index is not None else ()
+            if index is None:
+                return -math.inf
+            rows = np.flatnonzero(self._row_subject == index).astype(np.int64)
             if not len(rows):
                 return -math.inf
-            return float(np.max(np.asarray(self._backend.vectors()[rows], np.float32) @ q))
+            return float(np.max(self._backend.rows(rows) @ q))
 
     def _best_subjects(self, q: NDArray[np.float32], k: int) -> list[tuple[str, float]]:
         n = len(self._backend)

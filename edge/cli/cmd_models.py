@@ -183,17 +183,14 @@ def evaluate_cmd(
             report["speedup_median_total"] = round(report["dlib_median_ms"].get("total", 0.0) / ours_total, 2)
         if cascade and report["cascade_probes"]:
             # like for like: dlib's time on the very images that were probed
-            probed = {p.b for p in pairs if emb[p.a][0] is not None}
-            dlib_probed = lfw.median_of([pemb[n][1] for n in sorted(probed)])
+            probed = [pemb[n][1] for n in sorted({p.b for p in pairs if emb[p.a][0] is not None})]
+            dlib_probed = lfw.median_of(probed)
             report["dlib_median_ms_probed_images"] = dlib_probed
             report["speedup_cascade_median"] = round(
                 dlib_probed.get("total", 0.0) / report["cascade_median_ms"]["total"], 2
             )
-            report["speedup_cascade_mean"] = round(
-                float(np.mean([pemb[n][1].get("total", 0.0) for n in sorted(probed)]))
-                / report["cascade_mean_total_ms"],
-                2,
-            )
+            mean_probed = float(np.mean([t.get("total", 0.0) for t in probed]))
+            report["speedup_cascade_mean"] = round(mean_probed / report["cascade_mean_total_ms"], 2)
     _print_report(report)
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))

@@ -340,9 +340,8 @@ class FaissSQ8Backend:
 
     def add(self, vectors: F32) -> None:
         if len(vectors):
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-            _, resid = self._encode(vectors)
-            self.index.add(self._scaled(vectors))  # FAISS encodes them to the same codes
+            codes, resid = self._encode(np.ascontiguousarray(vectors, dtype=np.float32))
+            self.index.add_sa_codes(codes)
             self._resid.add(resid)  # type: ignore[arg-type]
             self._refresh()
 
@@ -394,11 +393,7 @@ class FaissSQ8Backend:
         # the byte distance computer quantises the probe too, so it takes the same scale
         _, cand = self.index.search((probe * self.SCALE).reshape(1, -1).astype(np.float32), short)
         rows = cand[0][cand[0] >= 0].astype(np.int64)
-        # (code - 128) / SCALE + residual, dotted with the probe without building the rows
-        p = np.asarray(probe, dtype=np.float32)
-        codes = self._code_view[rows].astype(np.float32)
-        exact = (codes @ p - np.float32(128.0) * p.sum()) * np.float32(1.0 / self.SCALE)
-        exact += self._resid.vectors()[rows].astype(np.float32) @ p
+        exact = self.rows(rows) @ probe
         order = np.argsort(-exact, kind="stable")[:m]
         return exact[order].astype(np.float32), rows[order]
 

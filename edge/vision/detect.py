@@ -89,12 +89,10 @@ def decode(
     """
     logits = raw_scores.reshape(-1)
     # sigmoid(x) >= min_score  <=>  x >= logit(min_score): the sigmoid is taken only for candidates
-    keep = np.nonzero(logits >= np.log(min_score / (1.0 - min_score)) - 1e-6)[0]
-    if keep.size == 0:
-        return []
-    scores = np.zeros(logits.shape, np.float64)
-    scores[keep] = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -100.0, 100.0)))
-    keep = keep[scores[keep] >= min_score]
+    near = np.nonzero(logits >= np.log(min_score / (1.0 - min_score)) - 1e-6)[0]
+    s = 1.0 / (1.0 + np.exp(-np.clip(logits[near].astype(np.float64), -100.0, 100.0)))
+    passed = s >= min_score
+    keep, s = near[passed], s[passed]
     if keep.size == 0:
         return []
     raw = raw_boxes.reshape(-1, 16)[keep] / size
@@ -103,7 +101,6 @@ def decode(
     w, h = raw[:, 2], raw[:, 3]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     kps = raw[:, 4:].reshape(-1, 6, 2) + a[:, None, :]
-    s = scores[keep]
     order = np.argsort(-s)
     boxes, kps, s = boxes[order], kps[order], s[order]
     out: list[tuple[np.ndarray, np.ndarray, float]] = []

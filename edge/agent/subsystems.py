@@ -478,7 +478,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
 
             fingerprint = finger_factory
 
-        credentials = credential_factory(config, state)
+        credentials = credential_factory(config, state, profile)
 
         def subjects() -> list[str]:
             return sorted({e.subject for e in ledger.entries()})
@@ -520,15 +520,23 @@ def credential_control(state: StateDir) -> Path:
     return state.root / "credential.fifo"
 
 
-def credential_factory(config: AgentConfig, state: StateDir) -> Callable[[], CredentialReaderPort] | None:
+def credential_factory(
+    config: AgentConfig, state: StateDir, profile: Profile
+) -> Callable[[], CredentialReaderPort] | None:
     from edge.credentials.readers import open_card_reader
 
-    backend = config.credentials.card
-    if backend == "none":
+    section = config.credentials
+    if section.card == "none":
         return None
 
     def factory() -> CredentialReaderPort:
-        reader = open_card_reader(backend, control=credential_control(state) if backend == "sim" else None)
+        reader = open_card_reader(
+            section.card,
+            control=credential_control(state) if section.card in ("sim", "wiegand") else None,
+            gpio=profile.gpio,
+            wiegand_formats=section.wiegand_formats,
+            wiegand_value=section.wiegand_value,
+        )
         if reader is None:
             raise HardwareError("no card reader configured")
         return reader

@@ -96,7 +96,8 @@ def gpio_lines_unique(
     claims: dict[int | str, str] = {}
     problems = []
     owners = [
-        (name, getattr(profile.gpio, name)) for name in ("door_relay", "request_to_exit", "door_contact", "status_led")
+        (name, getattr(profile.gpio, name))
+        for name in ("door_relay", "request_to_exit", "door_contact", "status_led", "wiegand_d0", "wiegand_d1")
     ]
     if profile.fingerprint is not None:
         owners += [
@@ -120,6 +121,25 @@ def gpio_lines_unique(
     return problems
 
 
+def card_reader_needs_lines(
+    path: str, doc: dict[str, Any], profile: Profile, lines: dict[KeyPath, int]
+) -> list[ConfigProblem]:
+    if _section(doc, "credentials").get("card") != "wiegand" or profile.gpio.simulated or profile.gpio.chip == "sim":
+        return []
+    missing = [name for name in ("wiegand_d0", "wiegand_d1") if getattr(profile.gpio, name) is None]
+    if not missing:
+        return []
+    return [
+        ConfigProblem(
+            path,
+            "credentials.card",
+            f"a profile with Wiegand lines (gpio.{' and gpio.'.join(missing)} not set in profile {profile.board.id})",
+            "'wiegand'",
+            line_of(lines, ("credentials", "card")),
+        )
+    ]
+
+
 def uart_names_unique(
     path: str, doc: dict[str, Any], profile: Profile, lines: dict[KeyPath, int]
 ) -> list[ConfigProblem]:
@@ -140,6 +160,7 @@ DRIVER_NEEDS: dict[str, Check] = {
     "fingerprint": fingerprint_needs_uart,
     "camera": camera_needs_source,
     "gpio": gpio_lines_unique,
+    "card_reader": card_reader_needs_lines,
     "uarts": uart_names_unique,
 }
 

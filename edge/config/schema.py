@@ -78,6 +78,8 @@ class GpioOffer(Strict):
     request_to_exit: GpioLine | None = None
     door_contact: GpioLine | None = None
     status_led: GpioLine | None = None
+    wiegand_d0: GpioLine | None = Field(None, description="Wiegand reader D0 (through a 5 V -> 3.3 V level shifter)")
+    wiegand_d1: GpioLine | None = Field(None, description="Wiegand reader D1")
     relay_active_high: bool = True
     simulated: bool = False
 
@@ -163,10 +165,25 @@ class MqttSection(Strict):
     outbox_max_age_s: float = Field(30 * 86400.0, gt=0)
 
 
+WiegandFormatName = Literal["H10301", "W34", "H10304", "H10302"]
+
+
+def _default_wiegand_formats() -> list[WiegandFormatName]:
+    return ["H10301", "W34"]
+
+
 class CredentialsSection(Strict):
     card: Literal["none", "sim", "wiegand", "serial"] = "sim"
     pin: bool = True
     qr: bool = False
+    wiegand_formats: list[WiegandFormatName] = Field(
+        default_factory=_default_wiegand_formats,
+        min_length=1,
+        description="Wiegand card formats accepted, tried in order (H10304 and H10302 are both 37 bits: list one)",
+    )
+    wiegand_value: Literal["number", "facility-card", "card"] = Field(
+        "number", description="what a Wiegand card presents: data bits as one number, facility+card, or card only"
+    )
 
 
 class MetricsSection(Strict):

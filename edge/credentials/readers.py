@@ -3,6 +3,7 @@
 * ``SerialCredentialReader``: a card reader or QR scanner that sends each value as a line of ASCII
   (most 125 kHz/13.56 MHz readers in "keyboard-wedge over UART" mode, RS-232 and USB-CDC QR
   scanners). Opened by pyserial URL, so ``/dev/ttyUSB0``, a pty and ``loop://`` all work.
+* ``WiegandReader`` (``wiegand_reader.py``): D0/D1 card readers and keypads on two GPIO lines.
 * ``SimCredentialReader``: fed programmatically (``feed``) or through a control FIFO where each line
   is ``kind:value`` (``echo card:0004123456 > /run/gate-edge/credentials``). No threads: ``read``
   waits on the FIFO and a self-pipe with ``select``.
@@ -19,12 +20,16 @@ import select
 import stat
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.credentials.hashing import KINDS, CredentialFormatError, normalise
 from edge.errors import HardwareError
+
+if TYPE_CHECKING:
+    from edge.config.schema import GpioOffer
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +69,43 @@ def parse_control_line(line: str) -> Credential | None:
     return Credential(kind, value.strip(), "sim")
 
 
+class ControlFifo:
+    """A simulator's control FIFO of ``kind:value`` lines (created 0600 if missing)."""
+
+    def __init__(self, path: Path) -> None:
+        if path.exists() and not stat.S_ISFIFO(path.stat().st_mode):
+            raise HardwareError(f"{path} exists and is not a FIFO", hint="remove it or choose another path")
+        if not path.exists():
+            os.mkfifo(path, 0o600)
+        self.path = path
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        # hold a writer open ourselves so the FIFO never reads as end-of-file between writers
+        self._keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        self._buffer = b""
+
+    def credentials(self) -> list[Credential]:
+        """The well-formed lines written since the last call (malformed ones are logged)."""
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if len(self._buffer) > MAX_LINE:
+            self._buffer = b""
+        parsed = (parse_control_line(raw.decode("utf-8", "replace")) for raw in lines)
+        return [c for c in parsed if c is not None]
+
+    def close(self) -> None:
+        for fd in (self.fd, self._keep):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self._keep = -1
+
+
 class SimCredentialReader:
     """A simulated reader: ``feed`` from code, or lines written to a control FIFO."""
 
@@ -73,62 +115,36 @@ class SimCredentialReader:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.control = control
-        self._fifo_r: int | None = None
-        self._fifo_keep: int | None = None
-        self._buffer = b""
-        if control is not None:
-            if control.exists() and not stat.S_ISFIFO(control.stat().st_mode):
-                raise HardwareError(f"{control} exists and is not a FIFO", hint="remove it or choose another path")
-            if not control.exists():
-                os.mkfifo(control, 0o600)
-            self._fifo_r = os.open(control, os.O_RDONLY | os.O_NONBLOCK)
-            # hold a writer open ourselves so the FIFO never reads as end-of-file between writers
-            self._fifo_keep = os.open(control, os.O_WRONLY | os.O_NONBLOCK)
+        self._fifo = ControlFifo(control) if control is not None else None
 
     def feed(self, credential: Credential) -> None:
         self._queue.append(credential)
         with contextlib.suppress(BlockingIOError):  # already awake
             os.write(self._wake_w, b"x")
 
-    def _drain_fifo(self) -> None:
-        if self._fifo_r is None:
-            return
-        while True:
-            try:
-                chunk = os.read(self._fifo_r, 4096)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        if len(self._buffer) > MAX_LINE:
-            self._buffer = b""
-        for raw in lines:
-            credential = parse_control_line(raw.decode("utf-8", "replace"))
-            if credential is not None:
-                self._queue.append(credential)
-
     def read(self, timeout_s: float) -> Credential | None:
         deadline = time.monotonic() + max(0.0, timeout_s)
         while True:
-            self._drain_fifo()
+            if self._fifo is not None:
+                self._queue.extend(self._fifo.credentials())
             if self._queue:
                 return self._queue.popleft()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            fds = [self._wake_r] + ([self._fifo_r] if self._fifo_r is not None else [])
+            fds = [self._wake_r] + ([self._fifo.fd] if self._fifo is not None else [])
             ready, _, _ = select.select(fds, [], [], remaining)
             if self._wake_r in ready:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self._wake_r, 4096)
 
     def close(self) -> None:
-        for fd in (self._wake_r, self._wake_w, self._fifo_r, self._fifo_keep):
-            if fd is not None:
+        if self._fifo is not None:
+            self._fifo.close()
+            self._fifo = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
                 os.close(fd)
-        self._fifo_r = self._fifo_keep = None
         self._wake_r = self._wake_w = -1
 
     def __enter__(self) -> SimCredentialReader:
@@ -199,8 +215,19 @@ class SerialCredentialReader:
         self._port.close()
 
 
-def open_card_reader(backend: str, *, url: str | None = None, control: Path | None = None) -> CredentialReader | None:
-    """The card reader the config's ``[credentials] card`` names; None for ``none``."""
+def open_card_reader(
+    backend: str,
+    *,
+    url: str | None = None,
+    control: Path | None = None,
+    gpio: GpioOffer | None = None,
+    wiegand_formats: Sequence[str] = ("H10301", "W34"),
+    wiegand_value: str = "number",
+) -> CredentialReader | None:
+    """The card reader the config's ``[credentials] card`` names; None for ``none``.
+
+    ``wiegand`` reads D0/D1 on the profile's GPIO lines; on a simulated GPIO profile it is the
+    simulated reader on the same codec, fed through ``control`` like ``sim``."""
     if backend == "none":
         return None
     if backend == "sim":
@@ -209,7 +236,23 @@ def open_card_reader(backend: str, *, url: str | None = None, control: Path | No
         if not url:
             raise HardwareError("credentials.card is 'serial' but no reader port is given")
         return SerialCredentialReader(url, kind="card")
-    raise HardwareError(
-        f"card reader backend {backend!r} is not available in this build",
-        hint="use 'serial' (reader in line mode) or 'sim'",
-    )
+    if backend == "wiegand":
+        from edge.credentials.wiegand import VALUES
+        from edge.credentials.wiegand_reader import EdgeSource, GpiodEdgeSource, SimWiegandSource, WiegandReader
+
+        if wiegand_value not in VALUES:
+            raise HardwareError(f"wiegand_value {wiegand_value!r} is not one of {', '.join(VALUES)}")
+        if gpio is None:
+            raise HardwareError("credentials.card is 'wiegand' but no GPIO profile is given")
+        source: EdgeSource
+        if gpio.simulated or gpio.chip == "sim":
+            source = SimWiegandSource(format=wiegand_formats[0], control=control)
+        elif gpio.wiegand_d0 is None or gpio.wiegand_d1 is None:
+            raise HardwareError(
+                "credentials.card is 'wiegand' but the profile names no D0/D1 lines",
+                hint="set gpio.wiegand_d0 and gpio.wiegand_d1 in the device profile",
+            )
+        else:
+            source = GpiodEdgeSource(gpio.chip, gpio.wiegand_d0, gpio.wiegand_d1)
+        return WiegandReader(source, formats=wiegand_formats, value=wiegand_value)  # type: ignore[arg-type]
+    raise HardwareError(f"card reader backend {backend!r} is not known", hint="use none, sim, serial or wiegand")

@@ -178,8 +178,17 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b.stop()
 
 
+@pytest.mark.parametrize(
+    ("reader", "card"),
+    [
+        ({"card": "sim"}, "0042-1337"),
+        # the same card path through the Wiegand codec: the simulated D0/D1 lines carry the number
+        ({"card": "wiegand", "wiegand_formats": ["H10301"]}, "1191993"),
+    ],
+    ids=["sim", "wiegand"],
+)
 def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_events(
-    tmp_path: Path, broker: Mosquitto
+    tmp_path: Path, broker: Mosquitto, reader: dict[str, Any], card: str
 ) -> None:
     from edge.agent.wiring import build, run_agent
     from edge.config.load import load_config
@@ -190,7 +199,7 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
 
     authority = SiteAuthority(tmp_path / "site", "site-1")
     now = time.time()
-    message = authority.issue([authority.entry("visitor-7", [], granted_at=int(now) - 60, card="0042-1337")], now=now)
+    message = authority.issue([authority.entry("visitor-7", [], granted_at=int(now) - 60, card=card)], now=now)
     publish_list(Broker(broker.url), "site-1", message)  # retained before the agent exists
     state_root = tmp_path / "state"
     config_path = provision_terminal(
@@ -202,6 +211,7 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
             "fingerprint": {"enabled": False},
             "face": {"enabled": False},
             "metrics": {"enabled": False},
+            "credentials": reader,
         },
     )
     registry = authority.registry({"t": device_public_key(state_root)}, tmp_path / "registry.json")
@@ -209,6 +219,7 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
     stop_listen = threading.Event()
     listener = collect(broker, registry, events, stop_listen)
     config, profile = load_config(config_path)
+    assert config.credentials.card == reader["card"]
     wired = build(config, profile, StateDir(state_root))
     stop = threading.Event()
     agent = threading.Thread(
@@ -220,7 +231,7 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
         fifo = state_root / "credential.fifo"
         assert wait_for(fifo.exists)
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        os.write(fd, b"card:0042-1337\ncard:5555\n")
+        os.write(fd, f"card:{card}\ncard:5555\n".encode())
         os.close(fd)
         assert wait_for(lambda: len([e for e in events if e["kind"] == "access"]) >= 2), events
         access = [e["body"] for e in events if e["kind"] == "access"]

@@ -144,6 +144,29 @@ def test_gpio_line_claimed_twice_is_refused(tmp_path: Path) -> None:
     assert "door_relay has line 17" in problems[0].expected
 
 
+def test_a_wiegand_reader_needs_the_profiles_d0_d1_lines(tmp_path: Path) -> None:
+    profile = tmp_path / "p.toml"
+    profile.write_text('[board]\nid = "x"\nname = "X"\n[gpio]\ndoor_relay = 17\n')
+    config = tmp_path / "edge.toml"
+    base = f'[device]\nsite = "s"\nprofile = "{profile}"\n[fingerprint]\nenabled = false\n[camera]\nenabled = false\n'
+    config.write_text(base + '[credentials]\ncard = "wiegand"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    (problem,) = info.value.problems
+    assert problem.key_path == "credentials.card"
+    assert problem.line == 9
+    assert "gpio.wiegand_d0 and gpio.wiegand_d1 not set" in problem.expected
+    # the shipped Pi profiles offer the lines; a format the codec does not know is refused
+    config.write_text(base.replace(str(profile), "rpi5-r503-usbcam") + '[credentials]\ncard = "wiegand"\n')
+    loaded, pi = load_config(config)
+    assert (loaded.credentials.wiegand_formats, pi.gpio.wiegand_d0, pi.gpio.wiegand_d1) == (["H10301", "W34"], 5, 6)
+    pi_base = base.replace(str(profile), "rpi5-r503-usbcam")
+    config.write_text(pi_base + '[credentials]\ncard = "wiegand"\nwiegand_formats = ["H10305"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    assert [p.key_path for p in info.value.problems] == ["credentials.wiegand_formats[0]"]
+
+
 def test_old_config_is_migrated_purely() -> None:
     old = {"device": {"site": "s"}, "broker": {"url": "mqtt://h:1883"}}
     new, passed = migrate(old)

@@ -133,6 +133,8 @@ def test_serial_reader_loop_url_and_bad_port() -> None:
         reader.close()
     with pytest.raises(HardwareError, match="cannot open the card reader"):
         SerialCredentialReader("/dev/does-not-exist-42")
-    with pytest.raises(HardwareError, match="not available"):
+    with pytest.raises(HardwareError, match="not known"):
+        open_card_reader("clock-and-data")
+    with pytest.raises(HardwareError, match="no GPIO profile"):
         open_card_reader("wiegand")
     assert open_card_reader("none") is None

@@ -69,6 +69,36 @@ def parse_control_line(line: str) -> Credential | None:
     return Credential(kind, value.strip(), "sim")
 
 
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
+
+
+class WakePipe:
+    """A self-pipe: ``wake`` from any thread ends a ``wait`` early."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # already awake
+            os.write(self._w, b"x")
+
+    def wait(self, fds: list[int], timeout_s: float) -> None:
+        """Until ``timeout_s`` passes, one of ``fds`` is readable, or ``wake`` is called."""
+        ready, _, _ = select.select([self._r, *fds], [], [], max(0.0, timeout_s))
+        if self._r in ready:
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._r, 4096)
+
+    def close(self) -> None:
+        _close_fds(self._r, self._w)
+        self._r = self._w = -1
+
+
 class ControlFifo:
     """A simulator's control FIFO of ``kind:value`` lines (created 0600 if missing)."""
 
@@ -100,9 +130,7 @@ class ControlFifo:
         return [c for c in parsed if c is not None]
 
     def close(self) -> None:
-        for fd in (self.fd, self._keep):
-            if fd >= 0:
-                os.close(fd)
+        _close_fds(self.fd, self._keep)
         self.fd = self._keep = -1
 
 
@@ -111,16 +139,13 @@ class SimCredentialReader:
 
     def __init__(self, control: Path | None = None) -> None:
         self._queue: deque[Credential] = deque()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake = WakePipe()
         self.control = control
         self._fifo = ControlFifo(control) if control is not None else None
 
     def feed(self, credential: Credential) -> None:
         self._queue.append(credential)
-        with contextlib.suppress(BlockingIOError):  # already awake
-            os.write(self._wake_w, b"x")
+        self._wake.wake()
 
     def read(self, timeout_s: float) -> Credential | None:
         deadline = time.monotonic() + max(0.0, timeout_s)
@@ -132,20 +157,13 @@ class SimCredentialReader:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            fds = [self._wake_r] + ([self._fifo.fd] if self._fifo is not None else [])
-            ready, _, _ = select.select(fds, [], [], remaining)
-            if self._wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
+            self._wake.wait([self._fifo.fd] if self._fifo is not None else [], remaining)
 
     def close(self) -> None:
         if self._fifo is not None:
             self._fifo.close()
             self._fifo = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._wake.close()
 
     def __enter__(self) -> SimCredentialReader:
         return self

@@ -14,10 +14,7 @@ Wiring (docs/credentials.md): most readers drive 5 V on D0/D1. A Raspberry Pi or
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
 import threading
 import time
 from collections import deque
@@ -27,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.credentials.hashing import CredentialFormatError, normalise
-from edge.credentials.readers import ControlFifo, Credential
+from edge.credentials.readers import ControlFifo, Credential, WakePipe
 from edge.credentials.wiegand import (
     DEFAULT_FORMATS,
     FORMATS,
@@ -45,7 +42,6 @@ from edge.errors import HardwareError
 
 log = logging.getLogger(__name__)
 
-CONSUMER = "gate-edge"
 #: kernel edge-event buffer: 256 events hold several of the longest frames if the agent stalls
 EVENT_BUFFER = 256
 
@@ -154,27 +150,14 @@ class GpiodEdgeSource:
     """D0/D1 falling edges from libgpiod 2.x (optional extra ``gpio``)."""
 
     def __init__(self, chip: str, d0: int | str, d1: int | str) -> None:
-        from edge.door.gpiod_lines import _import_gpiod
+        from edge.door.gpiod_lines import import_gpiod, request_lines
 
-        gpiod = _import_gpiod()
+        what = f"a Wiegand reader (gpio.wiegand_d0/d1 = {d0}/{d1})"
+        gpiod = import_gpiod(what)
         from gpiod.line import Bias, Edge
 
         settings = gpiod.LineSettings(edge_detection=Edge.FALLING, bias=Bias.PULL_UP)
-        try:
-            self._request = gpiod.request_lines(
-                chip, consumer=CONSUMER, config={(d0, d1): settings}, event_buffer_size=EVENT_BUFFER
-            )
-        except FileNotFoundError as exc:
-            raise HardwareError(
-                f"GPIO chip {chip} does not exist", hint="check gpio.chip in the device profile (ls /dev/gpiochip*)"
-            ) from exc
-        except PermissionError as exc:
-            raise HardwareError(f"no permission to open {chip}", hint="add the service user to the gpio group") from exc
-        except OSError as exc:
-            raise HardwareError(
-                f"cannot request the Wiegand lines {d0}/{d1} on {chip}: {exc.strerror or exc}",
-                hint="another process may hold them (gpioinfo shows the consumer); check gpio.wiegand_d0/d1",
-            ) from exc
+        self._request = request_lines(chip, {(d0, d1): settings}, what=what, event_buffer_size=EVENT_BUFFER)
         offsets = list(self._request.offsets)
         self._line = {offsets[0]: 0, offsets[1]: 1}
         self._seqno: int | None = None
@@ -224,9 +207,7 @@ class SimWiegandSource:
         self._pending: deque[Pulse] = deque()
         self._next_free_ns = 0
         self._fault: str | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake = WakePipe()
         self._control = ControlFifo(control) if control is not None else None
 
     # -- what a person or a test does at the reader
@@ -277,8 +258,7 @@ class SimWiegandSource:
                 pulses.insert(len(pulses) // 2, LOST)
             self._pending.extend(pulses)
             self._next_free_ns = t + len(bits) * self.PULSE_INTERVAL_NS + self.FRAME_GAP_NS
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wake_w, b"x")
+        self._wake.wake()
 
     # -- EdgeSource
 
@@ -309,17 +289,10 @@ class SimWiegandSource:
             if now >= deadline:
                 return []
             until = deadline if next_ns is None else min(deadline, next_ns)
-            fds = [self._wake_r] + ([self._control.fd] if self._control is not None else [])
-            ready, _, _ = select.select(fds, [], [], max(0.0, (until - now) / 1e9))
-            if self._wake_r in ready:
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self._wake_r, 4096)
+            self._wake.wait([self._control.fd] if self._control is not None else [], (until - now) / 1e9)
 
     def close(self) -> None:
         if self._control is not None:
             self._control.close()
             self._control = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._wake.close()

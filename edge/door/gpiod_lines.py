@@ -16,12 +16,13 @@ log = logging.getLogger(__name__)
 CONSUMER = "gate-edge"
 
 
-def _import_gpiod() -> Any:
+def import_gpiod(what: str = "a door relay") -> Any:
+    """The libgpiod 2.x bindings, or a ``HardwareError`` naming what needed them."""
     try:
         import gpiod
     except ImportError as exc:
         raise HardwareError(
-            "the profile drives a GPIO door relay but the gpiod package is not installed",
+            f"the profile drives {what} on GPIO but the gpiod package is not installed",
             hint="pip install 'gate-edge[gpio]' (libgpiod 2.x bindings), or set gpio.simulated = true",
         ) from exc
     major = str(getattr(gpiod, "__version__", "0")).split(".")[0]
@@ -31,6 +32,24 @@ def _import_gpiod() -> Any:
             hint="pip install 'gpiod>=2.1'",
         )
     return gpiod
+
+
+def request_lines(chip: str, config: dict[Any, Any], *, what: str, **options: Any) -> Any:
+    """``gpiod.request_lines`` with the failures an installer meets turned into ``HardwareError``s."""
+    gpiod = import_gpiod(what)
+    try:
+        return gpiod.request_lines(chip, consumer=CONSUMER, config=config, **options)
+    except FileNotFoundError as exc:
+        raise HardwareError(
+            f"GPIO chip {chip} does not exist", hint="check gpio.chip in the device profile (ls /dev/gpiochip*)"
+        ) from exc
+    except PermissionError as exc:
+        raise HardwareError(f"no permission to open {chip}", hint="add the service user to the gpio group") from exc
+    except OSError as exc:
+        raise HardwareError(
+            f"cannot request the GPIO lines of {what} on {chip}: {exc.strerror or exc}",
+            hint="another process may hold the lines (gpioinfo shows the consumer); check the line names",
+        ) from exc
 
 
 class GpiodLines:
@@ -46,7 +65,7 @@ class GpiodLines:
         relay_active_high: bool = True,
         inputs_active_low: bool = True,
     ) -> None:
-        gpiod = _import_gpiod()
+        gpiod = import_gpiod()
         from gpiod.line import Bias, Direction, Value
 
         self._active = Value.ACTIVE
@@ -65,19 +84,7 @@ class GpiodLines:
                 config[line] = gpiod.LineSettings(
                     direction=Direction.INPUT, bias=Bias.PULL_UP, active_low=inputs_active_low
                 )
-        try:
-            self._request = gpiod.request_lines(chip, consumer=CONSUMER, config=config)
-        except FileNotFoundError as exc:
-            raise HardwareError(
-                f"GPIO chip {chip} does not exist", hint="check gpio.chip in the device profile (ls /dev/gpiochip*)"
-            ) from exc
-        except PermissionError as exc:
-            raise HardwareError(f"no permission to open {chip}", hint="add the service user to the gpio group") from exc
-        except OSError as exc:
-            raise HardwareError(
-                f"cannot request door lines on {chip}: {exc.strerror or exc}",
-                hint="another process may hold the lines (gpioinfo shows the consumer); check the line names",
-            ) from exc
+        self._request = request_lines(chip, config, what="a door relay")
 
     def set_relay(self, energised: bool) -> None:
         self._request.set_value(self.relay, self._active if energised else self._inactive)

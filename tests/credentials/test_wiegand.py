@@ -145,6 +145,12 @@ def test_keypad_buffer_clear_enter_and_pause() -> None:
     assert k.press(wiegand.KEY_ENTER, t + 10**9 + 6 * 10**9) is None  # the pause abandoned "4"
 
 
+def expect(reader: WiegandReader, timeout_s: float, kind: str, value: str) -> None:
+    got = reader.read(timeout_s)
+    assert got is not None
+    assert (got.kind, got.value) == (kind, value)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 0
@@ -186,12 +192,8 @@ def test_reader_yields_cards_and_pins_and_drops_bad_frames(caplog: pytest.LogCap
     assert len(pin) == 40
     source = ScriptedSource(clock, pulses)
     reader = WiegandReader(source, formats=["H10301", "W34"], value="facility-card", clock_ns=clock)
-    card = reader.read(1.0)
-    assert card is not None
-    assert (card.kind, card.value) == ("card", "0051304242")
-    got = reader.read(2.0)
-    assert got is not None
-    assert (got.kind, got.value) == ("pin", "4042")
+    expect(reader, 1.0, "card", "0051304242")
+    expect(reader, 2.0, "pin", "4042")
     with caplog.at_level(logging.WARNING):
         assert reader.read(3.0) is None
     assert reader.rejected == 1
@@ -215,20 +217,14 @@ def test_sim_source_through_the_fifo_with_real_timing(tmp_path: Path) -> None:
         fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
         os.write(fd, b"card:1191993\npin:2580\n")
         os.close(fd)
-        card = reader.read(2.0)
-        assert card is not None
-        assert (card.kind, card.value) == ("card", "1191993")
-        pin = reader.read(2.0)
-        assert pin is not None
-        assert (pin.kind, pin.value) == ("pin", "2580")
+        expect(reader, 2.0, "card", "1191993")
+        expect(reader, 2.0, "pin", "2580")
         for fault in ("noise", "bounce", "drop", "lost"):
             source.fault(fault)
             source.present(facility=18, card=12345)
             assert reader.read(0.3) is None, fault
         source.present(facility=18, card=12345)
-        again = reader.read(2.0)
-        assert again is not None
-        assert again.value == "1191993"
+        expect(reader, 2.0, "card", "1191993")
         assert reader.rejected == 4
         with pytest.raises(ValueError, match="24 data bits"):
             source.present_number(1 << 24)

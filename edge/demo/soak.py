@@ -178,7 +178,7 @@ def run_soak(
 ) -> SoakReport:
     from edge.cli.site_listen import Listener
     from edge.consent.distribution import Broker, publish_list
-    from edge.demo.stack import SiteAuthority, device_public_key, provision_terminal
+    from edge.demo.stack import CARD_ONLY, SiteAuthority, device_public_key, provision_terminal
     from edge.site.registry import Registry
     from edge.site.verifier import Verifier
     from edge.testing.mosquitto import Mosquitto, free_port
@@ -205,12 +205,7 @@ def run_soak(
             state_root,
             authority,
             broker_url=broker.url,
-            settings={
-                "camera": {"enabled": False},
-                "face": {"enabled": False},
-                "fingerprint": {"enabled": False},
-                "metrics": {"port": free_port()},
-            },
+            settings={**CARD_ONLY, "metrics": {"port": free_port()}},
         )
         registry = authority.registry({"t": device_public_key(state_root)}, work / "registry.json")
 

@@ -88,6 +88,14 @@ def provision(*args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+#: ``provision_terminal`` settings for a terminal without camera and sensor: the card path alone
+CARD_ONLY: Mapping[str, Mapping[str, Any]] = {
+    "camera": {"enabled": False},
+    "face": {"enabled": False},
+    "fingerprint": {"enabled": False},
+}
+
+
 def provision_terminal(
     state_root: Path,
     authority: SiteAuthority,

@@ -145,20 +145,22 @@ def test_credentials_flow_through_their_own_thread() -> None:
     assert [w.name for w in runner.workers] == ["credential"]
 
 
+class CountingNotifier:
+    """A systemd notifier double that counts watchdog beats."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.watchdog_interval_s = interval_s
+        self.beats = 0
+
+    def watchdog(self) -> bool:
+        self.beats += 1
+        return True
+
+
 def test_watchdog_is_fed_by_the_gate_thread() -> None:
     rig = Rig()
 
-    class Notifier:
-        watchdog_interval_s = 0.05
-
-        def __init__(self) -> None:
-            self.beats = 0
-
-        def watchdog(self) -> bool:
-            self.beats += 1
-            return True
-
-    notifier = Notifier()
+    notifier = CountingNotifier(0.05)
     with GateRunner(rig.core, notifier=notifier, tick_s=0.01):
         assert wait_for(lambda: notifier.beats >= 3)
 
@@ -236,17 +238,7 @@ def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
 
     rig.core.gallery = BrokenGallery()
 
-    class Notifier:
-        watchdog_interval_s = 0.01
-
-        def __init__(self) -> None:
-            self.beats = 0
-
-        def watchdog(self) -> bool:
-            self.beats += 1
-            return True
-
-    notifier = Notifier()
+    notifier = CountingNotifier(0.01)
     rig.fingers.extend(Match(slot=3) for _ in range(200))
     runner = GateRunner(
         rig.core,

@@ -193,7 +193,7 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
     from edge.agent.wiring import build, run_agent
     from edge.config.load import load_config
     from edge.consent.distribution import Broker, publish_list
-    from edge.demo.stack import SiteAuthority, device_public_key, provision_terminal
+    from edge.demo.stack import CARD_ONLY, SiteAuthority, device_public_key, provision_terminal
     from edge.ops.notify import Notifier
     from edge.state import StateDir
 
@@ -206,13 +206,7 @@ def test_a_built_agent_takes_the_retained_list_and_grants_a_card_in_signed_event
         state_root,
         authority,
         broker_url=broker.url,
-        settings={
-            "camera": {"enabled": False},
-            "fingerprint": {"enabled": False},
-            "face": {"enabled": False},
-            "metrics": {"enabled": False},
-            "credentials": reader,
-        },
+        settings={**CARD_ONLY, "metrics": {"enabled": False}, "credentials": reader},
     )
     registry = authority.registry({"t": device_public_key(state_root)}, tmp_path / "registry.json")
     events: list[Any] = []

@@ -294,13 +294,21 @@ class SimModule:
 
     # -- library ---------------------------------------------------------------------------------
 
-    def _store(self, args: bytes) -> bytes:
+    def _buffer_and_page(self, args: bytes) -> tuple[int, int] | bytes:
+        """Store's and LoadChar's (buffer id, page) arguments, or the module's error reply."""
         raw, page = struct.unpack(">BH", args[:3])
         buf = self._buffer_id(raw)
         if buf is None:
             return self._ack(p.Code.PACKET_ERROR)
         if page >= self.profile.capacity:
             return self._ack(p.Code.BAD_PAGE)
+        return buf, page
+
+    def _store(self, args: bytes) -> bytes:
+        target = self._buffer_and_page(args)
+        if isinstance(target, bytes):
+            return target
+        buf, page = target
         data = self.buffers.get(buf)
         if data is None:
             return self._ack(p.Code.PACKET_ERROR)
@@ -309,12 +317,10 @@ class SimModule:
         return self._ack(p.Code.OK)
 
     def _load_char(self, args: bytes) -> bytes:
-        raw, page = struct.unpack(">BH", args[:3])
-        buf = self._buffer_id(raw)
-        if buf is None:
-            return self._ack(p.Code.PACKET_ERROR)
-        if page >= self.profile.capacity:
-            return self._ack(p.Code.BAD_PAGE)
+        target = self._buffer_and_page(args)
+        if isinstance(target, bytes):
+            return target
+        buf, page = target
         data = self.settings.library.get(page)
         if data is None:
             return self._ack(p.Code.TEMPLATE_READ_ERROR)

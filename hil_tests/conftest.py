@@ -30,6 +30,13 @@ MODELS = {
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    wiegand = parser.getgroup("Wiegand HIL")
+    wiegand.addoption("--wiegand-chip", default=None, help="GPIO chip of a real Wiegand reader (e.g. /dev/gpiochip0)")
+    wiegand.addoption("--wiegand-d0", default="5", help="D0 line offset or name (default 5)")
+    wiegand.addoption("--wiegand-d1", default="6", help="D1 line offset or name (default 6)")
+    wiegand.addoption("--wiegand-format", default="H10301", help="the test card's format (default H10301)")
+    wiegand.addoption("--wiegand-card", default="1191993", help="the test card's number (its data bits, decimal)")
+    wiegand.addoption("--wiegand-keypad", action="store_true", help="the reader has a keypad: test PIN entry")
     group = parser.getgroup("fingerprint HIL")
     group.addoption("--fp-port", default=None, help="serial port or pyserial URL of a real EF01 module")
     group.addoption("--fp-model", default="r503", choices=sorted(MODELS), help="model of the module (or to simulate)")

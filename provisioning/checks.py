@@ -208,6 +208,32 @@ def sensor_check(open_sensor: Callable[[], SensorHealthPort]) -> Check:
     return Check("fingerprint", run)
 
 
+def card_reader_check(open_reader: Callable[[], Any]) -> Check:
+    """Opens the configured card reader; a Wiegand reader's D0/D1 must idle high."""
+
+    def run(state: StateDir) -> CheckResult:
+        try:
+            reader = open_reader()
+        except EdgeError as exc:
+            return CheckResult("fail", f"card reader: {exc}", exc.hint or "check the reader's wiring and [credentials]")
+        try:
+            problem = getattr(reader, "idle_problem", None)
+            found = problem() if callable(problem) else None
+            if found:
+                return CheckResult(
+                    "fail",
+                    found,
+                    "power the reader; check the level shifter's supply and that D0/D1 are not shorted to GND",
+                )
+            return CheckResult(
+                "pass", f"{type(reader).__name__} opened" + (", D0/D1 idle high" if callable(problem) else "")
+            )
+        finally:
+            reader.close()
+
+    return Check("card reader", run)
+
+
 def models_check(verify: Callable[[], object], timed_inference: Callable[[], float] | None = None) -> Check:
     def run(state: StateDir) -> CheckResult:
         verify()  # raises ModelError for an unknown or altered file; run_checks turns it into a failure

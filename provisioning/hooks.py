@@ -74,8 +74,8 @@ class _SensorHealth:
 
 
 def device_checks(state: StateDir) -> list[Check]:
-    """Camera, fingerprint sensor and model checks for selftest, for what the settings enable."""
-    from provisioning.checks import camera_check, models_check, sensor_check
+    """Camera, fingerprint sensor, card reader and model checks for selftest, for what the settings enable."""
+    from provisioning.checks import camera_check, card_reader_check, models_check, sensor_check
 
     if not state.settings.exists():
         return []
@@ -122,6 +122,9 @@ def device_checks(state: StateDir) -> list[Check]:
         checks.append(camera_check(open_cam, LazyPipeline() if config.face.enabled else None))
     if config.fingerprint.enabled:
         checks.append(sensor_check(lambda: _SensorHealth(subsystems.open_fingerprint(config, profile))))
+    open_reader = subsystems.credential_factory(config, state, profile)
+    if open_reader is not None:
+        checks.append(card_reader_check(open_reader))
     return checks
 
 

@@ -62,6 +62,10 @@ class EdgeSource(Protocol):
         (``LOST``) marks edges the source had to drop."""
         ...
 
+    def levels(self) -> tuple[bool, bool]:
+        """D0 and D1 now, True for high (idle). A line held low means a wiring fault."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -139,6 +143,11 @@ class WiegandReader:
             return
         self._ready.append(Credential("pin", pin, self.name))
 
+    def idle_problem(self) -> str | None:
+        """What is wrong with the idle lines (for ``edge-provision selftest``), or None."""
+        low = [name for name, high in zip(("D0", "D1"), self.source.levels(), strict=True) if not high]
+        return f"Wiegand {' and '.join(low)} held low while idle" if low else None
+
     def close(self) -> None:
         self.source.close()
 
@@ -179,6 +188,12 @@ class GpiodEdgeSource:
             pulses.append(Pulse(self._line[event.line_offset], int(event.timestamp_ns)))
         return pulses
 
+    def levels(self) -> tuple[bool, bool]:
+        from gpiod.line import Value
+
+        d0, d1 = self._request.get_values()
+        return d0 == Value.ACTIVE, d1 == Value.ACTIVE
+
     def close(self) -> None:
         self._request.release()
 
@@ -206,6 +221,7 @@ class SimWiegandSource:
         self._lock = threading.Lock()
         self._pending: deque[Pulse] = deque()
         self._next_free_ns = 0
+        self._held_low: set[int] = set()
         self._fault: str | None = None
         self._wake = WakePipe()
         self._control = ControlFifo(control) if control is not None else None
@@ -232,6 +248,13 @@ class SimWiegandSource:
         for ch in text:
             key = 10 if ch == "*" else KEY_ENTER if ch == "#" else int(ch)
             self.send(encode_key(key, width=8 if width == 8 else 4))
+
+    def hold_low(self, line: int, low: bool = True) -> None:
+        """Hold D0 (0) or D1 (1) low, as a shorted wire or an unpowered level shifter would."""
+        (self._held_low.add if low else self._held_low.discard)(line)
+
+    def levels(self) -> tuple[bool, bool]:
+        return 0 not in self._held_low, 1 not in self._held_low
 
     def fault(self, kind: str) -> None:
         if kind not in ("noise", "bounce", "drop", "lost"):

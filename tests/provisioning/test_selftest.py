@@ -159,3 +159,27 @@ def test_selftest_without_trust_or_broker_fails_with_fixes(provision: Run) -> No
     found = {c["name"]: c for c in result.json()["checks"]}  # type: ignore[union-attr]
     assert found["trust"]["fix"] == "edge-provision trust --consent-key FILE"
     assert found["broker"]["fix"] == "edge-provision broker --url URL"
+
+
+def test_card_reader_check_opens_the_reader_and_finds_a_line_held_low(state: StateDir, tmp_path: Path) -> None:
+    from edge.credentials.readers import SimCredentialReader
+    from edge.credentials.wiegand_reader import SimWiegandSource, WiegandReader
+
+    source = SimWiegandSource()
+    reader = WiegandReader(source)
+    result = checks.card_reader_check(lambda: reader).run(state)
+    assert (result.status, result.detail) == ("pass", "WiegandReader opened, D0/D1 idle high")
+    source = SimWiegandSource()
+    source.hold_low(1)  # a D1 wire shorted to ground, or a level shifter without supply
+    result = checks.card_reader_check(lambda: WiegandReader(source)).run(state)
+    assert (result.status, result.detail) == ("fail", "Wiegand D1 held low while idle")
+    assert "level shifter" in result.fix
+    assert source._wake._r == -1  # closed after the check
+
+    def unplugged() -> WiegandReader:
+        raise HardwareError("cannot request the GPIO lines of a Wiegand reader", hint="check gpio.wiegand_d0/d1")
+
+    result = checks.card_reader_check(unplugged).run(state)
+    assert (result.status, result.fix) == ("fail", "check gpio.wiegand_d0/d1")
+    line_reader = SimCredentialReader(tmp_path / "fifo")
+    assert checks.card_reader_check(lambda: line_reader).run(state).detail == "SimCredentialReader opened"

@@ -293,8 +293,8 @@ class FaissFlatBackend:
 class FaissSQ8Backend:
     """8-bit codes shortlist; the shortlist is re-scored from a three-level int8 copy of each row.
 
-    FAISS keeps each row's 8-bit code (``x * 254`` quantised by FAISS, signed direct) and scans them. Beside it
-    the backend keeps ``(n, 3 * dim)`` int8 ``[c1 | c2 | c3]`` with
+    FAISS keeps each row's 8-bit code (``x * 254`` quantised to int8, signed direct) and scans
+    them. Beside it the backend keeps ``(n, 3 * dim)`` int8 ``[c1 | c2 | c3]`` with
     ``x = (c1 + c2 / 254 + c3 / 254**2) / 127`` to within 6.1e-8 per component: float32 rounding
     (the float path's own error), at 0.75x the memory of a float32 matrix (1.0x with the codes).
 
@@ -303,11 +303,11 @@ class FaissSQ8Backend:
     three levels in one row, re-scoring the shortlist is one gather and one int8 x float32 product
     against ``[q / 127 | q / (127 * 254) | q / (127 * 254**2)]``, prepared before the scan.
     (Code + float16 residual held 0.75x in all but took ten calls after the scan: the gallery was
-    +12% over the raw SQ8 search at 100k, and is +6.5% now; benchmarks/bench_sq8_rescore.py.)
+    +12% over the raw SQ8 search at 100k, and is +6.5-7.1% now; benchmarks/bench_sq8_rescore.py.)
     """
 
     name = "faiss-sq8"
-    #: FAISS's codes are round(x * SCALE) in int8; unit vectors' components stay well inside +-127/SCALE
+    #: FAISS's codes are x * SCALE quantised to int8; embeddings' components stay well inside +-127/SCALE
     SCALE = 254.0
     #: the re-scoring levels: x = (c1 + c2 / STEP + c3 / STEP**2) / FINE_SCALE, every c in [-127, 127]
     FINE_SCALE = 127.0

@@ -739,27 +739,15 @@ def factory_reset(state: StateDir) -> None:
 
 
 def _unit(vector: NDArray[np.floating[Any]], dim: int) -> NDArray[np.float32]:
-    """``vector`` scaled to unit length, in float32.
-
-    Two numpy calls for an ordinary probe (a float32 dot and a scale): this runs on every search,
-    right after the previous search has evicted numpy's working set from the caches. Lengths whose
-    square float32 could overflow or lose to underflow are measured in float64 instead."""
     v = np.asarray(vector, dtype=np.float32).reshape(-1)
     if v.shape[0] != dim:
         raise ValueError(f"template has {v.shape[0]} dimensions, the gallery holds {dim}")
-    norm2 = float(np.dot(v, v))
-    if _NORM2_SAFE[0] < norm2 < _NORM2_SAFE[1]:
-        unit: NDArray[np.float32] = v * np.float32(1.0 / math.sqrt(norm2))
-        return unit
     v64 = v.astype(np.float64)  # no overflow or underflow for any float32 input
     norm2 = float(np.dot(v64, v64))
     if not 0.0 < norm2 < math.inf:  # false for NaN too
         raise ValueError("template is zero or not finite")
-    return (v64 * (1.0 / math.sqrt(norm2))).astype(np.float32)
-
-
-#: squared lengths float32 sums exactly enough (float32 spans 1.2e-38 .. 3.4e38)
-_NORM2_SAFE = (1e-30, 1e30)
+    unit: NDArray[np.float32] = (v64 * (1.0 / math.sqrt(norm2))).astype(np.float32)
+    return unit
 
 
 def _has_data(path: Path) -> bool:

@@ -154,7 +154,7 @@ def encode(fmt_name: str, *, card: int, facility: int | None = None) -> list[int
     fields = [(fmt.card, card)] + ([(fmt.facility, facility or 0)] if fmt.facility else [])
     for (first, length), value in fields:
         if not 0 <= value < 1 << length:
-            raise ValueError(f"{fmt_name} holds {length}-bit values; {value} does not fit")
+            raise ValueError(f"{fmt_name} holds {length}-bit values; the number given does not fit")
         for i in range(length):
             bits[first + i] = (value >> (length - 1 - i)) & 1
     if facility and fmt.facility is None:

@@ -236,7 +236,7 @@ class SimWiegandSource:
         fmt = FORMATS[self.format]
         width = fmt.bits - 2
         if not 0 <= number < 1 << width:
-            raise ValueError(f"{self.format} carries {width} data bits; {number} does not fit")
+            raise ValueError(f"{self.format} carries {width} data bits; the card number does not fit")
         data = [(number >> (width - 1 - i)) & 1 for i in range(width)]
         bits = [0, *data, 0]
         bits[0] = sum(bits[1 : fmt.even[1] + 1]) % 2

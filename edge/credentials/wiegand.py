@@ -199,10 +199,9 @@ class FrameAssembler:
         return done
 
     def lost(self) -> None:
-        """The edge source dropped events (its buffer overflowed): the open frame is spoiled."""
+        """The edge source dropped events (its buffer overflowed): the open frame is spoiled, or,
+        when none is open, the one the next pulse opens (its first bits were among those lost)."""
         self._spoil("edge events were lost (the agent fell behind the reader)")
-        if self._last_ns is None:
-            self._last_ns = 0
 
     def _spoil(self, why: str) -> None:
         if self._spoiled is None:

@@ -126,6 +126,20 @@ def test_assembler_spoils_faulty_frames_and_recovers(fault: str, why: str) -> No
     assert a.poll(3 * 10**9) == [bits]  # the next presentation reads
 
 
+def test_events_lost_between_frames_spoil_the_frame_they_belonged_to() -> None:
+    a = FrameAssembler()
+    bits = encode("H10301", facility=200, card=65000)
+    a.lost()  # the kernel dropped this frame's first edges; the rest follow
+    for line, t in _pulses(bits[5:]):
+        a.push(line, t)
+    (spoiled,) = a.poll(10**9)
+    assert isinstance(spoiled, WiegandError)
+    assert "lost" in str(spoiled)
+    for line, t in _pulses(bits, start=2 * 10**9):
+        a.push(line, t)
+    assert a.poll(3 * 10**9) == [bits]
+
+
 def test_assembler_spoils_an_endless_burst() -> None:
     a = FrameAssembler()
     for line, t in _pulses([1, 0] * 40):

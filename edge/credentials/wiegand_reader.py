@@ -18,10 +18,10 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from edge.credentials.hashing import CredentialFormatError, normalise
 from edge.credentials.readers import ControlFifo, Credential, WakePipe
@@ -83,7 +83,7 @@ class WiegandReader:
         formats: Sequence[str] = DEFAULT_FORMATS,
         value: WiegandValue = "number",
         name: str = "wiegand",
-        clock_ns: Any = time.monotonic_ns,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         unknown = [f for f in formats if f not in FORMATS]
         if unknown:
@@ -213,7 +213,9 @@ class SimWiegandSource:
     PULSE_INTERVAL_NS = 2_000_000  # a typical reader: one bit every 2 ms
     FRAME_GAP_NS = 40_000_000  # between frames (longer than the assembler's 25 ms end gap)
 
-    def __init__(self, *, format: str = "H10301", control: Path | None = None, clock_ns: Any = time.monotonic_ns):
+    def __init__(
+        self, *, format: str = "H10301", control: Path | None = None, clock_ns: Callable[[], int] = time.monotonic_ns
+    ) -> None:
         if format not in FORMATS:
             raise HardwareError(f"unknown Wiegand format {format!r}", hint=f"use one of {', '.join(FORMATS)}")
         self.format = format

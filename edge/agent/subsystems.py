@@ -532,6 +532,8 @@ def credential_factory(
     def factory() -> CredentialReaderPort:
         reader = open_card_reader(
             section.card,
+            url=section.port,
+            baud=section.baud,
             control=credential_control(state) if section.card in ("sim", "wiegand") else None,
             gpio=profile.gpio,
             wiegand_formats=section.wiegand_formats,

@@ -121,10 +121,21 @@ def gpio_lines_unique(
     return problems
 
 
-def card_reader_needs_lines(
+def card_reader_needs_wiring(
     path: str, doc: dict[str, Any], profile: Profile, lines: dict[KeyPath, int]
 ) -> list[ConfigProblem]:
-    if _section(doc, "credentials").get("card") != "wiegand" or profile.gpio.simulated or profile.gpio.chip == "sim":
+    section = _section(doc, "credentials")
+    if section.get("card") == "serial" and not section.get("port"):
+        return [
+            ConfigProblem(
+                path,
+                "credentials.port",
+                "the serial card reader's device (e.g. /dev/serial/by-id/usb-...) for card = 'serial'",
+                "nothing",
+                line_of(lines, ("credentials", "card")),
+            )
+        ]
+    if section.get("card") != "wiegand" or profile.gpio.simulated or profile.gpio.chip == "sim":
         return []
     missing = [name for name in ("wiegand_d0", "wiegand_d1") if getattr(profile.gpio, name) is None]
     if not missing:
@@ -160,7 +171,7 @@ DRIVER_NEEDS: dict[str, Check] = {
     "fingerprint": fingerprint_needs_uart,
     "camera": camera_needs_source,
     "gpio": gpio_lines_unique,
-    "card_reader": card_reader_needs_lines,
+    "card_reader": card_reader_needs_wiring,
     "uarts": uart_names_unique,
 }
 

@@ -176,6 +176,10 @@ class CredentialsSection(Strict):
     card: Literal["none", "sim", "wiegand", "serial"] = "sim"
     pin: bool = True
     qr: bool = False
+    port: str | None = Field(
+        None, description="card = 'serial': the reader's device (prefer /dev/serial/by-id/...) or a pyserial URL"
+    )
+    baud: int = Field(9600, ge=300, le=921600, description="card = 'serial': the reader's baud rate")
     wiegand_formats: list[WiegandFormatName] = Field(
         default_factory=_default_wiegand_formats,
         min_length=1,

@@ -237,6 +237,7 @@ def open_card_reader(
     backend: str,
     *,
     url: str | None = None,
+    baud: int = 9600,
     control: Path | None = None,
     gpio: GpioOffer | None = None,
     wiegand_formats: Sequence[str] = ("H10301", "W34"),
@@ -252,8 +253,8 @@ def open_card_reader(
         return SimCredentialReader(control)
     if backend == "serial":
         if not url:
-            raise HardwareError("credentials.card is 'serial' but no reader port is given")
-        return SerialCredentialReader(url, kind="card")
+            raise HardwareError("credentials.card is 'serial' but no reader port is given", hint="set credentials.port")
+        return SerialCredentialReader(url, kind="card", baudrate=baud)
     if backend == "wiegand":
         from edge.credentials.wiegand import VALUES
         from edge.credentials.wiegand_reader import EdgeSource, GpiodEdgeSource, SimWiegandSource, WiegandReader

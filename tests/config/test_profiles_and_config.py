@@ -144,7 +144,7 @@ def test_gpio_line_claimed_twice_is_refused(tmp_path: Path) -> None:
     assert "door_relay has line 17" in problems[0].expected
 
 
-def test_a_wiegand_reader_needs_the_profiles_d0_d1_lines(tmp_path: Path) -> None:
+def test_card_readers_need_their_wiring_wiegand_lines_or_a_serial_port(tmp_path: Path) -> None:
     profile = tmp_path / "p.toml"
     profile.write_text('[board]\nid = "x"\nname = "X"\n[gpio]\ndoor_relay = 17\n')
     config = tmp_path / "edge.toml"
@@ -160,6 +160,11 @@ def test_a_wiegand_reader_needs_the_profiles_d0_d1_lines(tmp_path: Path) -> None
     config.write_text(base.replace(str(profile), "rpi5-r503-usbcam") + '[credentials]\ncard = "wiegand"\n')
     loaded, pi = load_config(config)
     assert (loaded.credentials.wiegand_formats, pi.gpio.wiegand_d0, pi.gpio.wiegand_d1) == (["H10301", "W34"], 5, 6)
+    config.write_text(base + '[credentials]\ncard = "serial"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(config)
+    (problem,) = info.value.problems
+    assert (problem.key_path, problem.line) == ("credentials.port", 9)
     pi_base = base.replace(str(profile), "rpi5-r503-usbcam")
     config.write_text(pi_base + '[credentials]\ncard = "wiegand"\nwiegand_formats = ["H10305"]\n')
     with pytest.raises(ConfigError) as info:

@@ -122,6 +122,37 @@ def test_serial_reader_over_a_real_pty() -> None:
         os.close(slave)
 
 
+def test_a_configured_serial_reader_opens_its_port_and_reads(tmp_path: Path) -> None:
+    """``card = "serial"`` with ``port`` and ``baud`` from the config reaches the reader (it used to
+    have no port setting at all, so a configured serial reader could never open)."""
+    from edge.agent.subsystems import credential_factory
+    from edge.config.load import load_config
+
+    master, slave = os.openpty()
+    try:
+        config_path = tmp_path / "edge.toml"
+        config_path.write_text(
+            '[device]\nsite = "s"\nprofile = "sim"\n[fingerprint]\nenabled = false\n[camera]\nenabled = false\n'
+            f'[credentials]\ncard = "serial"\nport = "{os.ttyname(slave)}"\nbaud = 19200\n'
+        )
+        config, profile = load_config(config_path)
+        factory = credential_factory(config, StateDir(tmp_path / "state"), profile)
+        assert factory is not None
+        reader = factory()
+        try:
+            assert isinstance(reader, SerialCredentialReader)
+            assert reader._port.baudrate == 19200
+            os.write(master, CARD.encode() + b"\r\n")
+            got = reader.read(2.0)
+            assert got is not None
+            assert (got.kind, got.value) == ("card", CARD)
+        finally:
+            reader.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_serial_reader_loop_url_and_bad_port() -> None:
     reader = SerialCredentialReader("loop://", kind="qr")
     try:

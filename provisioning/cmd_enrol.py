@@ -10,17 +10,30 @@ import click
 from edge.errors import EdgeError
 from provisioning.common import EXIT_OK, json_option, print_json, state_of, state_option, table
 
+FACE_TIMEOUT_S = 30.0
+
 
 @click.command("enrol")
 @click.argument("subject")
 @click.option("--modality", type=click.Choice(["face", "fingerprint"]), required=True)
-@click.option("--frames", default=5, show_default=True, help="Good face frames to keep.")
-@click.option("--captures", default=2, show_default=True, help="Finger captures to merge.")
-@click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds allowed for the capture.")
+@click.option("--frames", type=int, help="Good face frames to keep [default: [face] enrol_frames, 5].")
+@click.option("--captures", type=int, help="Finger captures to merge [default: [fingerprint] enrol_captures, 2].")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    help="Seconds allowed for the capture [default: face 30; finger [fingerprint] capture_timeout_s, 10].",
+)
 @state_option
 @json_option
 def enrol_cmd(
-    subject: str, modality: str, frames: int, captures: int, timeout_s: float, state_dir: Path, as_json: bool
+    subject: str,
+    modality: str,
+    frames: int | None,
+    captures: int | None,
+    timeout_s: float | None,
+    state_dir: Path,
+    as_json: bool,
 ) -> int:
     """Enrol SUBJECT (a pseudonymous id from the consent list) for one modality."""
     from provisioning import enrol, hooks
@@ -51,8 +64,8 @@ def enrol_cmd(
                     gallery=ports.gallery,
                     model_id=ports.model_id,
                     sink=ports.sink,
-                    wanted=frames,
-                    timeout_s=timeout_s,
+                    wanted=frames or ports.face_frames,
+                    timeout_s=timeout_s or FACE_TIMEOUT_S,
                     feedback=feedback,
                 )
             finally:
@@ -67,8 +80,8 @@ def enrol_cmd(
                 sensor=ports.sensor(),
                 gallery=ports.gallery,
                 sink=ports.sink,
-                captures=captures,
-                timeout_s=timeout_s,
+                captures=captures or ports.finger_captures,
+                timeout_s=timeout_s or ports.finger_timeout_s,
                 feedback=feedback,
             )
     finally:

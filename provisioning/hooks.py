@@ -141,6 +141,10 @@ class EnrolPorts:
     model_id: str = ""
     sensor: Callable[[], FingerEnrolPort] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: the config's defaults for the enrol command ([face] enrol_frames, [fingerprint] ...)
+    face_frames: int = 5
+    finger_captures: int = 2
+    finger_timeout_s: float = 10.0
 
 
 class _FingerEnrol:
@@ -181,7 +185,15 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
             threshold = config.face.threshold or float(pipeline.manifest.threshold)
         gallery = gallery_mod.Gallery.open_configured(state, config.gallery, threshold=threshold)
         closers.append(gallery.close)
-        ports = EnrolPorts(consent=path.ledger, gallery=gallery, sink=path.sink, purpose=config.consent.purpose)
+        ports = EnrolPorts(
+            consent=path.ledger,
+            gallery=gallery,
+            sink=path.sink,
+            purpose=config.consent.purpose,
+            face_frames=config.face.enrol_frames,
+            finger_captures=config.fingerprint.enrol_captures,
+            finger_timeout_s=config.fingerprint.capture_timeout_s,
+        )
         ports.closers = closers
         if want_face:
             ports.pipeline = pipeline

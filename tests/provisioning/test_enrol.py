@@ -240,3 +240,7 @@ def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatc
     human = provision("enrol", SUBJECT, "--modality", "face")
     assert "captured 5/5" in human.out
     assert "templates stored" in human.out
+    # the config's [face] enrol_frames is the default; --frames overrides it
+    ports.face_frames = 3
+    assert provision("enrol", SUBJECT, "--modality", "face", "--json").json()["stored"] == 3
+    assert provision("enrol", SUBJECT, "--modality", "face", "--frames", "4", "--json").json()["stored"] == 4

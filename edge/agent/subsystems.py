@@ -215,7 +215,10 @@ def open_fingerprint(config: AgentConfig, profile: Profile) -> Any:
     workflows = optional_module("edge.fingerprint.workflows", "fingerprint support")
     url, baud, address = fingerprint_url(config, profile)
     password = int(config.fingerprint.password.get_secret_value() or "0", 16)
-    return workflows.open_sensor(url, baud=baud, address=address, password=password)
+    # enrolment lights the R503's LED ring (ready, scanning, success or failure); the other families
+    # have no LED. The gate loop (FingerAdapter) reads the driver directly and drives no cues.
+    led = profile.fingerprint is not None and profile.fingerprint.family == "r503"
+    return workflows.open_sensor(url, baud=baud, address=address, password=password, led=led)
 
 
 # =========================================================================== camera and face

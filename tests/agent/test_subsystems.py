@@ -5,6 +5,7 @@ between the gallery delete and the sensor erase) are erased when the sensor open
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from edge.agent.subsystems import FingerAdapter, GalleryStore, SlotEraser
 from edge.consent.enforce import store_modality, store_name
@@ -113,3 +114,24 @@ def test_a_finger_that_matches_nothing_is_an_attempt_and_no_finger_is_none() -> 
     assert miss.slot is None  # the gate denies it and counts it towards back-off
     sensor.driver.finger = False
     assert adapter.identify(0.1) is None
+
+
+def test_an_r503_profile_turns_the_led_cues_on_and_an_r307_profile_off(tmp_path: Path) -> None:
+    """The profile's sensor family drives the R503 LED ring cues (they were never switched on)."""
+    from edge.agent.subsystems import open_fingerprint
+    from edge.config.load import load_config
+    from edge.fingerprint.sim.process import SimulatorProcess
+
+    with SimulatorProcess(model="r503") as sim:
+        for profile_name, led in (("rpi5-r503-usbcam", True), ("rpi4-r307-picam2", False)):
+            path = tmp_path / f"{profile_name}.toml"
+            path.write_text(
+                f'[device]\nsite = "s"\nprofile = "{profile_name}"\n[camera]\nenabled = false\n'
+                f'[fingerprint]\nport = "{sim.port}"\n'
+            )
+            config, profile = load_config(path)
+            sensor = open_fingerprint(config, profile)
+            try:
+                assert sensor.led is led
+            finally:
+                sensor.driver.close()

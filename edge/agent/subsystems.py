@@ -235,7 +235,12 @@ def open_camera(config: AgentConfig, profile: Profile) -> CameraPort:
     camera = optional_module("edge.vision.camera", "face support")
     kind, device = camera_source(config, profile)
     opened: CameraPort = camera.open_camera(
-        kind, device, width=config.camera.width, height=config.camera.height, fps=config.camera.fps
+        kind,
+        device,
+        width=config.camera.width,
+        height=config.camera.height,
+        fps=config.camera.fps,
+        mirrored=profile.camera is not None and profile.camera.mirrored,
     )
     return opened
 

@@ -55,7 +55,7 @@ class CameraOffer(Strict):
     device: str = Field("", description="/dev/video0, a GStreamer pipeline, or a replay folder")
     sensor: str = ""
     modes: list[CameraMode] = Field(default_factory=list)
-    mirrored: bool = False
+    mirrored: bool = Field(False, description="The camera delivers a mirror image; the agent flips frames back")
 
 
 GpioLine = int | str  # a line offset, or a line name that libgpiod looks up (Jetson: "PQ.05")

@@ -182,6 +182,25 @@ class ReplayCamera:
             self.capture = None
 
 
+class Unmirrored:
+    """A camera whose image is mirrored (a profile's ``camera.mirrored``: some USB modules, or one
+    that looks through a mirror), flipped back so the face pipeline sees people as they are: the
+    detector's keypoint order and the gate's fast probe (one embedder run, no flip average)
+    assume an unmirrored image."""
+
+    def __init__(self, camera: Camera) -> None:
+        self.camera = camera
+
+    def read(self) -> np.ndarray | None:
+        import cv2
+
+        frame = self.camera.read()
+        return None if frame is None else cv2.flip(frame, 1)
+
+    def close(self) -> None:
+        self.camera.close()
+
+
 def frames(camera: Camera, limit: int | None = None) -> Iterator[np.ndarray]:
     """Frames from ``camera`` until it returns None (or ``limit`` frames); frames are not kept."""
     count = 0
@@ -194,9 +213,21 @@ def frames(camera: Camera, limit: int | None = None) -> Iterator[np.ndarray]:
 
 
 def open_camera(
-    kind: str, device: str, width: int | None = None, height: int | None = None, fps: float | None = None
+    kind: str,
+    device: str,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    *,
+    mirrored: bool = False,
 ) -> Camera:
-    """Open a camera of ``kind`` ("v4l2", "picamera2", "gstreamer", "replay") at ``device``."""
+    """Open a camera of ``kind`` ("v4l2", "picamera2", "gstreamer", "replay") at ``device``;
+    ``mirrored`` flips its frames back (see :class:`Unmirrored`)."""
+    opened = _open(kind, device, width, height, fps)
+    return Unmirrored(opened) if mirrored else opened
+
+
+def _open(kind: str, device: str, width: int | None, height: int | None, fps: float | None) -> Camera:
     import cv2
 
     if kind == "v4l2":

@@ -85,3 +85,25 @@ def test_picamera2_missing_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
     with pytest.raises(HardwareError, match="picamera2") as info:
         open_camera("picamera2", "")
     assert "picamera" in info.value.hint
+
+
+def test_a_mirrored_camera_is_flipped_back(tmp_path: Path) -> None:
+    """A profile's ``camera.mirrored`` (it was read by nothing): frames reach the pipeline unmirrored."""
+    import cv2
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    img = np.zeros((4, 6, 3), np.uint8)
+    img[:, 0] = 255  # a bright left column
+    cv2.imwrite(str(folder / "frame_000.png"), img)
+    plain = open_camera("replay", str(folder), fps=0)
+    mirrored = open_camera("replay", str(folder), fps=0, mirrored=True)
+    try:
+        a, b = plain.read(), mirrored.read()
+        assert a is not None
+        assert b is not None
+        np.testing.assert_array_equal(b, a[:, ::-1])
+        assert int(b[0, 5, 0]) == 255
+    finally:
+        plain.close()
+        mirrored.close()

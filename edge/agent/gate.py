@@ -253,6 +253,7 @@ class GateCore:
     def tick(self) -> None:
         now = self.clock.mono()
         try:
+            self.door.indicate(bool(self._alarms))
             door_events = self.door.service(now)
         except Exception as exc:
             self.device_failed("door", exc)

@@ -39,6 +39,9 @@ class DoorLines(Protocol):
     def door_closed(self) -> bool | None:
         """True while the door contact reports the door closed."""
 
+    def set_status_led(self, on: bool) -> None:
+        """Light the terminal's status LED (a no-op when the profile wires none)."""
+
     def close(self) -> None: ...
 
 
@@ -50,6 +53,10 @@ class DoorOutput(Protocol):
 
     def service(self, now: float) -> list[DoorEvent]:
         """End a pulse that is due, read the inputs and return what changed since the last call."""
+
+    def indicate(self, alarmed: bool) -> None:
+        """The status LED's state from the next ``service``: steady while all is well, blinking
+        while any alarm is active (a device down, stale consent, a door forced or held open)."""
 
     @property
     def relay_energised(self) -> bool: ...
@@ -79,6 +86,8 @@ class DoorController:
         self._opened_at: float | None = None
         self._held_reported = False
         self.pulses: list[tuple[float, float]] = []  # (start, seconds): kept for tests and status
+        self._alarmed = False
+        self._led: bool | None = None
         self.lines.set_relay(False)
 
     @property
@@ -94,7 +103,17 @@ class DoorController:
         self.pulses.append((now, seconds))
         log.info("door released for %.1f s", seconds)
 
+    def indicate(self, alarmed: bool) -> None:
+        self._alarmed = alarmed
+
+    #: the status LED blinks at 1 Hz while an alarm is active
+    BLINK_S = 0.5
+
     def service(self, now: float) -> list[DoorEvent]:
+        led = not self._alarmed or int(now / self.BLINK_S) % 2 == 0
+        if led != self._led:
+            self.lines.set_status_led(led)
+            self._led = led
         events: list[DoorEvent] = []
         if self._until is not None and now >= self._until:
             self.lines.set_relay(False)
@@ -132,6 +151,7 @@ class DoorController:
     def close(self) -> None:
         try:
             self.lines.set_relay(False)
+            self.lines.set_status_led(False)  # a dark LED: the agent is not running
         finally:
             self._until = None
             self.lines.close()
@@ -154,6 +174,7 @@ def open_door(gpio: GpioOffer, *, exit_pulse_s: float = 3.0) -> DoorController:
         relay=gpio.door_relay,
         request_to_exit=gpio.request_to_exit,
         door_contact=gpio.door_contact,
+        status_led=gpio.status_led,
         relay_active_high=gpio.relay_active_high,
     )
     return DoorController(lines, exit_pulse_s=exit_pulse_s)

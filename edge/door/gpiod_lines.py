@@ -62,6 +62,7 @@ class GpiodLines:
         relay: int | str,
         request_to_exit: int | str | None = None,
         door_contact: int | str | None = None,
+        status_led: int | str | None = None,
         relay_active_high: bool = True,
         inputs_active_low: bool = True,
     ) -> None:
@@ -73,11 +74,14 @@ class GpiodLines:
         self.relay = relay
         self.rte = request_to_exit
         self.contact = door_contact
+        self.led = status_led
         config: dict[int | str, Any] = {
             relay: gpiod.LineSettings(
                 direction=Direction.OUTPUT, output_value=Value.INACTIVE, active_low=not relay_active_high
             )
         }
+        if status_led is not None:  # an LED (with its resistor) from the line to ground
+            config[status_led] = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.INACTIVE)
         for line in (request_to_exit, door_contact):
             if line is not None:
                 # Dry contacts to ground with the internal pull-up: closed contact reads active.
@@ -88,6 +92,10 @@ class GpiodLines:
 
     def set_relay(self, energised: bool) -> None:
         self._request.set_value(self.relay, self._active if energised else self._inactive)
+
+    def set_status_led(self, on: bool) -> None:
+        if self.led is not None:
+            self._request.set_value(self.led, self._active if on else self._inactive)
 
     def request_to_exit(self) -> bool | None:
         if self.rte is None:

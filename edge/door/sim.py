@@ -16,6 +16,8 @@ class SimLines:
         self._rte = False if rte_wired else None
         self._closed = True if contact_wired else None
         self.closed_lines = False
+        self.status_led = False
+        self.led_history: list[tuple[float, bool]] = []  # (monotonic time, LED state) at each change
 
     def set_relay(self, energised: bool) -> None:
         with self._lock:
@@ -24,6 +26,14 @@ class SimLines:
             if energised != self.energised or not self.history:
                 self.history.append((time.monotonic(), energised))
             self.energised = energised
+
+    def set_status_led(self, on: bool) -> None:
+        with self._lock:
+            if self.closed_lines:
+                raise RuntimeError("door lines used after close")
+            if on != self.status_led or not self.led_history:
+                self.led_history.append((time.monotonic(), on))
+            self.status_led = on
 
     def request_to_exit(self) -> bool | None:
         with self._lock:

@@ -317,3 +317,24 @@ def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported
     lane.core.on_finger(Match(slot=7))
     assert lane.alarms()[-1]["active"] is False
     assert lane.lines.energised
+
+
+def test_the_status_led_is_steady_while_well_and_blinks_while_an_alarm_is_active() -> None:
+    lane = Lane()
+
+    def led_over(seconds: float) -> list[bool]:
+        states = []
+        for _ in range(int(seconds / 0.25)):
+            lane.core.tick()
+            states.append(lane.lines.status_led)
+            lane.clock.advance(0.25)
+        return states
+
+    assert set(led_over(2.0)) == {True}  # steady on
+    lane.core.device_failed("camera", OSError("unplugged"))
+    blinking = led_over(2.0)
+    assert blinking.count(True) == blinking.count(False) == 4  # 1 Hz: 0.5 s on, 0.5 s off
+    lane.core.device_ok("camera")
+    assert set(led_over(1.0)) == {True}
+    lane.door.close()
+    assert lane.lines.status_led is False  # dark once the agent stops

@@ -38,6 +38,7 @@ from edge.state import StateDir
 
 if TYPE_CHECKING:
     from edge.agent.wiring import Wired
+    from edge.fingerprint.touch import TouchLine
 
 log = logging.getLogger(__name__)
 
@@ -157,11 +158,19 @@ class FingerAdapter:
     workflows' own ``identify`` returns None for both. A capture too poor to search is no attempt.
     """
 
-    def __init__(self, sensor: Any, eraser: SlotEraser, is_known: Callable[[int], bool]) -> None:
+    #: with a touch line, the UART is still polled this often, so a dead line cannot silence the sensor
+    FALLBACK_POLL_S = 5.0
+
+    def __init__(
+        self, sensor: Any, eraser: SlotEraser, is_known: Callable[[int], bool], touch: TouchLine | None = None
+    ) -> None:
         self.sensor = sensor
         self.eraser = eraser
         self._orphans_checked = False
         self._is_known = is_known
+        self.touch = touch
+        self._next_poll = time.monotonic() + self.FALLBACK_POLL_S
+        self._warned_touch = False
 
     def _erase_orphans(self) -> None:
         """Templates left on the sensor by a crash between a gallery delete and the sensor erase."""
@@ -180,16 +189,52 @@ class FingerAdapter:
         if self.eraser.drain(self.sensor.delete):
             timeout_s = min(timeout_s, 0.1)
         driver = self.sensor.driver
-        if not driver.wait_for_finger(timeout_s):
+        if not self._finger_on(driver, timeout_s):
             return None
         if driver.image2tz(1) != 0:
             return None
         hit = driver.search(1)
         return SensorMatch(int(hit[0]), int(hit[1])) if hit else SensorMatch(None, 0)
 
+    def _finger_on(self, driver: Any, timeout_s: float) -> bool:
+        """A finger imaged: after the touch line fires (then GenImg for up to a second), or by
+        polling GenImg when there is no touch line or its fallback poll is due."""
+        if self.touch is None:
+            return bool(driver.wait_for_finger(timeout_s))
+        if self.touch.wait(min(timeout_s, max(0.0, self._next_poll - time.monotonic()))):
+            return bool(driver.wait_for_finger(1.0))
+        if time.monotonic() < self._next_poll:
+            return False
+        self._next_poll = time.monotonic() + self.FALLBACK_POLL_S
+        found = bool(driver.capture())
+        if found and not self._warned_touch:
+            self._warned_touch = True
+            log.warning(
+                "a finger was imaged without a signal on the touch line: check fingerprint.touch_gpio "
+                "(wiring, polarity) or remove it from the profile; until then fingers are seen every %.0f s",
+                self.FALLBACK_POLL_S,
+            )
+        return found
+
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.sensor.driver.close()
+        if self.touch is not None:
+            with contextlib.suppress(Exception):
+                self.touch.close()
+
+
+def open_touch(profile: Profile) -> TouchLine | None:
+    """The sensor's touch output when the profile wires one (real GPIO only)."""
+    offer = profile.fingerprint
+    if offer is None:
+        return None
+    from edge.fingerprint.touch import open_touch_line
+
+    line: TouchLine | None = open_touch_line(
+        profile.gpio.chip, offer.touch_gpio, offer.family, simulated=profile.gpio.simulated
+    )
+    return line
 
 
 def fingerprint_url(config: AgentConfig, profile: Profile) -> tuple[str, int, int]:
@@ -482,7 +527,13 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 return gallery.subject_for_slot(slot) is not None
 
             def finger_factory() -> FingerprintPort:
-                return FingerAdapter(open_fingerprint(config, profile), eraser, is_known)
+                sensor = open_fingerprint(config, profile)
+                try:
+                    touch = open_touch(profile)
+                except BaseException:
+                    sensor.driver.close()
+                    raise
+                return FingerAdapter(sensor, eraser, is_known, touch)
 
             fingerprint = finger_factory
 

@@ -4,11 +4,16 @@ between the gallery delete and the sensor erase) are erased when the sensor open
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from edge.agent.subsystems import FingerAdapter, GalleryStore, SlotEraser
 from edge.consent.enforce import store_modality, store_name
+
+PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,14 @@ class Driver:
         self._occupied = occupied
         self.closed = False
         self.finger = True
+        self.uart_polls = 0  # GenImg calls: wait_for_finger and capture
 
     def wait_for_finger(self, timeout_s: float) -> bool:
+        self.uart_polls += 1
+        return self.finger
+
+    def capture(self) -> bool:
+        self.uart_polls += 1
         return self.finger
 
     def image2tz(self, buffer: int) -> int:
@@ -135,3 +146,68 @@ def test_an_r503_profile_turns_the_led_cues_on_and_an_r307_profile_off(tmp_path:
                 assert sensor.led is led
             finally:
                 sensor.driver.close()
+
+
+def test_with_a_touch_line_the_uart_is_polled_only_when_a_finger_is_on(caplog: pytest.LogCaptureFixture) -> None:
+    from edge.fingerprint.touch import SimTouchLine
+
+    sensor = Sensor([7])
+    touch = SimTouchLine()
+    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: True, touch=touch)
+    adapter._orphans_checked = True
+    for _ in range(5):
+        assert adapter.identify(0.02) is None  # nobody at the sensor: no GenImg over the UART
+    assert sensor.driver.uart_polls == 0
+    touch.set(True)
+    hit = adapter.identify(0.02)
+    assert hit is not None
+    assert hit.slot == 7
+    assert sensor.driver.uart_polls == 1
+    # a touch line that never fires: the fallback poll still finds the finger, and says why
+    touch.set(False)
+    adapter._next_poll = 0.0
+    with caplog.at_level(logging.WARNING):
+        again = adapter.identify(0.02)
+    assert again is not None
+    assert "check fingerprint.touch_gpio" in caplog.text
+    assert sensor.driver.uart_polls == 2
+    assert adapter.identify(0.02) is None  # the next fallback poll is FALLBACK_POLL_S away
+    assert sensor.driver.uart_polls == 2
+    adapter.close()
+    assert sensor.driver.closed
+
+
+def test_open_touch_follows_the_profile_and_reports_a_missing_chip() -> None:
+    from edge.agent.subsystems import open_touch
+    from edge.config.load import load_profile
+    from edge.errors import HardwareError
+    from edge.fingerprint.touch import active_low_for
+
+    assert open_touch(load_profile(PROFILES / "sim.toml")) is None  # simulated GPIO: no line
+    assert (active_low_for("r503"), active_low_for("r307"), active_low_for("as608")) == (True, False, False)
+    pytest.importorskip("gpiod", reason="the gpio extra is not installed")
+    pi = load_profile(PROFILES / "rpi5-r503-usbcam.toml")
+    assert pi.fingerprint is not None
+    assert pi.fingerprint.touch_gpio == 25
+    if not Path(pi.gpio.chip).exists():
+        with pytest.raises(HardwareError, match="does not exist"):
+            open_touch(pi)
+
+
+def test_gpiod_touch_line_waits_for_the_level_with_the_familys_polarity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GpiodTouchLine over the libgpiod stand-in: both edges, pull-up, active low for an R503; a
+    wait returns the level after the edge (a finger lifted again within the wait reads False)."""
+    from edge.fingerprint.touch import GpiodTouchLine
+    from tests.gpiod_standin import Event, Request, install
+
+    request = Request([25], [[Event(25, 1, 1)], [Event(25, 2, 2)]], {})
+    line, made = install(monkeypatch, request)
+    request.values = {25: line.Value.INACTIVE}  # type: ignore[attr-defined]
+    touch = GpiodTouchLine("/dev/gpiochip0", 25, active_low=True)
+    want = {"edge_detection": line.Edge.BOTH, "bias": line.Bias.PULL_UP, "active_low": True}  # type: ignore[attr-defined]
+    assert made["config"] == {25: want}
+    assert touch.wait(0.1) is False  # an edge came, but the line is back to idle
+    request.values[25] = line.Value.ACTIVE  # type: ignore[attr-defined]
+    assert touch.wait(0.1) is True
+    touch.close()
+    assert request.released

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -269,54 +268,18 @@ def test_gpiod_source_on_a_missing_chip_is_a_clear_hardware_error() -> None:
 def test_gpiod_source_maps_lines_marks_lost_events_and_reads_levels(monkeypatch: pytest.MonkeyPatch) -> None:
     """GpiodEdgeSource over a stand-in for the libgpiod 2.x module (no GPIO chip exists here): the
     request it makes, D0/D1 by offset, a gap in the kernel's sequence numbers becomes LOST."""
-    import enum
-    import types
+    from tests.gpiod_standin import Event, Request, install
 
-    line_mod = types.ModuleType("gpiod.line")
-    line_mod.Bias = enum.Enum("Bias", "PULL_UP")  # type: ignore[attr-defined]
-    line_mod.Edge = enum.Enum("Edge", "FALLING")  # type: ignore[attr-defined]
-    line_mod.Value = enum.Enum("Value", "ACTIVE INACTIVE")  # type: ignore[attr-defined]
-    made: dict[str, object] = {}
-
-    class Event:
-        def __init__(self, offset: int, t_ns: int, seqno: int) -> None:
-            self.line_offset, self.timestamp_ns, self.global_seqno = offset, t_ns, seqno
-
-    class Request:
-        def __init__(self) -> None:
-            self.offsets = [22, 23]
-            self.batches = [[Event(23, 1000, 1), Event(22, 3000, 2)], [Event(23, 9000, 5)]]
-            self.released = False
-
-        def wait_edge_events(self, timeout: float) -> bool:
-            return bool(self.batches)
-
-        def read_edge_events(self) -> list[Event]:
-            return self.batches.pop(0)
-
-        def get_values(self) -> list[object]:
-            return [line_mod.Value.ACTIVE, line_mod.Value.INACTIVE]  # type: ignore[attr-defined]
-
-        def release(self) -> None:
-            self.released = True
-
-    def request_lines(chip: str, **kwargs: object) -> Request:
-        made.update(kwargs, chip=chip)
-        made["request"] = Request()
-        return made["request"]  # type: ignore[return-value]
-
-    fake = types.ModuleType("gpiod")
-    fake.__version__ = "2.5.0"  # type: ignore[attr-defined]
-    fake.LineSettings = lambda **kw: kw  # type: ignore[attr-defined]
-    fake.request_lines = request_lines  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "gpiod", fake)
-    monkeypatch.setitem(sys.modules, "gpiod.line", line_mod)
+    batches = [[Event(23, 1000, 1), Event(22, 3000, 2)], [Event(23, 9000, 5)]]
+    request = Request([22, 23], batches, {})
+    line, made = install(monkeypatch, request)
+    request.values = {22: line.Value.ACTIVE, 23: line.Value.INACTIVE}  # type: ignore[attr-defined]
     from edge.credentials.wiegand_reader import GpiodEdgeSource
 
     source = GpiodEdgeSource("/dev/gpiochip0", 22, 23)
     assert made["chip"] == "/dev/gpiochip0"
     assert made["event_buffer_size"] == 256
-    assert made["config"] == {(22, 23): {"edge_detection": line_mod.Edge.FALLING, "bias": line_mod.Bias.PULL_UP}}  # type: ignore[attr-defined]
+    assert made["config"] == {(22, 23): {"edge_detection": line.Edge.FALLING, "bias": line.Bias.PULL_UP}}  # type: ignore[attr-defined]
     assert source.wait(0.1) == [Pulse(1, 1000), Pulse(0, 3000)]
     assert source.wait(0.1) == [LOST, Pulse(1, 9000)]  # seqno 3 and 4 were overwritten in the kernel
     assert source.wait(0.1) == []
@@ -324,4 +287,4 @@ def test_gpiod_source_maps_lines_marks_lost_events_and_reads_levels(monkeypatch:
     reader = WiegandReader(source)
     assert reader.idle_problem() == "Wiegand D1 held low while idle"
     reader.close()
-    assert made["request"].released  # type: ignore[attr-defined]
+    assert request.released

@@ -19,20 +19,21 @@ class SimLines:
         self.status_led = False
         self.led_history: list[tuple[float, bool]] = []  # (monotonic time, LED state) at each change
 
+    def _record(self, history: list[tuple[float, bool]], was: bool, now: bool) -> None:
+        """Refuse use after close; note a change of an output (the first setting too)."""
+        if self.closed_lines:
+            raise RuntimeError("door lines used after close")
+        if now != was or not history:
+            history.append((time.monotonic(), now))
+
     def set_relay(self, energised: bool) -> None:
         with self._lock:
-            if self.closed_lines:
-                raise RuntimeError("door lines used after close")
-            if energised != self.energised or not self.history:
-                self.history.append((time.monotonic(), energised))
+            self._record(self.history, self.energised, energised)
             self.energised = energised
 
     def set_status_led(self, on: bool) -> None:
         with self._lock:
-            if self.closed_lines:
-                raise RuntimeError("door lines used after close")
-            if on != self.status_led or not self.led_history:
-                self.led_history.append((time.monotonic(), on))
+            self._record(self.led_history, self.status_led, on)
             self.status_led = on
 
     def request_to_exit(self) -> bool | None:

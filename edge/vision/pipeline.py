@@ -272,7 +272,6 @@ class FacePipeline:
         t1 = time.perf_counter()
         timings["detect"] = (t1 - t0) * 1e3
         if not faces:
-            timings["total"] = timings["detect"]
             return None
         chosen = select_face(faces, frame_bgr.shape, rule)
         det = self.refine(frame_bgr, chosen) if self.redetect else chosen

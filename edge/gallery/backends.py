@@ -127,11 +127,7 @@ class NumpyBackend:
         m = min(m, self._n)
         if m <= 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        if m == 1:
-            rows = np.array([int(np.argmax(scores))], dtype=np.int64)
-        else:
-            part = np.argpartition(scores, -m)[-m:]
-            rows = part[np.argsort(-scores[part], kind="stable")].astype(np.int64)
+        rows = _top_rows(scores, m)
         return scores[rows].copy(), rows
 
 
@@ -286,8 +282,19 @@ class FaissFlatBackend:
         m = min(m, len(self))
         if m <= 0:
             return np.empty(0, np.float32), np.empty(0, np.int64)
-        scores, rows = self.index.search(probe.reshape(1, -1), m)
-        return scores[0], rows[0].astype(np.int64)
+        # FAISS's heap returns equal scores in no defined order: ask for one more than needed, and
+        # for more while the last one returned still ties the m-th, then order (score, row) ourselves
+        n, k = len(self), m + 1
+        while True:
+            found, cand = self.index.search(probe.reshape(1, -1), min(k, n))
+            scores, rows = found[0], cand[0].astype(np.int64)
+            if len(rows) == n or scores[-1] < scores[m - 1]:
+                break
+            k *= 4
+        keep = scores >= scores[m - 1]
+        scores, rows = scores[keep], rows[keep]
+        order = np.lexsort((rows, -scores))[:m]
+        return scores[order], rows[order]
 
 
 class FaissSQ8Backend:
@@ -410,10 +417,25 @@ class FaissSQ8Backend:
         rows = cand[0]
         exact: F32 = np.matmul(self._fine._buf[rows], self._weights)
         if m == 1:
-            best = int(exact.argmax())
+            tied = np.flatnonzero(exact == exact.max())  # FAISS's shortlist order is not row order
+            best = int(tied[np.argmin(rows[tied])])
             return exact[best : best + 1], rows[best : best + 1]
-        order = np.argsort(-exact, kind="stable")[:m]
+        order = np.lexsort((rows, -exact))[:m]
         return exact[order], rows[order]
+
+
+def _top_rows(scores: F32, m: int) -> NDArray[np.int64]:
+    """The ``m`` best rows, best first, equal scores in row order, whatever the CPU.
+
+    ``argpartition``/``argsort`` keep no order among equal keys on some SIMD paths (numpy's AVX-512
+    sorting networks), so the m-th best score is found first, every row at least that good is taken
+    in row order, and those few are ordered by (score descending, row ascending) explicitly.
+    """
+    if m == 1:
+        return np.array([int(np.argmax(scores))], dtype=np.int64)  # argmax: the first of equal maxima
+    kth = scores[np.argpartition(scores, -m)[-m:]].min()
+    cand = np.flatnonzero(scores >= kth)
+    return cand[np.lexsort((cand, -scores[cand]))[:m]].astype(np.int64)
 
 
 def _fill(target: F32, chunks: Iterable[F32]) -> None:

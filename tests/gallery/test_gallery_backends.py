@@ -55,6 +55,30 @@ def test_numpy_ties_go_to_the_lowest_row_like_argmax():
     np.testing.assert_array_equal(b.scores(q), x @ q)
     assert int(rows[0]) == want
     assert scores[0] == scores[1] == float(x[want] @ q)
+    # more tied rows than asked for: the lowest rows win, in row order (numpy's AVX-512 selection
+    # returned row 500 first here before the backend broke ties itself)
+    tied = [r for r in range(len(x)) if float(x[r] @ q) == float(x[want] @ q)]
+    assert len(tied) >= 3
+    _, rows2 = b.top(q, 2)
+    assert rows2.tolist() == tied[:2]
+    assert rows.tolist()[: len(tied[:4])] == tied[:4]
+
+
+@pytest.mark.parametrize("name", ["numpy", "faiss", "faiss-sq8"])
+def test_every_backend_breaks_exact_ties_by_row(name):
+    # 40 identical rows among distinct ones: whatever order the index or the CPU's sort visits them
+    # in, the top rows are the lowest tied rows, best first
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((400, 128)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q = x[5].copy()
+    tied_rows = sorted({int(r) for r in rng.choice(np.arange(6, 400), size=40, replace=False)})
+    x[tied_rows] = x[5]
+    b = make_backend(name, 128)
+    b.add(x)
+    for m in (1, 3, 8):
+        _, rows = b.top(q, m)
+        assert rows.tolist() == ([5, *tied_rows])[:m], (name, m)
 
 
 def test_numpy_keep_and_add_from_preserve_row_order(unit):

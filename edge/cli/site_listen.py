@@ -199,7 +199,12 @@ class Listener:
             client.on_message = guarded(
                 "on_message", lambda _c, _u, msg: self.on_message(msg.topic, bytes(msg.payload)), logger=log
             )
-            client.on_subscribe = guarded("on_subscribe", lambda *_args: self.subscribed.set(), logger=log)
+
+            def on_subscribe(*_args: object) -> None:
+                log.info("subscribed to %s (SUBACK)", self.subscription)
+                self.subscribed.set()
+
+            client.on_subscribe = guarded("on_subscribe", on_subscribe, logger=log)
             try:
                 connect(
                     client, self.settings, clean_start=not persistent, session_expiry_s=3600 if persistent else None

@@ -40,7 +40,7 @@ from edge.consent.listformat import (
     valid_site,
     valid_subject,
 )
-from edge.consent.signing import sign_list
+from edge.consent.signing import MAX_VERSION, sign_list
 from edge.credentials.hashing import KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import key_id, load_signing_key, read_secret, write_secret
 from edge.errors import ConsentError, StorageError
@@ -206,6 +206,11 @@ class Authority:
             successors = (bytes(self.signing_key(state.successor_kid).verify_key),)
         retire = (bytes.fromhex(state.retiring_kid),) if state.retiring_kid else ()
         version = state.version + 1
+        if version > MAX_VERSION:
+            raise ConsentError(
+                f"the next version would pass the ceiling {MAX_VERSION} devices accept",
+                hint="the roster's version was edited by hand; restore state.json from its backup",
+            )
         lst = ConsentList(
             site=state.site,
             kind=kind,

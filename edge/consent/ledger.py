@@ -27,7 +27,7 @@ from nacl.signing import VerifyKey
 from edge.audit.log import AuditLog
 from edge.consent import trust
 from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, _entry, _entry_to_cbor
-from edge.consent.signing import ListRejected, verify_list
+from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import read_secret
 from edge.errors import StorageError
@@ -292,7 +292,14 @@ class ConsentLedger:
         if lst.site != self.site:
             raise ListRejected("wrong-site", f"the list is for site {lst.site!r}, this device serves {self.site!r}")
         info = self._info
+        if lst.version > MAX_VERSION:
+            raise ListRejected("version-jump", f"version {lst.version} is above the ceiling {MAX_VERSION}")
         if info is not None:
+            if lst.version > info.version + MAX_VERSION_STEP:
+                raise ListRejected(
+                    "version-jump",
+                    f"version {lst.version} is more than {MAX_VERSION_STEP} above version {info.version} in force",
+                )
             if lst.version < info.version:
                 raise ListRejected("rollback", f"version {lst.version} is older than version {info.version} in force")
             if lst.version == info.version:

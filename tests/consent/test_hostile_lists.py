@@ -47,11 +47,13 @@ def test_the_cycle_message_as_a_file_is_a_one_line_rejection_and_audited(
     captured = capsys.readouterr()
     assert code == 1
     assert f"{poison}: rejected (malformed)" in captured.err
-    assert "Traceback" not in captured.err and "CBOREncode" not in captured.err
+    assert "Traceback" not in captured.err
+    assert "CBOREncode" not in captured.err
     audit = AuditLog.open(state.audit_db, load_signing_key(state.identity_key))
     try:
         (record,) = _rejections(audit)
-        assert record["reason"] == "malformed" and record["size"] == 129
+        assert record["reason"] == "malformed"
+        assert record["size"] == 129
         assert audit.verify().records == 1
     finally:
         audit.close()

@@ -30,6 +30,7 @@ from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, _entry,
 from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import read_secret
+from edge.crypto.strictcbor import COSE as _COSE_PROFILE
 from edge.errors import StorageError
 from edge.state import StateDir
 
@@ -37,6 +38,8 @@ __all__ = ["ApplyOutcome", "ConsentLedger", "ListRejected"]
 
 log = logging.getLogger(__name__)
 
+#: The largest list message a device takes (the strict COSE profile's bound).
+MAX_LIST_BYTES = _COSE_PROFILE.max_size
 #: How far in the future a list's ``issued_at`` may lie (device clocks drift).
 CLOCK_SKEW_S = 300.0
 
@@ -275,6 +278,8 @@ class ConsentLedger:
             if info is not None and bytes(message) == info.message:
                 return ApplyOutcome(False, info.version, info.kind, info.version)  # a retained redelivery
             try:
+                if len(message) > MAX_LIST_BYTES:
+                    raise ListRejected("oversize", f"{len(message)} bytes, over the {MAX_LIST_BYTES} a device takes")
                 lst, kid = self._check(message, now)
             except ListRejected as exc:
                 self._audit_rejection(exc, message, now)

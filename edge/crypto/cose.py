@@ -65,6 +65,17 @@ def peek_kid(message: bytes) -> bytes:
     return kid
 
 
+def peek_protected(message: bytes) -> dict[int, Any]:
+    """The protected header, without verifying (e.g. to tell a manifest from a list)."""
+    return _parse(message)[0]
+
+
+def peek_payload(message: bytes) -> tuple[dict[int, Any], bytes]:
+    """The protected header and payload, without verifying (the signer's own tools only)."""
+    protected, _, payload, _ = _parse(message)
+    return protected, payload
+
+
 def _parse(message: bytes) -> tuple[dict[int, Any], bytes, bytes, bytes]:
     """The checked parts of a COSE_Sign1 message; raises ``CoseError`` and nothing else.
 

@@ -31,6 +31,8 @@ from edge.errors import TransportError
 if TYPE_CHECKING:
     from nacl.signing import SigningKey, VerifyKey
 
+    from edge.state import StateDir
+
 log = logging.getLogger(__name__)
 
 
@@ -138,9 +140,14 @@ class _Sender:
     def send(self, topic: str, payload: bytes) -> None:
         while len(self.pending) >= self.window:
             self._pump()
+        import paho.mqtt.client as mqtt
+
         info = self.client.publish(topic, payload, qos=1, retain=True)
-        if info.rc != 0:
-            raise TransportError(f"publishing to {topic} failed before it was sent (code {info.rc})")
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise TransportError(
+                f"the broker closed the connection while we published to {topic} ({mqtt.error_string(info.rc)})",
+                hint="a packet over the broker's max_packet_size is refused this way; check the broker log",
+            )
         self.pending[info.mid] = topic
 
     def _pump(self) -> None:
@@ -309,6 +316,13 @@ def fetch_retained_list(
         client.disconnect()
         client.loop(timeout=0.05)
     return got[0] if got else None
+
+
+def pinned_keys(state: StateDir) -> Callable[[], dict[bytes, VerifyKey]]:
+    """The device's pinned authority keys, read when a manifest arrives (rotation included)."""
+    from edge.consent import trust
+
+    return lambda: trust.load_pinned(state)
 
 
 class ConsentReceiver:

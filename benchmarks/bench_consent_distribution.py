@@ -133,10 +133,12 @@ def main() -> int:
     wire = report.size + report.chunks * 64  # chunk payloads plus topic names
     print(f"subjects with a card:            {args.subjects}")
     print(f"signed list:                     {len(message)} bytes (issued in {issue_s:.1f} s)")
-    print(f"shipped broker max_packet_size:  1048576 bytes")
+    print("shipped broker max_packet_size:  1048576 bytes")
     print(f"chunks:                          {report.chunks} x up to {report.chunk_bytes} bytes + a signed manifest")
     print(f"payload bytes on the wire:       ~{wire}")
-    print(f"publish (TLS, every PUBACK):     {report.seconds:.2f} s   peer, one message, no limit: {peer_publish_s:.2f} s")
+    print(
+        f"publish (TLS, every PUBACK):     {report.seconds:.2f} s   peer, one message, no limit: {peer_publish_s:.2f} s"
+    )
     print(f"device holds the whole list:     {receive_s:.2f} s   peer: {peer_receive_s:.2f} s")
     print(f"device verifies and applies it:  {apply_s:.2f} s (version {outcome.version}, {held} entries)")
     assert peer.chunks == 0

@@ -373,6 +373,34 @@ def targets() -> list[Target]:
     def run_registry(data: bytes) -> object:
         return Registry.loads(data.decode("utf-8", errors="replace"))
 
+    # --- roster files (the authority's CSV/JSON input)
+    from edge.consent.authority import Authority
+
+    authority_dir = Authority(fx.scratch / "authority")
+    authority_dir.keygen("hq")
+    good_csv = b"subject,purposes,modalities,granted_at,expires_at,status,card,pin\np-1,access:main-gate,face,,,active,0004123456,1234\n"
+    good_json = (
+        b'{"entries": [{"subject": "p-1", "purposes": "access:main-gate", "modalities": ["face"], "card": "12"}]}'
+    )
+
+    def gen_roster(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: b"c" + mutate(ch, good_csv),
+            lambda: b"j" + mutate(ch, good_json),
+            lambda: (
+                b"j" + good_json.replace(b'"12"', pick(ch, (b"1e999", b"[1]", b"{}", b"null", b"-1", b'"\\u0000"')))
+            ),
+            lambda: b"j" + good_json.replace(b'"face"', pick(ch, (b"1", b"[]", b'"x" ' * 3))),
+            lambda: b"j" + b"[" * ch.integer(1, 5000),
+            lambda: b"c" + ch.raw(ch.integer(0, 64)),
+        )
+
+    def run_roster(data: bytes) -> object:
+        path = fx.scratch / ("roster.json" if data[:1] == b"j" else "roster.csv")
+        path.write_bytes(data[1:])
+        return authority_dir.read_roster(path, now=1_800_000_000.0)
+
     return [
         Target("cose.verify1", gen_cose, run_cose),
         Target("consent.verify_list", gen_list, lambda d: verify_list(d, fx.keys)),
@@ -385,6 +413,7 @@ def targets() -> list[Target]:
         Target("credentials.wiegand", gen_bits, run_bits),
         Target("config.load", gen_config, run_config),
         Target("site.registry", gen_registry, run_registry),
+        Target("consent.roster", gen_roster, run_roster),
     ]
 
 

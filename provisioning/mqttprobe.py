@@ -9,6 +9,7 @@ come back. Each failure carries the fix an installer can act on.
 
 from __future__ import annotations
 
+import logging
 import socket
 import ssl
 import threading
@@ -19,6 +20,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.errors import ConfigError, ConfigProblem
+from edge.transport.mqtt import guarded
+
+log = logging.getLogger(__name__)
 
 FIXES = {
     "dns": "check the host name in the broker URL and the terminal's DNS",
@@ -126,11 +130,11 @@ def probe_broker(
             echoed.set()
 
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.on_connect = on_connect
-    client.on_publish = on_publish
-    client.on_subscribe = on_subscribe
-    client.on_disconnect = on_disconnect
-    client.on_message = on_message
+    client.on_connect = guarded("on_connect", on_connect, logger=log)
+    client.on_publish = guarded("on_publish", on_publish, logger=log)
+    client.on_subscribe = guarded("on_subscribe", on_subscribe, logger=log)
+    client.on_disconnect = guarded("on_disconnect", on_disconnect, logger=log)
+    client.on_message = guarded("on_message", on_message, logger=log)
     client.connect_timeout = timeout_s
     if username:
         client.username_pw_set(username, password)

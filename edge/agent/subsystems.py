@@ -449,7 +449,7 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
 
 def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipeline: Any = None) -> Wired:
     """``pipeline``: an already loaded ``FacePipeline`` to reuse (the demo enrols with it first)."""
-    from edge.consent.distribution import consent_topic
+    from edge.consent.distribution import ConsentReceiver, consent_subscriptions, pinned_keys
     from edge.consent.enforce import Enforcer
     from edge.transport.mqtt import MqttPublisher, MqttSettings
 
@@ -487,8 +487,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             outbox,
             site=site,
             device_id=dev,
-            subscriptions=[consent_topic(site)],
-            on_message=consent.on_message,
+            subscriptions=consent_subscriptions(site),  # the list, and a large list's chunks
+            on_message=ConsentReceiver(site, pinned_keys(state), consent.submit).on_message,
         )
 
         def stop_publisher() -> None:

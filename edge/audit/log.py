@@ -6,8 +6,14 @@ head (last seq and hash) is signed as a COSE_Sign1 by the device key and stored 
 transaction. Altering, dropping, reordering or appending records without the device key breaks
 either the chain or the head signature; ``verify_export`` finds which.
 
-Details hold subject ids, counts, reasons and versions, never biometric data: ``append`` refuses
-byte strings, long text and keys that name biometric material.
+Details hold subject ids, counts, reasons and versions, never biometric data: ``append`` accepts
+only the record kinds, keys and value types of the allow-list in ``edge.audit.kinds`` (listed in
+docs/privacy.md) and refuses everything else with ``AuditRefused``.
+
+A new device identity (``edge-provision init --force``) starts a new chain: the old log is
+archived as an export file (with its signed head, verifiable with the old public key) and the new
+log's first record, ``audit_chain_started``, names the old key id, head and archive, so
+``edge-site audit verify NEW --previous ARCHIVE`` checks the hand-over.
 
 An export is one CBOR map (``format``, ``device_kid``, ``records``, ``head``), checked offline by
 ``edge-site audit verify FILE`` with the device's public key.
@@ -29,26 +35,21 @@ from typing import Any
 import cbor2
 from nacl.signing import SigningKey, VerifyKey
 
-from edge.crypto.cose import CoseError, sign1, verify1
+from edge.audit import kinds
+from edge.audit.kinds import AuditRefused
+from edge.crypto import strictcbor
+from edge.crypto.cose import CoseError, peek_kid, sign1, verify1
 from edge.crypto.keys import key_id
 from edge.errors import IntegrityError, StorageError
+from edge.state import atomic_write
+
+__all__ = ["AuditLog", "AuditRefused", "AuditReport", "AuditVerifyError", "Handover", "verify_export"]
 
 log = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "gate-edge-audit/1"
 HEAD_AAD = b"gate-edge/audit-head"
-MAX_TEXT = 256
-FORBIDDEN_KEY_PARTS = (
-    "embedding",
-    "image",
-    "minutiae",
-    "pixels",
-    "template_data",
-    "template_bytes",
-    "biometric_data",
-    "feature",
-)
-MAX_NUMBERS = 64  # a longer list of numbers looks like an embedding
+CHAIN_START = "audit_chain_started"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -93,6 +94,31 @@ class AuditReport:
     kinds: dict[str, int]
     first_at: float | None
     last_at: float | None
+    #: Records whose details are outside today's allow-list (written by an older version).
+    nonconforming: int = 0
+    #: The details of record 1 when it is an ``audit_chain_started`` hand-over from another key.
+    chain_start: dict[str, Any] | None = None
+    #: The signed head's hash (what a successor chain names as ``previous_head_hash``).
+    head_hash: bytes = b""
+
+
+@dataclass(frozen=True)
+class Handover:
+    """What a new chain records about the log it replaced (``audit_chain_started``)."""
+
+    previous_kid: bytes
+    previous_head_seq: int
+    previous_head_hash: bytes
+    archive: Path
+
+    def details(self) -> dict[str, object]:
+        return {
+            "reason": "reprovisioned",
+            "previous_kid": self.previous_kid.hex(),
+            "previous_head_seq": self.previous_head_seq,
+            "previous_head_hash": self.previous_head_hash.hex(),
+            "archive": self.archive.name,
+        }
 
 
 def genesis(kid: bytes) -> bytes:
@@ -104,35 +130,18 @@ def record_hash(prev: bytes, seq: int, at: float, kind: str, details_cbor: bytes
     return hashlib.sha256(prev + body).digest()
 
 
-def _check_details(value: object, path: str = "details") -> None:
-    if value is None or isinstance(value, bool | int | float):
-        return
-    if isinstance(value, str):
-        if len(value) > MAX_TEXT:
-            raise ValueError(f"audit {path} is longer than {MAX_TEXT} characters")
-        return
-    if isinstance(value, list | tuple):
-        numbers = sum(1 for item in value if isinstance(item, int | float) and not isinstance(item, bool))
-        if numbers > MAX_NUMBERS:
-            raise ValueError(f"audit {path} is a list of {numbers} numbers; audit records never hold vectors")
-        for i, item in enumerate(value):
-            _check_details(item, f"{path}[{i}]")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise ValueError(f"audit {path} has a non-text key")
-            lowered = key.lower()
-            if any(part in lowered for part in FORBIDDEN_KEY_PARTS):
-                raise ValueError(f"audit {path}.{key} names biometric material; audit records never hold it")
-            _check_details(item, f"{path}.{key}")
-        return
-    raise ValueError(f"audit {path} has a value of type {type(value).__name__}; only text, numbers and maps")
-
-
-def _encode_details(details: Mapping[str, object]) -> bytes:
-    _check_details(details)
+def _encode_details(kind: str, details: Mapping[str, object]) -> bytes:
+    """The canonical CBOR of ``details`` once the allow-list accepts them (``AuditRefused`` if not)."""
+    kinds.check(kind, details)
     return bytes(cbor2.dumps(dict(details), canonical=True))
+
+
+def _encode_stored(details: object) -> bytes:
+    """Re-encode details read back from an export (already strict CBOR) to recompute the chain."""
+    try:
+        return bytes(cbor2.dumps(details, canonical=True))
+    except Exception as exc:
+        raise ValueError(exc.__class__.__name__) from None
 
 
 def _sign_head(key: SigningKey, kid: bytes, seq: int, digest: bytes) -> bytes:
@@ -144,11 +153,11 @@ def _verify_head(signed: bytes, public: VerifyKey) -> tuple[int, bytes]:
     kid = key_id(public)
     try:
         payload = verify1(signed, {kid: public}, HEAD_AAD).payload
-        head = cbor2.loads(payload)
+        head = strictcbor.loads(payload, strictcbor.HEADER)
     except CoseError as exc:
         raise AuditVerifyError(f"head signature: {exc.reason}") from None
-    except Exception:
-        raise AuditVerifyError("head payload is not CBOR") from None
+    except strictcbor.CborProfileError:
+        raise AuditVerifyError("head payload is not strict CBOR") from None
     if not isinstance(head, dict) or not isinstance(head.get("seq"), int) or not isinstance(head.get("hash"), bytes):
         raise AuditVerifyError("head payload is malformed")
     return int(head["seq"]), bytes(head["hash"])
@@ -199,10 +208,8 @@ class AuditLog:
         return self._seq
 
     def append(self, kind: str, details: Mapping[str, object], *, at: float | None = None) -> int:
-        """Append one record; returns its sequence number. Refuses biometric-looking details."""
-        if not kind or len(kind) > 64:
-            raise ValueError("audit kind must be 1-64 characters")
-        encoded = _encode_details(details)
+        """Append one record; returns its sequence number. ``AuditRefused`` unless the allow-list accepts it."""
+        encoded = _encode_details(kind, details)
         when = float(time.time() if at is None else at)
         with self._lock:
             seq = self._seq + 1
@@ -269,23 +276,39 @@ class AuditLog:
 def _verify_records(records: list[Any], signed_head: bytes, public: VerifyKey) -> AuditReport:
     kid = key_id(public)
     prev = genesis(kid)
-    kinds: Counter[str] = Counter()
+    kinds_seen: Counter[str] = Counter()
+    nonconforming = 0
+    chain_start: dict[str, Any] | None = None
     for index, record in enumerate(records, start=1):
         if not isinstance(record, list) or len(record) != 5:
             raise AuditVerifyError("record is not a five-element array", index)
         seq, at, kind, details, digest = record
-        if seq != index:
-            raise AuditVerifyError(f"sequence number {seq!r} where {index} was expected", index)
-        if not isinstance(at, float | int) or not isinstance(kind, str) or not isinstance(details, dict):
+        if seq != index or isinstance(seq, bool):
+            raise AuditVerifyError(f"sequence number where {index} was expected is wrong", index)
+        if (
+            isinstance(at, bool)
+            or not isinstance(at, float | int)
+            or not isinstance(kind, str)
+            or not isinstance(details, dict)
+            or not isinstance(digest, bytes)
+        ):
             raise AuditVerifyError("record fields have the wrong types", index)
         try:
-            encoded = _encode_details(details)
-        except ValueError:
-            raise AuditVerifyError("record details are not valid audit details", index) from None
-        expected = record_hash(prev, seq, float(at), kind, encoded)
+            encoded = _encode_stored(details)
+            expected = record_hash(prev, seq, float(at), kind, encoded)
+        except (ValueError, OverflowError):
+            raise AuditVerifyError("record details cannot be re-encoded", index) from None
         if digest != expected:
             raise AuditVerifyError("hash chain broken (record altered, inserted or removed)", index)
-        kinds[kind] += 1
+        try:
+            kinds.check(kind, details)
+        except kinds.AuditRefused:
+            nonconforming += 1
+        if kind == CHAIN_START:
+            if index != 1:
+                raise AuditVerifyError("a chain hand-over record that is not the first record", index)
+            chain_start = dict(details)
+        kinds_seen[kind if len(kind) <= 64 else kind[:64]] += 1
         prev = expected
     head_seq, head_hash = _verify_head(signed_head, public)
     if head_seq != len(records) or head_hash != prev:
@@ -294,17 +317,15 @@ def _verify_records(records: list[Any], signed_head: bytes, public: VerifyKey) -
         )
     first = float(records[0][1]) if records else None
     last = float(records[-1][1]) if records else None
-    return AuditReport(len(records), head_seq, dict(kinds), first, last)
+    return AuditReport(len(records), head_seq, dict(kinds_seen), first, last, nonconforming, chain_start, head_hash)
 
 
-def read_export(path: Path) -> tuple[bytes, list[Any], bytes]:
-    """The device kid, records and signed head of an export file (structure only, not verified)."""
+def parse_export(data: bytes) -> tuple[bytes, list[Any], bytes]:
+    """The device kid, records and signed head of export bytes (structure only, not verified)."""
     try:
-        doc = cbor2.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise AuditVerifyError(f"{path} does not exist") from None
-    except Exception:
-        raise AuditVerifyError("export is not CBOR") from None
+        doc = strictcbor.loads(data, strictcbor.AUDIT_EXPORT)
+    except strictcbor.CborProfileError as exc:
+        raise AuditVerifyError(f"export is not strict CBOR ({exc.reason})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         raise AuditVerifyError(f"export is not a {EXPORT_FORMAT} file")
     kid, records, head = doc.get("device_kid"), doc.get("records"), doc.get("head")
@@ -313,9 +334,85 @@ def read_export(path: Path) -> tuple[bytes, list[Any], bytes]:
     return kid, records, head
 
 
+def read_export(path: Path) -> tuple[bytes, list[Any], bytes]:
+    """The device kid, records and signed head of an export file (structure only, not verified)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AuditVerifyError(f"{path} does not exist") from None
+    except OSError as exc:
+        raise AuditVerifyError(f"{path} cannot be read ({exc.__class__.__name__})") from None
+    return parse_export(data)
+
+
+def verify_export_bytes(data: bytes, public_key: VerifyKey) -> AuditReport:
+    """Verify export bytes against the device's public key; raises ``AuditVerifyError`` only."""
+    kid, records, head = parse_export(data)
+    if kid != key_id(public_key):
+        raise AuditVerifyError(f"export is from device key {kid.hex()[:16]}, not {key_id(public_key).hex()}")
+    return _verify_records(records, head, public_key)
+
+
 def verify_export(path: Path, public_key: VerifyKey) -> AuditReport:
     """Verify an exported log against the device's public key; raises ``AuditVerifyError``."""
     kid, records, head = read_export(path)
     if kid != key_id(public_key):
-        raise AuditVerifyError(f"export is from device key {kid.hex()}, not {key_id(public_key).hex()}")
+        raise AuditVerifyError(f"export is from device key {kid.hex()[:16]}, not {key_id(public_key).hex()}")
     return _verify_records(records, head, public_key)
+
+
+def verify_handover(current: AuditReport, previous: AuditReport, previous_key: VerifyKey) -> None:
+    """Check that ``current`` (a verified log) starts by naming ``previous`` (its verified archive)."""
+    start = current.chain_start
+    if start is None:
+        raise AuditVerifyError("the log does not start with an audit_chain_started record", 1)
+    if start.get("previous_kid") != key_id(previous_key).hex():
+        raise AuditVerifyError("the hand-over names another previous device key", 1)
+    if (
+        start.get("previous_head_seq") != previous.head_seq
+        or start.get("previous_head_hash") != previous.head_hash.hex()
+    ):
+        raise AuditVerifyError(
+            "the hand-over names another head than the archive's (archive altered or not this one)", 1
+        )
+
+
+def archive_for_new_identity(path: Path, archive_dir: Path) -> Handover | None:
+    """Move the log at ``path`` aside before a new device identity starts a new chain.
+
+    The old log is written to ``archive_dir`` as an export file (records and the head the old key
+    signed; no key is needed to write it), then the database is removed. Returns what the new
+    chain's first record names, or None when there was no log or it held no record.
+    """
+    if not path.exists():
+        return None
+    try:
+        conn = sqlite3.connect(path)
+        try:
+            rows = conn.execute("SELECT seq, at, kind, details, hash FROM records ORDER BY seq").fetchall()
+            head = conn.execute("SELECT seq, hash, signed FROM head WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot read the old audit log to archive it ({exc})") from None
+    handover: Handover | None = None
+    if head is not None:
+        signed = bytes(head[2])
+        try:
+            kid = peek_kid(signed)
+        except CoseError:
+            raise StorageError(f"{path}: the old audit head is unreadable; archive the file by hand") from None
+        archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        archive = archive_dir / f"audit-{kid.hex()}-{int(head[0])}.cbor"
+        doc = {
+            "format": EXPORT_FORMAT,
+            "device_kid": kid,
+            "records": [[int(s), float(a), str(k), cbor2.loads(d), bytes(h)] for s, a, k, d, h in rows],
+            "head": signed,
+        }
+        atomic_write(archive, bytes(cbor2.dumps(doc, canonical=True)), 0o600)
+        handover = Handover(kid, int(head[0]), bytes(head[1]), archive)
+        log.info("archived the audit log of key %s (%s records) to %s", kid.hex(), len(rows), archive)
+    for extra in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        extra.unlink(missing_ok=True)
+    return handover

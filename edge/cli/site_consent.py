@@ -135,9 +135,13 @@ def publish_cmd(
     ca_file: Path | None,
     timeout_s: float,
 ) -> int:
-    """Publish FILE (default: the latest snapshot issued) retained to sites/{site}/consent."""
+    """Publish FILE (default: the latest snapshot issued) retained to sites/{site}/consent.
+
+    A list over one packet (512 KiB, or the broker's announced limit) goes as a signed manifest
+    and chunks on sites/{site}/consent/chunks/...; a broker refusal is an error line and exit 1.
+    """
     from edge.consent.authority import Authority
-    from edge.consent.distribution import Broker, publish_list
+    from edge.consent.distribution import Broker, publish_list_report
     from edge.consent.signing import verify_list
     from edge.crypto.keys import key_id, load_verify_key
 
@@ -161,6 +165,15 @@ def publish_cmd(
             f"{file} is a delta; the retained topic carries snapshots only",
             hint="apply deltas with `edge consent apply`, or publish the snapshot",
         )
-    topic = publish_list(Broker(url, username, password, ca_file), lst.site, message, timeout_s=timeout_s)
-    click.echo(f"published version {lst.version} ({len(message)} bytes) retained to {topic}")
+    state = auth.load_state()
+    report = publish_list_report(
+        Broker(url, username, password, ca_file),
+        lst.site,
+        message,
+        timeout_s=timeout_s,
+        signing_key=auth.signing_key(state.active_kid),
+        version=lst.version,
+    )
+    how = f"in {report.chunks} chunks of up to {report.chunk_bytes} bytes" if report.chunks else "as one message"
+    click.echo(f"published version {lst.version} ({len(message)} bytes) retained to {report.topic} {how}")
     return 0

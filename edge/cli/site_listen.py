@@ -4,6 +4,11 @@ Several instances given the same ``--share`` group split the events between them
 subscription ``$share/GROUP/sites/+/gates/+/events/#``). With ``--client-id`` the broker keeps the
 instance's session (and queues its events) while it is away. ``--count``/``--timeout`` bound a run
 for tests and the demo: exit 0 once COUNT events are verified, 1 when the timeout passes first.
+
+Poison messages are dead-lettered: whatever a message holds, the verifier either writes the event
+or records the refusal (reason, topic, size, SHA-256 of the payload; never the payload) in
+``--rejects`` and the log, and returns, so paho acknowledges it (QoS 1 PUBACK) and the broker
+never delivers it again, persistent session or not. No input ends the process.
 """
 
 from __future__ import annotations
@@ -29,7 +34,12 @@ log = logging.getLogger(__name__)
     "--out", "out_path", type=click.Path(path_type=Path), default=None, help="JSON-lines output (default stdout)."
 )
 @click.option(
-    "--rejects", "rejects_path", type=click.Path(path_type=Path), default=None, help="Also write rejections here."
+    "--rejects",
+    "--dead-letter",
+    "rejects_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Dead letters: one JSON line per refused message (reason, topic, size, sha256; never its content).",
 )
 @click.option(
     "--share", "share", default=None, help="Shared-subscription group: instances in one group split the load."
@@ -121,22 +131,48 @@ class Listener:
         self.subscribed = threading.Event()
 
     def on_message(self, topic: str, payload: bytes) -> None:
-        import json
-
+        """Verify one message and write it out, or dead-letter it. Never raises."""
         from edge.site.verifier import Rejected
 
         try:
             event = self.verifier.verify(topic, payload)
         except Rejected as exc:
-            self.rejected += 1
-            log.warning("rejected an event on %s: %s", topic, exc.detail)
-            if self.rejects is not None:
-                self.rejects.write(json.dumps({"topic": topic, "reason": exc.reason, "detail": exc.detail}) + "\n")
-                self.rejects.flush()
+            self.dead_letter(topic, payload, exc.reason, exc.detail)
+            return
+        except Exception as exc:  # a verifier that is not total is a bug; the loop must go on
+            self.dead_letter(topic, payload, "internal_error", exc.__class__.__name__)
             return
         self.accepted += 1
         self.out.write(event.to_json() + "\n")
         self.out.flush()
+
+    def dead_letter(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        """Record a refused message: reason, topic, size and digest, never the payload itself."""
+        import hashlib
+        import json
+
+        self.rejected += 1
+        digest = hashlib.sha256(payload).hexdigest()
+        shown = topic if len(topic) <= 200 else topic[:200] + "..."
+        log.warning(
+            "dead-lettered a message on %s (%s bytes, sha256 %s): %s: %s",
+            shown,
+            len(payload),
+            digest[:16],
+            reason,
+            detail,
+        )
+        if self.rejects is not None:
+            record = {
+                "at": round(time.time(), 3),
+                "topic": shown,
+                "reason": reason,
+                "detail": detail,
+                "size": len(payload),
+                "sha256": digest,
+            }
+            self.rejects.write(json.dumps(record, sort_keys=True) + "\n")
+            self.rejects.flush()
 
     def run(self, *, count: int | None, timeout_s: float | None, stop: threading.Event | None = None) -> int:
         import secrets
@@ -144,7 +180,7 @@ class Listener:
         import paho.mqtt.client as paho
 
         from edge.errors import TransportError
-        from edge.transport.mqtt import Backoff, close, connect, make_client
+        from edge.transport.mqtt import Backoff, close, connect, guarded, make_client
 
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         backoff = Backoff(base_s=0.1, cap_s=1.0)
@@ -160,8 +196,15 @@ class Listener:
 
         while not done():
             client = make_client(self.settings, client_id)
-            client.on_message = lambda _c, _u, msg: self.on_message(msg.topic, bytes(msg.payload))
-            client.on_subscribe = lambda *_args: self.subscribed.set()
+            client.on_message = guarded(
+                "on_message", lambda _c, _u, msg: self.on_message(msg.topic, bytes(msg.payload)), logger=log
+            )
+
+            def on_subscribe(*_args: object) -> None:
+                log.info("subscribed to %s (SUBACK)", self.subscription)
+                self.subscribed.set()
+
+            client.on_subscribe = guarded("on_subscribe", on_subscribe, logger=log)
             try:
                 connect(
                     client, self.settings, clean_start=not persistent, session_expiry_s=3600 if persistent else None

@@ -124,12 +124,32 @@ def resolve_profile_path(name_or_path: str, relative_to: Path | None = None) -> 
 
 
 def load_profile(path: Path) -> Profile:
-    doc, lines = parse_toml(path)
-    return validate_doc(str(path), Profile, doc, lines)
+    try:
+        doc, lines = parse_toml(path)
+        return validate_doc(str(path), Profile, doc, lines)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        problem = ConfigProblem(str(path), "", f"a value cannot be checked ({exc.__class__.__name__})")
+        raise ConfigError(str(path), [problem]) from None
 
 
 def load_config(path: Path) -> tuple[AgentConfig, Profile]:
-    """Load, migrate and validate a config and its profile; raise one ConfigError with every problem."""
+    """Load, migrate and validate a config and its profile; raise one ConfigError with every problem.
+
+    Total: whatever the file holds, the result is a config or a ``ConfigError`` (a value no check
+    foresaw, e.g. a NUL byte in a profile path, is reported as the file's problem, not raised).
+    """
+    try:
+        return _load_config(path)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        problem = ConfigProblem(str(path), "", f"a value cannot be checked ({exc.__class__.__name__})")
+        raise ConfigError(str(path), [problem]) from None
+
+
+def _load_config(path: Path) -> tuple[AgentConfig, Profile]:
     from edge.config.final import final_validate
 
     doc, lines = parse_toml(path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from edge.consent.listformat import (
     valid_site,
     valid_subject,
 )
-from edge.consent.signing import sign_list
+from edge.consent.signing import MAX_VERSION, sign_list
 from edge.credentials.hashing import KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import key_id, load_signing_key, read_secret, write_secret
 from edge.errors import ConsentError, StorageError
@@ -131,7 +132,7 @@ class Authority:
             raise StorageError(
                 f"{self.state_path} is missing", hint="run `edge-site consent keygen --site SITE` first"
             ) from None
-        except (ValueError, KeyError, TypeError, ListFormatError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError, ListFormatError) as exc:
             raise StorageError(f"{self.state_path} is corrupt ({exc.__class__.__name__})") from None
 
     def save_state(self, state: AuthorityState) -> None:
@@ -206,6 +207,11 @@ class Authority:
             successors = (bytes(self.signing_key(state.successor_kid).verify_key),)
         retire = (bytes.fromhex(state.retiring_kid),) if state.retiring_kid else ()
         version = state.version + 1
+        if version > MAX_VERSION:
+            raise ConsentError(
+                f"the next version would pass the ceiling {MAX_VERSION} devices accept",
+                hint="the roster's version was edited by hand; restore state.json from its backup",
+            )
         lst = ConsentList(
             site=state.site,
             kind=kind,
@@ -295,7 +301,7 @@ class Authority:
         if path.suffix.lower() == ".json":
             try:
                 doc = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, RecursionError) as exc:
                 raise RosterError(str(path), f"not readable JSON ({exc.__class__.__name__})") from None
             rows = doc.get("entries") if isinstance(doc, dict) else doc
             if not isinstance(rows, list):
@@ -306,10 +312,12 @@ class Authority:
                 with path.open(newline="") as handle:
                     reader = csv.DictReader(handle)
                     items = [(f"{path}:{i + 2}", dict(row)) for i, row in enumerate(reader)]
-            except (OSError, csv.Error) as exc:
+            except (OSError, csv.Error, UnicodeDecodeError) as exc:
                 raise RosterError(str(path), f"not readable CSV ({exc.__class__.__name__})") from None
         roster: dict[str, Entry] = {}
         for where, row in items:
+            if not isinstance(row, Mapping) or not all(isinstance(k, str) for k in row):
+                raise RosterError(where, "is not an object of named columns")
             entry = _roster_entry(where, row, key, now)
             if entry.subject in roster:
                 raise RosterError(where, "repeats a subject id that appears earlier")
@@ -335,6 +343,8 @@ def _time(where: str, name: str, value: object, default: int | None) -> int | No
     if value is None or value == "":
         return default
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or not 0 <= value < 2**53:
+            raise RosterError(where, f"{name} is out of range")
         return int(value)
     text = str(value).strip()
     if text.isdigit():

@@ -27,9 +27,10 @@ from nacl.signing import VerifyKey
 from edge.audit.log import AuditLog
 from edge.consent import trust
 from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, _entry, _entry_to_cbor
-from edge.consent.signing import ListRejected, verify_list
+from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import read_secret
+from edge.crypto.strictcbor import COSE as _COSE_PROFILE
 from edge.errors import StorageError
 from edge.state import StateDir
 
@@ -37,6 +38,8 @@ __all__ = ["ApplyOutcome", "ConsentLedger", "ListRejected"]
 
 log = logging.getLogger(__name__)
 
+#: The largest list message a device takes (the strict COSE profile's bound).
+MAX_LIST_BYTES = _COSE_PROFILE.max_size
 #: How far in the future a list's ``issued_at`` may lie (device clocks drift).
 CLOCK_SKEW_S = 300.0
 
@@ -275,6 +278,8 @@ class ConsentLedger:
             if info is not None and bytes(message) == info.message:
                 return ApplyOutcome(False, info.version, info.kind, info.version)  # a retained redelivery
             try:
+                if len(message) > MAX_LIST_BYTES:
+                    raise ListRejected("oversize", f"{len(message)} bytes, over the {MAX_LIST_BYTES} a device takes")
                 lst, kid = self._check(message, now)
             except ListRejected as exc:
                 self._audit_rejection(exc, message, now)
@@ -292,7 +297,14 @@ class ConsentLedger:
         if lst.site != self.site:
             raise ListRejected("wrong-site", f"the list is for site {lst.site!r}, this device serves {self.site!r}")
         info = self._info
+        if lst.version > MAX_VERSION:
+            raise ListRejected("version-jump", f"version {lst.version} is above the ceiling {MAX_VERSION}")
         if info is not None:
+            if lst.version > info.version + MAX_VERSION_STEP:
+                raise ListRejected(
+                    "version-jump",
+                    f"version {lst.version} is more than {MAX_VERSION_STEP} above version {info.version} in force",
+                )
             if lst.version < info.version:
                 raise ListRejected("rollback", f"version {lst.version} is older than version {info.version} in force")
             if lst.version == info.version:

@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import cbor2
 
+from edge.crypto import strictcbor
 from edge.errors import IntegrityError
 
 FORMAT_VERSION = 1
@@ -276,9 +277,9 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     snapshot that changes one subject cheap to apply.
     """
     try:
-        raw = cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise ListFormatError(f"body is not CBOR ({exc.__class__.__name__})") from None
+        raw = strictcbor.loads(data, strictcbor.CONSENT_BODY)
+    except strictcbor.CborProfileError as exc:
+        raise ListFormatError(f"body is not CBOR (strict profile: {exc.reason})") from None
     base_keys = {"format", "site", "kind", "version", "issued_at", "valid_until", "entries"}
     m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys"}))
     if m["format"] != FORMAT_VERSION:

@@ -17,6 +17,12 @@ from edge.crypto.keys import key_id
 from edge.errors import ConsentError
 
 LIST_AAD = b"gate-edge/consent-list"
+#: The largest step a list's version may take above the version in force. The authority adds 1
+#: per list, so this is 100 000 lists missed by a device (one an hour for eleven years). A larger
+#: jump is a mistaken or hostile issue that would make every later list look like a rollback.
+MAX_VERSION_STEP = 100_000
+#: The largest version at all (exact in a JSON number and a SQLite integer, far from 2**63 - 1).
+MAX_VERSION = 2**53 - 1
 CONTENT_TYPE = "application/gate-edge-consent+cbor"
 
 
@@ -40,10 +46,12 @@ class ListRejected(ConsentError):  # noqa: N818 - the name other components call
             "wrong-site",
             "rollback",
             "replay",
+            "version-jump",
             "delta-base",
             "not-yet-valid",
             "expired",
             "bad-key-announcement",
+            "oversize",
         }
     )
 

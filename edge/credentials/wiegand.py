@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from edge.errors import HardwareError
+
 WiegandValue = Literal["number", "facility-card", "card"]
 VALUES: tuple[WiegandValue, ...] = ("number", "facility-card", "card")
 
@@ -48,7 +50,7 @@ KEY_CLEAR = 10
 KEY_ENTER = 11
 
 
-class WiegandError(ValueError):
+class WiegandError(HardwareError, ValueError):
     """A frame that cannot be a credential. The message never holds the frame's bits or number."""
 
 

@@ -15,6 +15,7 @@ import cbor2
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
+from edge.crypto import strictcbor
 from edge.errors import IntegrityError
 
 COSE_SIGN1_TAG = 18
@@ -64,11 +65,29 @@ def peek_kid(message: bytes) -> bytes:
     return kid
 
 
+def peek_protected(message: bytes) -> dict[int, Any]:
+    """The protected header, without verifying (e.g. to tell a manifest from a list)."""
+    return _parse(message)[0]
+
+
+def peek_payload(message: bytes) -> tuple[dict[int, Any], bytes]:
+    """The protected header and payload, without verifying (the signer's own tools only)."""
+    protected, _, payload, _ = _parse(message)
+    return protected, payload
+
+
 def _parse(message: bytes) -> tuple[dict[int, Any], bytes, bytes, bytes]:
+    """The checked parts of a COSE_Sign1 message; raises ``CoseError`` and nothing else.
+
+    The envelope is scanned against a strict CBOR profile before it is decoded (``strictcbor``):
+    no tag but the top-level 18, no indefinite lengths, no non-shortest heads, no duplicate keys,
+    nothing deeper than the envelope needs. So there is exactly one encoding of each message, and
+    nothing that reaches the rest of this function can be a cycle or an unexpected type.
+    """
     try:
-        decoded = cbor2.loads(message)
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise CoseError(f"not CBOR ({exc.__class__.__name__})") from None
+        decoded = strictcbor.loads(message, strictcbor.COSE)
+    except strictcbor.CborProfileError as exc:
+        raise CoseError(f"not CBOR (strict profile for COSE_Sign1: {exc.reason})") from None
     if not isinstance(decoded, cbor2.CBORTag) or decoded.tag != COSE_SIGN1_TAG:
         raise CoseError("not a tagged COSE_Sign1 message")
     value = decoded.value
@@ -77,17 +96,18 @@ def _parse(message: bytes) -> tuple[dict[int, Any], bytes, bytes, bytes]:
     protected_bytes, unprotected, payload, signature = value
     if not isinstance(protected_bytes, bytes) or not isinstance(unprotected, dict):
         raise CoseError("malformed headers")
+    if unprotected:
+        raise CoseError("unprotected headers are not used by this product")
     if not isinstance(payload, bytes) or not isinstance(signature, bytes) or len(signature) != 64:
         raise CoseError("malformed payload or signature")
+    if not protected_bytes:
+        raise CoseError("empty protected header")
     try:
-        protected = cbor2.loads(protected_bytes) if protected_bytes else {}
-    except Exception:
-        raise CoseError("protected header is not CBOR") from None
-    if not isinstance(protected, dict):
-        raise CoseError("protected header is not a map")
-    # Re-encoding must give the same bytes: no alternative encodings of one message.
-    if bytes(cbor2.dumps(decoded)) != bytes(message):
-        raise CoseError("non-canonical encoding")
+        protected = strictcbor.loads(protected_bytes, strictcbor.HEADER)
+    except strictcbor.CborProfileError as exc:
+        raise CoseError(f"protected header is not CBOR (strict profile: {exc.reason})") from None
+    if not isinstance(protected, dict) or not all(isinstance(k, int) for k in protected):
+        raise CoseError("protected header is not a map with integer labels")
     return protected, protected_bytes, payload, signature
 
 
@@ -106,4 +126,6 @@ def verify1(message: bytes, keys: dict[bytes, VerifyKey], external_aad: bytes = 
         key.verify(_sig_structure(protected_bytes, external_aad, payload), signature)
     except BadSignatureError:
         raise CoseError("bad signature") from None
+    except Exception as exc:  # PyNaCl raises others on a malformed key or signature: still a refusal
+        raise CoseError(f"signature check failed ({exc.__class__.__name__})") from None
     return Sign1(protected=protected, payload=payload, kid=kid)

@@ -23,6 +23,7 @@ from typing import Protocol
 import cbor2
 from nacl.signing import SigningKey
 
+from edge.crypto import strictcbor
 from edge.crypto.cose import ALG_EDDSA, COSE_SIGN1_TAG, HDR_ALG, HDR_KID
 from edge.crypto.keys import key_id
 from edge.errors import IntegrityError
@@ -33,6 +34,8 @@ CLAIM_ISS = 1
 CLAIM_IAT = 6
 CLAIM_CTI = 7
 CTI_BYTES = 16
+#: The largest iat and seq (2**53 - 1: exact in a JSON number, as the verifier writes them).
+MAX_COUNTER = 2**53 - 1
 PAYLOAD_KEYS = frozenset({CLAIM_ISS, CLAIM_IAT, CLAIM_CTI, "seq", "kind", "body"})
 
 
@@ -125,18 +128,18 @@ def _value_map(mapping: Mapping[str, object]) -> bytes:
 def decode_payload(payload: bytes) -> EventClaims:
     """Parse and check an event payload strictly (claims, types, and the body's schema)."""
     try:
-        data = cbor2.loads(payload)
-    except Exception as exc:  # cbor2 raises several types on garbage
-        raise PayloadError(f"event payload is not CBOR ({exc.__class__.__name__})") from None
+        data = strictcbor.loads(payload, strictcbor.EVENT)
+    except strictcbor.CborProfileError as exc:
+        raise PayloadError(f"event payload is not CBOR (strict profile: {exc.reason})") from None
     if not isinstance(data, dict) or set(data) != PAYLOAD_KEYS:
         raise PayloadError("event payload must hold exactly iss, iat, cti, seq, kind, body")
     iss, iat, cti, seq, kind, body = (data[k] for k in (CLAIM_ISS, CLAIM_IAT, CLAIM_CTI, "seq", "kind", "body"))
     if not isinstance(iss, str) or not isinstance(kind, str):
         raise PayloadError("iss and kind must be text")
-    if isinstance(iat, bool) or not isinstance(iat, int) or iat < 0:
-        raise PayloadError("iat must be a non-negative integer")
-    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
-        raise PayloadError("seq must be a positive integer")
+    if isinstance(iat, bool) or not isinstance(iat, int) or not 0 <= iat <= MAX_COUNTER:
+        raise PayloadError(f"iat must be an integer in 0..{MAX_COUNTER}")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= MAX_COUNTER:
+        raise PayloadError(f"seq must be an integer in 1..{MAX_COUNTER}")
     if not isinstance(cti, bytes) or len(cti) != CTI_BYTES:
         raise PayloadError(f"cti must be {CTI_BYTES} bytes")
     try:

@@ -16,6 +16,8 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from edge.errors import HardwareError
+
 HEADER = b"\xef\x01"
 DEFAULT_ADDRESS = 0xFFFFFFFF
 DEFAULT_PASSWORD = 0
@@ -218,8 +220,8 @@ def decode_frame(data: bytes) -> Frame:
     return frames[0]
 
 
-class CodecError(ValueError):
-    """Bytes that do not form a valid frame."""
+class CodecError(HardwareError, ValueError):
+    """Bytes that do not form a valid frame (a ``HardwareError``: the product's own error tree)."""
 
 
 # -- data phases ---------------------------------------------------------------------------------

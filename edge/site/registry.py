@@ -20,6 +20,7 @@ from nacl.signing import VerifyKey
 from edge.crypto.keys import device_id as derive_device_id
 from edge.crypto.keys import key_id
 from edge.errors import StorageError
+from edge.transport.topics import LEVEL
 
 REGISTRY_VERSION = 1
 
@@ -63,11 +64,21 @@ class Registry:
     @classmethod
     def load(cls, path: Path) -> Registry:
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise StorageError(f"device registry {path} is missing") from None
         except (OSError, ValueError) as exc:
-            raise StorageError(f"device registry {path} is not readable JSON: {exc}") from None
+            raise StorageError(f"device registry {path} is not readable ({exc.__class__.__name__})") from None
+        return cls.loads(text, str(path))
+
+    @classmethod
+    def loads(cls, text: str, name: str = "(text)") -> Registry:
+        """Parse a registry document; raises ``StorageError`` naming the entry, never anything else."""
+        path = name
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise StorageError(f"device registry {path} is not readable JSON ({exc.__class__.__name__})") from None
         if (
             not isinstance(data, dict)
             or data.get("version") != REGISTRY_VERSION
@@ -79,8 +90,13 @@ class Registry:
             where = f"device registry {path}: devices.{dev_id}"
             if not isinstance(entry, dict) or not isinstance(entry.get("site"), str):
                 raise StorageError(f"{where}: expected {{'site': ..., 'public_key': ...}}")
+            if not LEVEL.fullmatch(entry["site"]):
+                raise StorageError(f"{where}: site is not a site id (letters, digits, _ . -; at most 64)")
+            key_text = entry.get("public_key", "")
             try:
-                raw = bytes.fromhex(str(entry.get("public_key", "")))
+                if not isinstance(key_text, str):
+                    raise ValueError("not text")
+                raw = bytes.fromhex(key_text)
             except ValueError:
                 raise StorageError(f"{where}: public_key is not hex") from None
             if len(raw) != 32:

@@ -6,6 +6,12 @@ the topic (external AAD), the payload's iss and kind match the topic, the body m
 and neither its cti nor its sequence number was seen before. Replay state keeps, per device, the
 highest sequence number and the numbers seen within ``window`` below it (out-of-order arrivals
 within the window are accepted once), plus every cti of that window.
+
+``verify`` is total: any input gives a ``VerifiedEvent`` or raises ``Rejected`` (the reasons are
+listed in docs/mqtt.md); a payload over ``MAX_EVENT_BYTES`` is refused before anything decodes it,
+and a sequence number more than ``MAX_SEQ_STEP`` above the highest one seen from that device is
+refused (``seq_jump``) instead of moving the replay window there: one absurd number, from a faulty
+or compromised device, would otherwise make every later event of that device look like a replay.
 """
 
 from __future__ import annotations
@@ -20,6 +26,13 @@ from edge.errors import IntegrityError, TransportError
 from edge.events.envelope import PayloadError, decode_payload
 from edge.site.registry import Registry
 from edge.transport.topics import parse_event
+
+#: The largest payload an event may have (events are about 230 bytes; the broker allows 1 MiB).
+MAX_EVENT_BYTES = 64 * 1024
+#: The largest step a device's sequence number may take above the highest seen from it. A gate
+#: emitting 10 events a second without pause for 11 days stays below it; the device's outbox holds
+#: at most 100 000 events by default.
+MAX_SEQ_STEP = 10_000_000
 
 
 class Rejected(IntegrityError):  # noqa: N818 - reads as what it is
@@ -72,6 +85,19 @@ class Verifier:
         self._state: dict[str, _DeviceState] = {}
 
     def verify(self, topic: str, payload: bytes) -> VerifiedEvent:
+        """The verified event, or ``Rejected`` with a reason code; never any other exception."""
+        if len(payload) > MAX_EVENT_BYTES:
+            raise Rejected("oversize", f"{len(payload)} bytes, more than the {MAX_EVENT_BYTES} an event may have")
+        try:
+            return self._verify(topic, bytes(payload))
+        except Rejected:
+            raise
+        except Exception as exc:  # a verifier bug must not stop the site's verification
+            raise Rejected(
+                "internal_error", f"the verifier failed on this message ({exc.__class__.__name__})"
+            ) from None
+
+    def _verify(self, topic: str, payload: bytes) -> VerifiedEvent:
         try:
             where = parse_event(topic)
         except TransportError as exc:
@@ -102,6 +128,11 @@ class Verifier:
                 raise Rejected("replay", f"cti already seen (seq {claims.seq})")
             if claims.seq in state.seen or claims.seq <= state.highest - self.window:
                 raise Rejected("replay", f"sequence number {claims.seq} already seen or too old")
+            if state.highest and claims.seq > state.highest + MAX_SEQ_STEP:
+                raise Rejected(
+                    "seq_jump",
+                    f"sequence number {claims.seq} is more than {MAX_SEQ_STEP} above the highest seen ({state.highest})",
+                )
             self._record(state, claims.seq, claims.cti)
         return VerifiedEvent(
             topic=topic,

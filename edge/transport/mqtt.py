@@ -30,6 +30,41 @@ log = logging.getLogger(__name__)
 MessageCallback = Callable[[str, bytes, bool], None]
 
 
+def _where(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc`` (logged instead of its message, which may quote data)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "?"
+    return f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
+
+
+def guarded(name: str, callback: Callable[..., object], *, logger: logging.Logger | None = None) -> Callable[..., None]:
+    """``callback`` made safe to hand to paho: an exception it raises is logged, never propagated.
+
+    paho-mqtt re-raises what a callback raises out of ``Client.loop`` (and, for ``on_message``,
+    before the QoS 1 PUBACK is sent): one bad message would end the network loop and, with a
+    persistent session, come back at every reconnect. Every callback the product gives paho goes
+    through here. The log line names the callback, the exception class and where it was raised,
+    never the exception's message (it may quote the data that caused it).
+    """
+    out = logger or log
+
+    def safe(*args: object) -> None:
+        try:
+            callback(*args)
+        except Exception as exc:
+            out.error(
+                "MQTT %s handler raised %s at %s; the network loop goes on",
+                name,
+                exc.__class__.__name__,
+                _where(exc),
+            )
+
+    return safe
+
+
 @dataclass(frozen=True)
 class MqttSettings:
     """Where and how to connect. ``mqtts://`` means TLS (``ca_file`` is the broker's CA)."""
@@ -140,7 +175,7 @@ def connect(
     def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         result["rc"] = reason_code
 
-    client.on_connect = on_connect
+    client.on_connect = guarded("on_connect", on_connect)
     props = None
     if session_expiry_s is not None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -187,7 +222,7 @@ def publish_once(
     client = make_client(settings, client_id)
     connect(client, settings)
     acked: dict[int, Any] = {}
-    client.on_publish = lambda _c, _u, mid, rc, _p: acked.__setitem__(mid, rc)
+    client.on_publish = guarded("on_publish", lambda _c, _u, mid, rc, _p: acked.__setitem__(mid, rc))
     try:
         info = client.publish(topic, payload, qos=1, retain=retain)
         deadline = time.monotonic() + timeout_s
@@ -327,8 +362,8 @@ class MqttPublisher:
             if self.on_message is not None:
                 self.on_message(message.topic, bytes(message.payload), bool(message.retain))
 
-        client.on_publish = on_publish
-        client.on_message = on_message
+        client.on_publish = guarded("on_publish", on_publish)
+        client.on_message = guarded("on_message", on_message)
         client.publish(self.availability_topic, b"online", qos=1, retain=True)
         for topic_filter in self.subscriptions:
             client.subscribe(topic_filter, qos=1)
@@ -366,7 +401,7 @@ class MqttPublisher:
         import paho.mqtt.client as paho
 
         done: list[int] = []
-        client.on_publish = lambda _c, _u, mid, _rc, _p: done.append(mid)
+        client.on_publish = guarded("on_publish", lambda _c, _u, mid, _rc, _p: done.append(mid))
         info = client.publish(self.availability_topic, b"offline", qos=1, retain=True)
         deadline = time.monotonic() + 2.0
         while info.mid not in done and time.monotonic() < deadline:

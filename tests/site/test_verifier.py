@@ -159,3 +159,35 @@ def test_outside_bytes_only_ever_raise_rejected(data: bytes, flip: int) -> None:
     for payload in (data, bytes(genuine), bytes(genuine) + data):
         with pytest.raises(Rejected):
             verifier.verify(topic, payload)
+
+
+def test_an_absurd_sequence_jump_is_refused_and_the_device_goes_on(device: tuple[EventSigner, Registry]) -> None:
+    """Issue 17 finding 5 on the verifier: one event numbered 2**53 - 1 (a faulty or compromised
+    device) used to move the replay window there, so every later event looked like a replay."""
+    from edge.site.verifier import MAX_SEQ_STEP
+
+    signer, registry = device
+    verifier = Verifier(registry)
+    topic = topics.for_event("hq", signer.device_id, "access")
+    assert verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 5)).seq == 5
+    for absurd in (2**53 - 1, 5 + MAX_SEQ_STEP + 1):
+        with pytest.raises(Rejected) as refused:
+            verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, absurd))
+        assert refused.value.reason == "seq_jump"
+    assert verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 6)).seq == 6
+    assert (
+        verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 6 + MAX_SEQ_STEP)).seq == 6 + MAX_SEQ_STEP
+    )
+    with pytest.raises(Rejected) as refused:  # past 2**53 - 1 the payload itself is malformed
+        verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 2**53))
+    assert refused.value.reason == "malformed"
+
+
+def test_an_oversize_payload_is_refused_before_anything_decodes_it(device: tuple[EventSigner, Registry]) -> None:
+    from edge.site.verifier import MAX_EVENT_BYTES
+
+    signer, registry = device
+    topic = topics.for_event("hq", signer.device_id, "access")
+    with pytest.raises(Rejected) as refused:
+        Verifier(registry).verify(topic, b"\x81" * (MAX_EVENT_BYTES + 1))
+    assert refused.value.reason == "oversize"

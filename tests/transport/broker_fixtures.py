@@ -1,14 +1,19 @@
-"""The production broker for tests: docs/mosquitto/gate-edge.conf and docs/mosquitto/acl as they are."""
+"""The production broker for tests: docs/mosquitto/gate-edge.conf as it is, and the ACL that
+`edge-site broker-acl` writes for the test registry (docs/mosquitto/acl plus one block per device).
+
+Devices a, b (certificates) and c (password) are on site ``hq``; device d (certificate) is on site
+``other``."""
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from nacl.signing import SigningKey
 
 from edge.crypto.keys import device_id
+from edge.site.acl import render_acl
+from edge.site.registry import Registry
 from edge.testing.mosquitto import DOCS_MOSQUITTO, Mosquitto, free_port, make_pki, production_config, write_passwords
 from edge.transport.mqtt import MqttSettings
 
@@ -21,7 +26,7 @@ class ProductionBroker:
     mtls_port: int
     password_port: int
     pki: dict[str, Path]
-    keys: dict[str, SigningKey]  # name ("a", "b", "c") -> device key
+    keys: dict[str, SigningKey]  # name ("a", "b", "c", "d") -> device key
     ids: dict[str, str]  # name -> device id
     passwords: dict[str, str]
 
@@ -47,11 +52,17 @@ class ProductionBroker:
 
 
 def start_production_broker(workdir: Path) -> ProductionBroker:
-    keys = {name: SigningKey.generate() for name in ("a", "b", "c")}
+    keys = {name: SigningKey.generate() for name in ("a", "b", "c", "d")}
     ids = {name: device_id(k.verify_key) for name, k in keys.items()}
     etc = workdir / "etc"
-    pki = make_pki(etc, [ids["a"], ids["b"]])  # device c has no certificate: it uses a password
-    shutil.copy(DOCS_MOSQUITTO / "acl", etc / "acl")
+    pki = make_pki(etc, [ids["a"], ids["b"], ids["d"]])  # device c has no certificate: it uses a password
+    registry = Registry()
+    for name in ("a", "b", "c"):
+        registry.add("hq", keys[name].verify_key)
+    registry.add("other", keys["d"].verify_key)
+    acl = render_acl(registry)
+    assert acl.startswith((DOCS_MOSQUITTO / "acl").read_text())  # the shipped file is the static part
+    (etc / "acl").write_text(acl)
     passwords = {**PASSWORDS, ids["c"]: "device-c-secret"}
     write_passwords(etc / "passwd", passwords)
     mtls_port = free_port()

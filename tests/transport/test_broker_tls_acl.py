@@ -109,3 +109,45 @@ def test_the_authority_publishes_the_retained_consent_list_and_devices_read_it(
         assert reader.messages[0][1:] == (b"signed-list", True)
     finally:
         reader.close()
+
+
+def test_a_device_reads_only_its_own_sites_consent_list(production_broker: ProductionBroker) -> None:
+    """Issue 17 finding 7: with `pattern read sites/+/consent`, device d of site `other` read hq's
+    list (pseudonyms, modalities, credential digests). Now each device reads its own site's only."""
+    prod = production_broker
+    authority = prod.password_settings("site-authority")
+    for site in ("hq", "other"):
+        publish_once(authority, topics.consent(site), f"list of {site}".encode(), retain=True)
+        chunk = f"sites/{site}/consent/chunks/{'0' * 64}"
+        publish_once(authority, chunk, f"chunk of {site}".encode(), retain=True)
+    seen: dict[str, list[bytes]] = {}
+    for name in ("a", "d"):
+        reader = Collector(prod.device_settings(name), "sites/+/consent")  # asks for every site's list
+        try:
+            reader.client.subscribe("sites/+/consent/chunks/+", qos=1)
+            reader.client.subscribe("sites/hq/consent", qos=1)
+            reader.client.subscribe("sites/other/consent", qos=1)
+            reader.until(lambda: False, 1.5)  # retained messages arrive right after each SUBACK
+        finally:
+            reader.close()
+        seen[name] = sorted({payload for _, payload, _ in reader.messages})
+    assert seen["a"] == [b"chunk of hq", b"list of hq"]
+    assert seen["d"] == [b"chunk of other", b"list of other"]
+    # a password device is held to its site too
+    c = prod.ids["c"]
+    reader = Collector(prod.password_settings(c), "sites/+/consent", client_id=c)
+    try:
+        reader.until(lambda: False, 1.0)
+    finally:
+        reader.close()
+    assert [payload for _, payload, _ in reader.messages] == [b"list of hq"]
+
+
+def test_the_shipped_acl_is_the_generator_output_for_no_devices() -> None:
+    from edge.site.acl import render_acl
+    from edge.site.registry import Registry
+    from edge.testing.mosquitto import DOCS_MOSQUITTO
+
+    assert (DOCS_MOSQUITTO / "acl").read_text() == render_acl(Registry())
+    lines = render_acl(Registry()).splitlines()
+    assert not [line for line in lines if line.startswith("pattern") and "consent" in line]

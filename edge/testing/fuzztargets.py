@@ -1,0 +1,430 @@
+"""Every decoder of outside bytes, as a fuzz target: a hostile input generator and the entry point.
+
+A target's ``run(input)`` must return or raise an ``EdgeError`` (the product's own tree); anything
+else is a bug the fuzzer counts. Inputs come from ``edge.testing.hostile`` through a ``Chooser``,
+so the same targets run under hypothesis (tests/fuzz) and under ``random`` (the benchmark
+``benchmarks/fuzz_decoders.py``). Signed targets sign the hostile payload with the key the decoder
+trusts, so the hostile bytes reach the decoder behind the signature check, as they would from a
+registered device or a (compromised) authority.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cbor2
+from nacl.signing import SigningKey
+
+from edge.testing.hostile import (
+    Chooser,
+    bstr,
+    head,
+    hostile_map,
+    integer,
+    issue17_cycle_message,
+    item,
+    mutate,
+    pick,
+    string,
+    text,
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    generate: Callable[[Chooser], bytes]
+    run: Callable[[bytes], object]
+
+
+def _one_of(ch: Chooser, *makers: Callable[[], bytes]) -> bytes:
+    return makers[ch.integer(0, len(makers) - 1)]()
+
+
+def _list_of(ch: Chooser, make: Callable[[], bytes], most: int = 3) -> bytes:
+    count = ch.integer(0, most)
+    return head(4, count) + b"".join(make() for _ in range(count))
+
+
+def _uint(ch: Chooser) -> bytes:
+    return _one_of(ch, lambda: head(0, ch.integer(0, 2_000_000_000)), lambda: integer(ch))
+
+
+def _cose(protected: bytes, unprotected: bytes, payload: bytes, signature: bytes) -> bytes:
+    return b"\xd2\x84" + bstr(protected) + unprotected + bstr(payload) + bstr(signature)
+
+
+class _Fixture:
+    """Keys, a registry and a scratch directory shared by the targets of one run."""
+
+    def __init__(self) -> None:
+        from edge.crypto.keys import device_id, key_id
+        from edge.site.registry import Registry
+
+        self.authority = SigningKey(b"\x01" * 32)
+        self.authority_kid = key_id(self.authority.verify_key)
+        self.keys = {self.authority_kid: self.authority.verify_key}
+        self.device = SigningKey(b"\x02" * 32)
+        self.device_id = device_id(self.device.verify_key)
+        self.registry = Registry()
+        self.registry.add("hq", self.device.verify_key)
+        self.scratch = Path(tempfile.mkdtemp(prefix="edge-fuzz-"))
+
+
+def _entry(ch: Chooser) -> bytes:
+    return hostile_map(
+        ch,
+        {
+            "subject": lambda: text(f"s-{ch.integer(0, 99)}"),
+            "purposes": lambda: _list_of(ch, lambda: text("access:main-gate"), 2),
+            "modalities": lambda: _list_of(ch, lambda: text(pick(ch, (b"face", b"fingerprint")).decode()), 2),
+            "granted_at": lambda: _uint(ch),
+            "expires_at": lambda: _one_of(ch, lambda: b"\xf6", lambda: _uint(ch)),
+            "status": lambda: text(pick(ch, (b"active", b"withdrawn")).decode()),
+            "credentials": lambda: _list_of(
+                ch,
+                lambda: hostile_map(ch, {"kind": lambda: text("card"), "digest": lambda: bstr(ch.raw(32))}),
+                2,
+            ),
+        },
+    )
+
+
+def list_body(ch: Chooser) -> bytes:
+    return hostile_map(
+        ch,
+        {
+            "format": lambda: head(0, 1),
+            "site": lambda: text("hq"),
+            "kind": lambda: text(pick(ch, (b"snapshot", b"delta")).decode()),
+            "version": lambda: _uint(ch),
+            "base": lambda: _uint(ch),
+            "issued_at": lambda: _uint(ch),
+            "valid_until": lambda: _uint(ch),
+            "entries": lambda: _list_of(ch, lambda: _entry(ch), 3),
+            "remove": lambda: _list_of(ch, lambda: string(ch, 3), 2),
+            "keys": lambda: hostile_map(
+                ch,
+                {
+                    "successors": lambda: _list_of(ch, lambda: bstr(ch.raw(32)), 2),
+                    "retire": lambda: _list_of(ch, lambda: bstr(ch.raw(8)), 2),
+                },
+            ),
+        },
+    )
+
+
+def manifest_body(ch: Chooser) -> bytes:
+    return hostile_map(
+        ch,
+        {
+            "format": lambda: head(0, 1),
+            "site": lambda: text("hq"),
+            "version": lambda: _uint(ch),
+            "list_sha256": lambda: bstr(ch.raw(32)),
+            "list_size": lambda: _uint(ch),
+            "chunks": lambda: _list_of(ch, lambda: bstr(ch.raw(32)), 3),
+        },
+    )
+
+
+def event_payload(ch: Chooser, iss: str = "gw-0000000000000000", kind: str = "access") -> bytes:
+    body = hostile_map(
+        ch,
+        {
+            "decision": lambda: text("granted"),
+            "modality": lambda: text("face"),
+            "subject": lambda: _one_of(ch, lambda: b"\xf6", lambda: text("p-1")),
+            "reason": lambda: text("matched"),
+            "latency_ms": lambda: _uint(ch),
+        },
+    )
+    return hostile_map(
+        ch,
+        {
+            1: lambda: text(iss),
+            6: lambda: _uint(ch),
+            7: lambda: bstr(ch.raw(16)),
+            "seq": lambda: _uint(ch),
+            "kind": lambda: text(kind),
+            "body": lambda: body,
+        },
+    )
+
+
+def _signed(ch: Chooser, key: SigningKey, payload: bytes, aad: bytes, content_type: str | None) -> bytes:
+    from edge.crypto.cose import sign1
+    from edge.crypto.keys import key_id
+
+    if ch.integer(0, 3) == 0:  # a hostile envelope around it instead
+        protected = hostile_map(ch, {1: lambda: b"\x27", 4: lambda: bstr(key_id(key.verify_key))})
+        return _cose(protected, pick(ch, (b"\xa0", item(ch, 1))), payload, ch.raw(64))
+    message = sign1(key, key_id(key.verify_key), payload, aad, content_type=content_type)
+    return mutate(ch, message) if ch.integer(0, 5) == 0 else message
+
+
+def targets() -> list[Target]:
+    from edge.audit.log import AuditLog, verify_export_bytes
+    from edge.consent.chunks import MANIFEST_AAD, MANIFEST_CONTENT_TYPE, Reassembler, verify_manifest
+    from edge.consent.listformat import decode_body
+    from edge.consent.signing import CONTENT_TYPE, LIST_AAD, verify_list
+    from edge.credentials.wiegand import decode as wiegand_decode
+    from edge.crypto.cose import peek_kid, verify1
+    from edge.events.envelope import decode_payload
+    from edge.fingerprint.protocol import StreamParser, decode_frame
+    from edge.site.registry import Registry
+    from edge.site.verifier import Verifier
+    from edge.transport import topics
+
+    fx = _Fixture()
+    good_list = bytes(
+        cbor2.dumps(
+            {
+                "format": 1,
+                "site": "hq",
+                "kind": "snapshot",
+                "version": 1,
+                "issued_at": 1,
+                "valid_until": 2,
+                "entries": [],
+            },
+            canonical=True,
+        )
+    )
+
+    # --- COSE_Sign1 envelopes (events, lists, manifests, audit heads)
+    def gen_cose(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: item(ch),
+            lambda: issue17_cycle_message() if ch.integer(0, 1) else mutate(ch, issue17_cycle_message()),
+            lambda: b"\xd2" + item(ch),
+            lambda: _cose(
+                hostile_map(ch, {1: lambda: b"\x27", 4: lambda: bstr(fx.authority_kid), 3: lambda: text(CONTENT_TYPE)}),
+                pick(ch, (b"\xa0", b"\xa1\x01\xd8\x1d\x00", item(ch, 1))),
+                ch.raw(ch.integer(0, 40)),
+                ch.raw(pick(ch, (b"\x40", b"\x3f", b"\x00"))[0]),
+            ),
+            lambda: mutate(ch, _signed(ch, fx.authority, good_list, LIST_AAD, CONTENT_TYPE)),
+        )
+
+    def run_cose(data: bytes) -> object:
+        from edge.crypto.cose import CoseError
+
+        with contextlib.suppress(CoseError):
+            peek_kid(data)
+        return verify1(data, fx.keys, LIST_AAD)
+
+    # --- consent lists: the body, and the body behind the authority's signature
+    def gen_list(ch: Chooser) -> bytes:
+        body = _one_of(ch, lambda: list_body(ch), lambda: item(ch), lambda: mutate(ch, good_list))
+        return _signed(ch, fx.authority, body, LIST_AAD, CONTENT_TYPE)
+
+    def gen_body(ch: Chooser) -> bytes:
+        return _one_of(ch, lambda: list_body(ch), lambda: item(ch), lambda: mutate(ch, good_list))
+
+    # --- chunked lists: a manifest behind the signature, and what the reassembler is offered
+    def gen_manifest(ch: Chooser) -> bytes:
+        body = _one_of(ch, lambda: manifest_body(ch), lambda: item(ch))
+        return _signed(ch, fx.authority, body, MANIFEST_AAD, MANIFEST_CONTENT_TYPE)
+
+    def run_manifest(data: bytes) -> object:
+        reassembler = Reassembler("hq", lambda: fx.keys, max_pending=4096)
+        reassembler.offer("sites/hq/consent", data)
+        chunk = data[: len(data) // 2]
+        reassembler.offer("sites/hq/consent/chunks/" + hashlib.sha256(chunk).hexdigest(), chunk)
+        reassembler.offer("sites/hq/consent/chunks/" + data[:8].hex(), data)
+        return verify_manifest(data, fx.keys)
+
+    # --- events: the payload, and the verifier on a device's topic
+    def gen_payload(ch: Chooser) -> bytes:
+        return _one_of(ch, lambda: event_payload(ch, fx.device_id), lambda: item(ch))
+
+    verifier = Verifier(fx.registry)
+    topic = topics.for_event("hq", fx.device_id, "access")
+
+    def gen_event(ch: Chooser) -> bytes:
+        payload = gen_payload(ch)
+        message = _signed(ch, fx.device, payload, topic.encode(), None)
+        where = (
+            topic
+            if ch.integer(0, 7)
+            else pick(ch, (b"sites/hq/x", b"sites/+/gates/#", topic.encode() + b"/x")).decode()
+        )
+        return where.encode() + b"\x00" + message
+
+    def run_event(data: bytes) -> object:
+        where, _, message = data.partition(b"\x00")
+        return verifier.verify(where.decode(), message)
+
+    # --- audit exports
+    log = AuditLog.open(fx.scratch / "audit.sqlite3", fx.device)
+    log.append("consent_rejected", {"reason": "malformed", "size": 3})
+    log.append(
+        "deletion", {"subject": "p-1", "deleted": {"g": {"templates": 1}}, "reason": "withdrawn", "list_version": 2}
+    )
+    log.export(fx.scratch / "audit.cbor")
+    log.close()
+    good_export = (fx.scratch / "audit.cbor").read_bytes()
+
+    def gen_export(ch: Chooser) -> bytes:
+        def record() -> bytes:
+            return (
+                head(4, 5)
+                + _uint(ch)
+                + pick(ch, (b"\xfb" + bytes(8), integer(ch)))
+                + string(ch, 3)
+                + item(ch, 1)
+                + bstr(ch.raw(32))
+            )
+
+        doc = hostile_map(
+            ch,
+            {
+                "format": lambda: text("gate-edge-audit/1"),
+                "device_kid": lambda: bstr(ch.raw(8)),
+                "records": lambda: _list_of(ch, record, 3),
+                "head": lambda: _signed(ch, fx.device, item(ch), b"gate-edge/audit-head", "application/cbor"),
+            },
+        )
+        return _one_of(ch, lambda: doc, lambda: mutate(ch, good_export), lambda: item(ch))
+
+    public = fx.device.verify_key
+
+    # --- EF01 frames and Wiegand bit frames
+    good_frame = bytes.fromhex("EF01FFFFFFFF07000300000A")
+
+    def gen_frame(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: ch.raw(ch.integer(0, 64)),
+            lambda: mutate(ch, good_frame),
+            lambda: bytes.fromhex("EF01FFFFFFFF") + ch.raw(ch.integer(0, 20)),
+            lambda: good_frame * ch.integer(0, 3) + mutate(ch, good_frame),
+        )
+
+    def run_frame(data: bytes) -> object:
+        list(StreamParser().feed(data))
+        return decode_frame(data)
+
+    def gen_bits(ch: Chooser) -> bytes:
+        size = ch.integer(0, 80)
+        return bytes(ch.integer(0, 1) if ch.integer(0, 15) else ch.integer(0, 255) for _ in range(size))
+
+    def run_bits(data: bytes) -> object:
+        return wiegand_decode(list(data))
+
+    # --- config files and the device registry
+    good_config = (
+        b'version = 1\n[device]\nsite = "site-001"\nprofile = "sim"\nstate_dir = "/var/lib/gate-edge"\n'
+        b'[mqtt]\nurl = "mqtts://broker.example:8883"\n'
+    )
+    hostile_lines = (
+        b'profile = "a\\u0000b"\n',
+        b"version = 99999999999999999999999\n",
+        b"a = " + b"[" * 600 + b"]" * 600 + b"\n",
+        b"[device]\nsite = 1e999\n",
+        b"[[device]]\n",
+        b'url = "mqtt://h:99999999"\n',
+        b"\xff\xfe\n",
+        b"grace_period_s = nan\n",
+        b"[consent]\ngrace_period_s = -inf\n",
+        b'[device]\nprofile = "/dev/zero"\n',
+        b'[device]\nprofile = "' + b"../" * 40 + b'x"\n',
+    )
+    config_path = fx.scratch / "edge.toml"
+
+    def gen_config(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: mutate(ch, good_config),
+            lambda: good_config + pick(ch, hostile_lines),
+            lambda: good_config.replace(b'"sim"', pick(ch, (b'"a\\u0000b"', b"1", b"[]", b'"' + b"x" * 300 + b'"'))),
+            lambda: ch.raw(ch.integer(0, 64)),
+        )
+
+    def run_config(data: bytes) -> object:
+        from edge.config.load import load_config
+
+        config_path.write_bytes(data)
+        return load_config(config_path)
+
+    good_registry = Registry()
+    good_registry.add("hq", fx.device.verify_key)
+    registry_text = good_registry.to_json().encode()
+
+    def gen_registry(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: mutate(ch, registry_text),
+            lambda: b"[" * ch.integer(1, 5000),
+            lambda: registry_text.replace(b'"hq"', pick(ch, (b"1", b"null", b'"a/b"', b"[]", b'"' + b"x" * 80 + b'"'))),
+            lambda: registry_text.replace(
+                b'"public_key": "', b'"public_key": ' + pick(ch, (b'1, "x": "', b'[], "x": "'))
+            ),
+            lambda: ch.raw(ch.integer(0, 64)),
+        )
+
+    def run_registry(data: bytes) -> object:
+        return Registry.loads(data.decode("utf-8", errors="replace"))
+
+    # --- roster files (the authority's CSV/JSON input)
+    from edge.consent.authority import Authority
+
+    authority_dir = Authority(fx.scratch / "authority")
+    authority_dir.keygen("hq")
+    good_csv = b"subject,purposes,modalities,granted_at,expires_at,status,card,pin\np-1,access:main-gate,face,,,active,0004123456,1234\n"
+    good_json = (
+        b'{"entries": [{"subject": "p-1", "purposes": "access:main-gate", "modalities": ["face"], "card": "12"}]}'
+    )
+
+    def gen_roster(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: b"c" + mutate(ch, good_csv),
+            lambda: b"j" + mutate(ch, good_json),
+            lambda: (
+                b"j" + good_json.replace(b'"12"', pick(ch, (b"1e999", b"[1]", b"{}", b"null", b"-1", b'"\\u0000"')))
+            ),
+            lambda: b"j" + good_json.replace(b'"face"', pick(ch, (b"1", b"[]", b'"x" ' * 3))),
+            lambda: b"j" + b"[" * ch.integer(1, 5000),
+            lambda: b"c" + ch.raw(ch.integer(0, 64)),
+        )
+
+    def run_roster(data: bytes) -> object:
+        path = fx.scratch / ("roster.json" if data[:1] == b"j" else "roster.csv")
+        path.write_bytes(data[1:])
+        return authority_dir.read_roster(path, now=1_800_000_000.0)
+
+    return [
+        Target("cose.verify1", gen_cose, run_cose),
+        Target("consent.verify_list", gen_list, lambda d: verify_list(d, fx.keys)),
+        Target("consent.decode_body", gen_body, decode_body),
+        Target("consent.manifest", gen_manifest, run_manifest),
+        Target("events.decode_payload", gen_payload, decode_payload),
+        Target("site.verifier", gen_event, run_event),
+        Target("audit.export", gen_export, lambda d: verify_export_bytes(d, public)),
+        Target("fingerprint.ef01", gen_frame, run_frame),
+        Target("credentials.wiegand", gen_bits, run_bits),
+        Target("config.load", gen_config, run_config),
+        Target("site.registry", gen_registry, run_registry),
+        Target("consent.roster", gen_roster, run_roster),
+    ]
+
+
+def run_one(target: Target, data: bytes) -> str | None:
+    """None when ``target`` returned or raised an ``EdgeError``; else the escaping exception's class."""
+    from edge.errors import EdgeError
+
+    try:
+        target.run(data)
+    except EdgeError:
+        return None
+    except Exception as exc:
+        return exc.__class__.__name__
+    return None

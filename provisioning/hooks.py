@@ -46,7 +46,7 @@ def sensor_eraser(state: StateDir) -> SensorEraser | None:
             sensor.empty()
             return count
         finally:
-            sensor.driver.close()
+            sensor.close()
 
     return erase
 
@@ -70,7 +70,7 @@ class _SensorHealth:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.sensor.driver.close()
+            self.sensor.close()
 
 
 def device_checks(state: StateDir) -> list[Check]:
@@ -161,7 +161,7 @@ class _FingerEnrol:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.sensor.driver.close()
+            self.sensor.close()
 
 
 def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any = None) -> EnrolPorts | None:

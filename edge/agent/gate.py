@@ -38,13 +38,13 @@ from edge.agent.ports import (
     FaceEscalation,
     FaceObservation,
     FacePipelinePort,
-    FingerMatch,
     FingerprintPort,
     GalleryPort,
 )
 from edge.door.base import DoorOutput
 from edge.errors import HardwareError
 from edge.events.sink import EventSink
+from edge.fingerprint.api import Match, NoFinger, NoMatch
 from edge.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -179,9 +179,12 @@ class GateCore:
         hit = self.gallery.search(observation.embedding, k=2)
         self._biometric("face", hit.subject, float(hit.score), float(hit.margin))
 
-    def on_finger(self, match: FingerMatch) -> None:
-        subject = self.gallery.subject_for_slot(match.slot) if match.slot is not None else None
-        self._biometric("fingerprint", subject, float(match.score), None)
+    def on_finger(self, match: Match | NoMatch) -> None:
+        """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt."""
+        if isinstance(match, Match):
+            self._biometric("fingerprint", self.gallery.subject_for_slot(match.slot), float(match.score), None)
+        else:
+            self._biometric("fingerprint", None, 0.0, None)
 
     def on_credential(self, credential: CredentialLike) -> None:
         now = self.clock.wall()
@@ -462,8 +465,8 @@ class GateRunner:
         if fingerprint is not None:
 
             def finger_step(sensor: FingerprintPort) -> Item | None:
-                match = sensor.identify(read_timeout_s)
-                return ("finger", match) if match is not None else ("idle", None)
+                found = sensor.identify(read_timeout_s)
+                return ("idle", None) if isinstance(found, NoFinger) else ("finger", found)
 
             self.workers.append(
                 DeviceWorker("fingerprint", fingerprint, finger_step, self.queue, max_backoff_s=max_backoff_s)

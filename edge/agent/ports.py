@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from edge.fingerprint.api import Identified
+
 # --------------------------------------------------------------------------- camera and face
 
 
@@ -70,19 +72,12 @@ class FaceEscalation:
 # --------------------------------------------------------------------------- fingerprint
 
 
-class FingerMatch(Protocol):
-    """A finger was on the glass: the matching slot, or ``slot is None`` when the sensor found no match."""
-
-    @property
-    def slot(self) -> int | None: ...
-
-    @property
-    def score(self) -> int: ...
-
-
 class FingerprintPort(Protocol):
-    def identify(self, timeout_s: float) -> FingerMatch | None:
-        """Wait up to ``timeout_s`` for a finger; None when none was placed. Raises HardwareError on failure."""
+    """``edge.fingerprint.workflows.SensorWorkflows``: it erases queued slots before each read."""
+
+    def identify(self, timeout_s: float) -> Identified:
+        """Wait up to ``timeout_s`` for a finger: ``NoFinger``, ``NoMatch`` or ``Match(slot, score)``.
+        Raises HardwareError on failure."""
 
     def close(self) -> None: ...
 

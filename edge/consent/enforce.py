@@ -37,8 +37,10 @@ class BiometricStore(Protocol):
 
     Optional attributes the enforcer reads when present: ``name`` (receipt key, default the class
     name), ``modality`` (``"face"`` / ``"fingerprint"``; without it a subject is kept while any
-    of their modalities is consented) and ``has_subject(subject) -> bool`` (a cheap membership
-    test, so a withdrawal does not list a 10k-subject store).
+    of their modalities is consented), ``has_subject(subject) -> bool`` (a cheap membership
+    test, so a withdrawal does not list a 10k-subject store) and ``schedule_deletion(subject,
+    reason, list_version) -> int`` for a store whose templates are erased later by another thread
+    (the sensor): no receipt is signed for it then; ``Enforcer.erased`` signs it once erased.
     """
 
     def subjects(self) -> set[str]:
@@ -66,6 +68,22 @@ def _held(store: BiometricStore, subjects: Iterable[str]) -> list[str]:
         return [s for s in subjects if has_subject(s)]
     held = store.subjects()
     return [s for s in subjects if s in held]
+
+
+class ErasedSlot(Protocol):
+    """A sensor slot erased after its subject's consent ended (``edge.fingerprint.erasure.PendingErase``)."""
+
+    @property
+    def slot(self) -> int: ...
+
+    @property
+    def subject(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def list_version(self) -> int: ...
 
 
 class EnrolmentRefused(ConsentError):  # noqa: N818 - reads as what happened
@@ -167,42 +185,66 @@ class Enforcer:
             version = self.ledger.version
             deleted: dict[str, dict[str, object]] = {}
             reasons: dict[str, str] = {}
+            queued = 0
             for store in self.stores:
                 modality = store_modality(store)
+                schedule = getattr(store, "schedule_deletion", None)
                 for subject in sorted(store.subjects() if subjects is None else _held(store, subjects)):
                     if self.ledger.retains(subject, modality, self.purpose, now):
                         continue
+                    reason = reasons.setdefault(subject, self._reason(subject, modality, now))
+                    if callable(schedule):
+                        # the template is erased later by the device's owner: its receipt follows then
+                        queued += int(schedule(subject, reason, version or 0))
+                        continue
                     result = dict(store.delete_subject(subject))
                     deleted.setdefault(subject, {})[store_name(store)] = result
-                    reasons.setdefault(subject, self._reason(subject, modality, now))
-            receipts: list[dict[str, object]] = []
-            for subject in sorted(deleted):
-                body: dict[str, object] = {
-                    "subject": subject,
-                    "deleted": deleted[subject],
-                    "reason": reasons[subject],
-                    "at": float(now),
-                    "list_version": version,
-                }
-                if self.audit is not None:
-                    self.audit.append(
-                        "deletion",
-                        {
-                            "subject": subject,
-                            "deleted": deleted[subject],
-                            "reason": reasons[subject],
-                            "list_version": version,
-                        },
-                        at=now,
-                    )
-                self.sink.emit("deletion_receipt", body)
-                receipts.append(body)
+            receipts = [
+                self._receipt(subject, deleted[subject], reasons[subject], version, now) for subject in sorted(deleted)
+            ]
+            if queued:
+                log.info("%s sensor template(s) queued for erasure; their receipts follow the erase", queued)
             if receipts:
                 log.info("reconciliation deleted templates of %s subject(s) under list %s", len(receipts), version)
             self._next_expiry = self.ledger.next_expiry(now)
             if full:
                 self._seen = self.ledger.generation
             return receipts
+
+    def _receipt(
+        self, subject: str, deleted: dict[str, object], reason: str, version: int | None, now: float
+    ) -> dict[str, object]:
+        """Audit and sign one deletion receipt for what was actually deleted."""
+        body: dict[str, object] = {
+            "subject": subject,
+            "deleted": deleted,
+            "reason": reason,
+            "at": float(now),
+            "list_version": version,
+        }
+        if self.audit is not None:
+            self.audit.append(
+                "deletion",
+                {"subject": subject, "deleted": deleted, "reason": reason, "list_version": version},
+                at=now,
+            )
+        self.sink.emit("deletion_receipt", body)
+        return body
+
+    def erased(self, done: Sequence[ErasedSlot], now: float) -> list[dict[str, object]]:
+        """Receipts for sensor slots the device's owner has just erased (one per subject and reason).
+
+        Called from the thread that erased them; orphans (no subject) owe nobody a receipt.
+        """
+        groups: dict[tuple[str, str, int], list[int]] = {}
+        for item in done:
+            if item.subject is not None:
+                groups.setdefault((item.subject, item.reason, item.list_version), []).append(item.slot)
+        receipts = []
+        for (subject, reason, version), slots in sorted(groups.items()):
+            result: dict[str, object] = {"templates": 0, "slots": sorted(slots), "modalities": ["fingerprint"]}
+            receipts.append(self._receipt(subject, {"fingerprint": result}, reason, version, now))
+        return receipts
 
     def _check_stale(self, now: float) -> None:
         stale = self.ledger.is_stale(now)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.errors import HardwareError
+from edge.fingerprint.api import NO_FINGER, Identified, Match, NoMatch
 
 
 class FakeClock:
@@ -49,12 +50,6 @@ class Hit:
     subject: str | None
     score: float
     margin: float
-
-
-@dataclass(frozen=True)
-class Match:
-    slot: int | None
-    score: int = 120
 
 
 @dataclass(frozen=True)
@@ -180,20 +175,20 @@ class EmbeddingPipeline:
 class SwitchedSensor:
     """A sensor that reports the finger currently on the glass (a slot, or no-match) once per placement."""
 
-    def __init__(self, switch: Switch, placed: list[Match]) -> None:
+    def __init__(self, switch: Switch, placed: list[Match | NoMatch]) -> None:
         if switch.broken.is_set():
             raise HardwareError("sensor does not answer the handshake")
         switch.opens += 1
         self.switch = switch
         self.placed = placed
 
-    def identify(self, timeout_s: float) -> Match | None:
+    def identify(self, timeout_s: float) -> Identified:
         if self.switch.broken.is_set():
             raise HardwareError("sensor timed out")
         if self.placed:
             return self.placed.pop(0)
         threading.Event().wait(min(timeout_s, 0.02))
-        return None
+        return NO_FINGER
 
     def close(self) -> None:
         pass
@@ -207,9 +202,9 @@ SUBJECT_ON_SENSOR = "s-dora-44"
 class RepeatingSensor:
     """A finger placed every 0.2 s: slot 5 (enrolled, consenting)."""
 
-    def identify(self, timeout_s: float) -> Match | None:
+    def identify(self, timeout_s: float) -> Identified:
         threading.Event().wait(0.2)
-        return Match(slot=5)
+        return Match(5, 120)
 
     def close(self) -> None:
         pass

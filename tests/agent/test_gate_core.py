@@ -10,6 +10,7 @@ from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.errors import HardwareError
 from edge.events.sink import MemorySink
+from edge.fingerprint.api import NO_MATCH
 from edge.ops.metrics import Metrics
 from tests.agent.doubles import (
     BrokenSink,
@@ -85,7 +86,7 @@ def test_enrolled_face_without_face_consent_is_denied_and_named_nowhere() -> Non
         {"gate": "lane-3", "granted": False, "modality": "face", "subject": None, "reason": "no_consent"}
     ]
     assert not lane.lines.history[-1][1], "the door opened for a face without consent"
-    lane.core.on_finger(Match(slot=8))
+    lane.core.on_finger(Match(8, 120))
     assert lane.access()[-1]["granted"] is True
     assert lane.access()[-1]["modality"] == "fingerprint"
 
@@ -253,7 +254,7 @@ def test_a_failing_event_sink_never_keeps_the_door_shut() -> None:
     sink = BrokenSink()
     lane = Lane(sink=sink)
     lane.consent.consents.add((ALICE, "fingerprint"))
-    lane.core.on_finger(Match(slot=7))
+    lane.core.on_finger(Match(7, 120))
     assert lane.door.relay_energised
     assert sink.calls == 1
     assert b"gate_event_sink_errors_total 1.0" in lane.metrics.render()
@@ -261,7 +262,7 @@ def test_a_failing_event_sink_never_keeps_the_door_shut() -> None:
 
 def test_unknown_finger_is_a_failure_and_forced_door_is_an_alarm() -> None:
     lane = Lane()
-    lane.core.on_finger(Match(slot=None))
+    lane.core.on_finger(NO_MATCH)
     assert lane.access()[-1]["reason"] == "no_match"
     lane.core.tick()
     lane.lines.set_door_closed(False)
@@ -284,7 +285,7 @@ def test_exit_button_opens_without_an_access_event() -> None:
 @pytest.mark.parametrize("mode", ["face_or_finger", "any"])
 def test_fingerprint_slot_without_subject_is_no_match(mode: str) -> None:
     lane = Lane(mode=mode)
-    lane.core.on_finger(Match(slot=99))
+    lane.core.on_finger(Match(99, 120))
     assert lane.access()[-1]["reason"] == "no_match"
 
 
@@ -292,7 +293,7 @@ def test_passage_memory_is_pruned_over_time() -> None:
     lane = Lane()
     lane.consent.consents |= {(ALICE, "face"), (BOB, "fingerprint")}
     lane.face(0)
-    lane.core.on_finger(Match(slot=8))
+    lane.core.on_finger(Match(8, 120))
     assert len(lane.core._last_grant) == 2
     lane.clock.advance(61.0)
     lane.core.tick()
@@ -303,7 +304,7 @@ def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported
     lane = Lane()
     lane.consent.consents.add((ALICE, "fingerprint"))
     lane.lines.closed_lines = True  # the relay line is gone: set_relay raises
-    lane.core.on_finger(Match(slot=7))
+    lane.core.on_finger(Match(7, 120))
     assert lane.access()[-1]["granted"] is True
     assert lane.alarms()[-1] == {
         "gate": "lane-3",
@@ -314,7 +315,7 @@ def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported
     }
     lane.lines.closed_lines = False
     lane.clock.advance(6.0)
-    lane.core.on_finger(Match(slot=7))
+    lane.core.on_finger(Match(7, 120))
     assert lane.alarms()[-1]["active"] is False
     assert lane.lines.energised
 

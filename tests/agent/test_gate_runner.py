@@ -13,6 +13,7 @@ from edge.agent.ports import FaceEscalation
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.events.sink import MemorySink
+from edge.fingerprint.api import NO_FINGER, Identified
 from tests.agent.doubles import (
     Credential,
     EmbeddingPipeline,
@@ -98,7 +99,7 @@ def test_camera_failure_degrades_to_fingerprint_and_recovers() -> None:
         assert wait_for(lambda: rig.alarm_states("camera") != [])
         assert rig.alarm_states("camera") == [True]
         assert rig.core.devices.get("camera") == "down"
-        rig.fingers.append(Match(slot=3))
+        rig.fingers.append(Match(3, 120))
         assert wait_for(lambda: rig.grants("fingerprint") == 1), "fingerprint stopped working with the camera"
 
         rig.camera_switch.broken.clear()
@@ -193,7 +194,7 @@ def test_gate_logs_and_events_carry_no_biometric_data_and_logs_no_subject() -> N
     try:
         with rig.runner():
             rig.frames.append(probe)
-            rig.fingers.append(Match(slot=3))
+            rig.fingers.append(Match(3, 120))
             assert wait_for(lambda: rig.grants("face") >= 1 and rig.grants("fingerprint") >= 1)
             rig.camera_switch.broken.set()
             assert wait_for(lambda: rig.core.devices.get("camera") == "down")
@@ -224,11 +225,11 @@ def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() 
     release = threading.Event()
 
     class StuckSensor:
-        def identify(self, timeout_s: float) -> Match | None:
+        def identify(self, timeout_s: float) -> Identified:
             if not release.wait(10):  # a driver ignoring its deadline
-                return None
+                return NO_FINGER
             time.sleep(timeout_s)  # released: an ordinary bounded wait with no finger
-            return None
+            return NO_FINGER
 
         def close(self) -> None:
             pass
@@ -250,7 +251,7 @@ def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
     rig.core.gallery = BrokenGallery()
 
     notifier = CountingNotifier(0.01)
-    rig.fingers.extend(Match(slot=3) for _ in range(200))
+    rig.fingers.extend(Match(3, 120) for _ in range(200))
     runner = GateRunner(
         rig.core,
         fingerprint=lambda: SwitchedSensor(rig.sensor_switch, rig.fingers),

@@ -58,7 +58,7 @@ def test_every_event_the_gate_raises_passes_the_egress_guard() -> None:
     )
     core.on_face(Observation(near(alice, 1)))
     clock.advance(10)
-    core.on_finger(Match(3))
+    core.on_finger(Match(3, 120))
     clock.advance(10)
     core.on_face(Observation(unit(99)))  # nobody
     core.on_credential(Credential("card", "1234"))  # carol: no biometric consent, card path
@@ -298,3 +298,25 @@ def test_every_card_presentation_is_a_new_passage() -> None:
         core.on_credential(Credential("card", "1234"))
         clock.advance(0.2)
     assert [b["decision"] for k, b in guarded.events if k == "access"] == ["granted"] * 3
+
+
+def test_health_reports_every_device_that_is_up_the_fingerprint_sensor_included() -> None:
+    """The translation mapped the device name ``finger`` while the worker is named ``fingerprint``,
+    so a health event with camera, sensor and reader up listed only face and card. Tried: all three
+    up, then the sensor down."""
+    guarded = GuardedSink()
+    core = GateCore(
+        gallery=MemoryGallery(),
+        consent=MemoryConsent(),
+        policy=LanePolicy(PolicySection(), 0.6),
+        door=DoorController(SimLines()),
+        sink=SchemaSink(guarded),
+        clock=FakeClock(),
+    )
+    for device in ("camera", "fingerprint", "credential"):
+        core.device_ok(device)
+    core.emit_health()
+    core.device_failed("fingerprint", OSError("unplugged"))
+    core.emit_health()
+    health = [b for k, b in guarded.events if k == "health"]
+    assert [h["modalities"] for h in health] == [["face", "fingerprint", "card"], ["face", "card"]]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from edge.fingerprint.api import Identified
 
@@ -164,6 +164,25 @@ class EnrolGalleryPort(Protocol):
         sensor_slot: int | None = None,
         model_id: str | None = None,
     ) -> EnrolResultLike: ...
+
+
+T = TypeVar("T")
+
+
+class EnrolmentPort(Protocol):
+    """``edge.consent.enforce.Enforcer``: consent checked and the template written under one lock, and
+    every enrolment and refusal audited (``enrolment`` / ``enrolment_refused``)."""
+
+    def check_enrolment(self, subject: str, modality: str, now: float) -> None:
+        """Raise ``EnrolmentRefused`` (audited) when consent does not allow it now."""
+
+    def refuse(self, subject: str, modality: str, reason: str, now: float) -> None:
+        """Audit a refusal the caller decided (``capture_failed``, ``duplicate``, ``presentation_attack``)."""
+
+    def enrol(
+        self, subject: str, modality: str, now: float, write: Callable[[], T], *, flagged: Callable[[T], bool] = ...
+    ) -> T:
+        """Run ``write`` under the lock if consent allows it; audit the outcome."""
 
 
 class FingerEnrolOutcome(Protocol):

@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
+from edge.consent.enforce import REFUSAL_REASONS, EnrolmentRefused, enrolment_refusal
 from edge.errors import HardwareError
 from edge.fingerprint.api import NO_FINGER, Identified, Match, NoMatch
 
@@ -96,7 +98,7 @@ class MemoryConsent:
     stale: bool = False
     purpose: str = "access:main-gate"
 
-    def allows(self, subject: str, modality: str, purpose: str, now: float) -> bool:
+    def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
         return purpose == self.purpose and (subject, modality) in self.consents
 
     def is_stale(self, now: float) -> bool:
@@ -104,6 +106,49 @@ class MemoryConsent:
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         return self.credentials.get((kind, value))
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class MemoryEnforcer:
+    """The enforcer's enrolment calls over ``MemoryConsent``, with the real rule
+    (``enrolment_refusal``) and the real audit record shapes, kept in ``audit``."""
+
+    consent: MemoryConsent
+    audit: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+    def _refuse(self, subject: str, modality: str, reason: str) -> None:
+        self.audit.append(("enrolment_refused", {"subject": subject, "modality": modality, "reason": reason}))
+
+    def check_enrolment(self, subject: str, modality: str, now: float) -> None:
+        reason = enrolment_refusal(self.consent, subject, modality, self.consent.purpose, now)
+        if reason is not None:
+            self._refuse(subject, modality, reason)
+            raise EnrolmentRefused(modality, reason, self.consent.purpose)
+
+    def refuse(self, subject: str, modality: str, reason: str, now: float) -> None:
+        assert reason in REFUSAL_REASONS
+        self._refuse(subject, modality, reason)
+
+    def enrol(
+        self,
+        subject: str,
+        modality: str,
+        now: float,
+        write: Callable[[], T],
+        *,
+        flagged: Callable[[T], bool] = lambda _result: False,
+    ) -> T:
+        self.check_enrolment(subject, modality, now)
+        result = write()
+        outcome = "duplicate_flagged" if flagged(result) else "enrolled"
+        self.audit.append(("enrolment", {"subject": subject, "modality": modality, "result": outcome}))
+        return result
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.audit]
 
 
 class BrokenSink:

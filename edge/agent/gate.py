@@ -94,6 +94,7 @@ class GateCore:
     _last_denial: dict[tuple[str, str], float] = field(default_factory=dict)
     _last_grant: dict[tuple[str, str], float] = field(default_factory=dict)
     _alarms: set[str] = field(default_factory=set)
+    _stale: bool = False
     _next_health: float = 0.0
     _next_stale_check: float = 0.0
     _next_prune: float = 0.0
@@ -158,9 +159,10 @@ class GateCore:
     # ----------------------------------------------------------------- inputs
 
     def _consent_stale(self) -> bool:
-        stale = self.consent.is_stale(self.clock.wall())
-        self._alarm("consent_stale", stale)
-        return stale
+        """Whether biometric decisions must stop (fail closed). The enforcer owns the list's state and
+        raises its one alarm (``consent_stale``); the gate only denies and blinks the status LED."""
+        self._stale = self.consent.is_stale(self.clock.wall())
+        return self._stale
 
     def _biometric(self, modality: str, subject: str | None, score: float | None, margin: float | None) -> None:
         if subject is not None:
@@ -256,7 +258,7 @@ class GateCore:
     def tick(self) -> None:
         now = self.clock.mono()
         try:
-            self.door.indicate(bool(self._alarms))
+            self.door.indicate(bool(self._alarms) or self._stale)
             door_events = self.door.service(now)
         except Exception as exc:
             self.device_failed("door", exc)
@@ -269,7 +271,7 @@ class GateCore:
                 self._alarm("door_held_open", False)
             else:
                 log.info("door: %s", event.kind)
-        if now >= self._next_stale_check:  # biometric inputs check it themselves; idle ticks once a second
+        if now >= self._next_stale_check:  # for the LED; biometric inputs check it themselves
             self._next_stale_check = now + 1.0
             self._consent_stale()
         if now >= self._next_prune:  # years of passages must not grow these maps

@@ -299,7 +299,7 @@ class Enforcer:
             return
         info = self.ledger.info
         body: dict[str, object] = {
-            "alarm": "consent_list_stale",
+            "alarm": "consent_stale",
             "active": stale,
             "list_version": info.version if info else None,
             "valid_until": info.valid_until if info else None,

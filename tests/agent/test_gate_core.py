@@ -165,13 +165,20 @@ def test_low_margin_between_two_subjects_is_refused() -> None:
 
 
 def test_stale_consent_list_stops_biometrics_but_not_cards() -> None:
+    """Staleness was alarmed twice, by the gate (``consent_stale``) and by the enforcer
+    (``consent_list_stale``). The enforcer owns it now (tests/consent: one ``consent_stale`` alarm);
+    the gate denies, blinks the status LED and raises no alarm of its own."""
     lane = Lane()
     lane.consent.consents.add((ALICE, "face"))
     lane.consent.credentials[("card", "04A1B2")] = CAROL
     lane.consent.stale = True
     lane.face(0)
     assert lane.access()[-1]["reason"] == "consent_stale"
-    assert lane.alarms() == [{"gate": "lane-3", "alarm": "consent_stale", "active": True}]
+    assert lane.alarms() == []
+    lane.core.tick()
+    lane.clock.advance(1.0)
+    lane.core.tick()
+    assert len(lane.lines.led_history) >= 1  # blinking: the LED changed state while stale
     lane.core.on_credential(Credential("card", "04A1B2"))
     assert lane.access()[-1] == {
         "gate": "lane-3",
@@ -181,8 +188,12 @@ def test_stale_consent_list_stops_biometrics_but_not_cards() -> None:
         "reason": "granted",
     }
     lane.consent.stale = False
+    lane.clock.advance(1.0)
     lane.core.tick()
-    assert lane.alarms()[-1] == {"gate": "lane-3", "alarm": "consent_stale", "active": False}
+    lane.clock.advance(1.0)
+    lane.core.tick()
+    assert lane.alarms() == []
+    assert lane.lines.status_led is True  # steady again
 
 
 def test_unknown_card_is_denied() -> None:

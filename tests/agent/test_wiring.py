@@ -111,9 +111,9 @@ def test_two_factor_grants_and_consent_bodies_translate_into_the_schema() -> Non
         "consent_version": 7,
         "deleted_at": 1_800_000_000,
     }
-    stale = to_schema("alarm", {"alarm": "consent_list_stale", "active": True, "list_version": None, "at": 1.0})
+    stale = to_schema("alarm", {"alarm": "consent_stale", "active": True, "list_version": None, "at": 1.0})
     assert validate("alarm", stale) == {
-        "code": "consent_list_stale",
+        "code": "consent_stale",
         "severity": "warning",
         "state": "raised",
         "component": "consent",

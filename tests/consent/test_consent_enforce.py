@@ -110,7 +110,7 @@ def test_stale_list_raises_one_alarm_and_stops_matching_without_deleting(authori
     enforcer.tick(late + 1)
     alarms = sink.of_kind("alarm")
     assert len(alarms) == 1
-    assert alarms[0]["alarm"] == "consent_list_stale"
+    assert alarms[0]["alarm"] == "consent_stale"  # the one name (the gate raised its own before)
     assert alarms[0]["active"] is True
     assert not enforcer.ledger.allows("p-001", "face", PURPOSE, late)
     assert face.subjects() == {"p-001"}  # staleness stops use, not retention

@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from edge.agent.decide import (
     BIOMETRIC,
     CONSENT_STALE,
@@ -40,6 +42,7 @@ from edge.agent.ports import (
     FacePipelinePort,
     FingerprintPort,
     GalleryPort,
+    SearchHit,
 )
 from edge.door.base import DoorOutput
 from edge.errors import HardwareError
@@ -175,10 +178,8 @@ class GateCore:
         )
         self._decide(Evidence(modality, subject, score, margin, consented=consented))
 
-    def on_face(self, observation: FaceObservation | None) -> None:
-        if observation is None or not observation.quality.ok:
-            return  # no face, or one not good enough to judge: not an attempt
-        hit = self.gallery.search(observation.embedding, k=2)
+    def on_face(self, hit: SearchHit) -> None:
+        """A good face the camera thread searched (``face_seen``): its best candidate and margin."""
         self._biometric("face", hit.subject, float(hit.score), float(hit.margin))
 
     def on_finger(self, match: Match | NoMatch) -> None:
@@ -297,7 +298,49 @@ class GateCore:
 # =========================================================================== threads
 
 
-Item = tuple[str, Any]  # ("face", observation) | ("finger", match) | ("credential", c) | ("failed"/"ok", ...)
+@dataclass(frozen=True)
+class FaceSeen:
+    """A good face, already searched on the camera thread: the gate never searches again."""
+
+    hit: SearchHit
+
+
+@dataclass(frozen=True)
+class FingerSeen:
+    result: Match | NoMatch
+
+
+@dataclass(frozen=True)
+class CredentialSeen:
+    credential: CredentialLike
+
+
+@dataclass(frozen=True)
+class DeviceDown:
+    name: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class DeviceUp:
+    name: str
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A step that saw nothing (no face, a poor one, no finger, no card): alive, nothing to decide."""
+
+
+IDLE = Idle()
+Item = FaceSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
+
+
+def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> FaceSeen | Idle:
+    """The camera thread's half of a face decision: no face or a poor one is not an attempt (no
+    search); a good one is searched once, here, and the hit goes to the gate."""
+    if observation is None or not observation.quality.ok:
+        return IDLE
+    return FaceSeen(gallery.search(observation.embedding, k=2))
 
 
 class DeviceWorker:
@@ -378,16 +421,16 @@ class DeviceWorker:
                 if not healthy:
                     healthy = True
                     backoff = self.first_backoff_s
-                    self._put(("ok", self.name), droppable=False)
-                if item is not None and item[0] != "idle":
-                    self._put(item, droppable=item[0] == "face")
+                    self._put(DeviceUp(self.name), droppable=False)
+                if item is not None and not isinstance(item, Idle):
+                    self._put(item, droppable=isinstance(item, FaceSeen))
             except Exception as exc:  # any device failure: report, close, retry later
                 log.debug("%s step failed: %s", self.name, exc.__class__.__name__)
                 if device is not None:
                     self._close(device)
                     device = None
                 healthy = False
-                self._put(("failed", (self.name, exc)), droppable=False)
+                self._put(DeviceDown(self.name, exc), droppable=False)
                 self.heartbeat = time.monotonic() + backoff  # waiting on purpose is not hanging
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -441,23 +484,30 @@ class GateRunner:
             pipeline = face
             gallery = core.gallery
 
-            def uncertain(embedding: Any) -> bool:
-                # on the camera thread: the gallery serialises its calls with one lock
-                assert escalation is not None
-                hit = gallery.search(embedding, k=1)
-                return hit.subject is not None and escalation.uncertain(float(hit.score))
-
             def face_step(cam: CameraPort) -> Item | None:
                 frame = cam.read()
                 if frame is None:
                     time.sleep(0.01)
                     return None
+                searched: list[tuple[Any, SearchHit]] = []
+
+                def uncertain(embedding: Any) -> bool:
+                    # on the camera thread: the gallery serialises its calls with one lock
+                    assert escalation is not None
+                    hit = gallery.search(embedding, k=2)
+                    searched.append((embedding, hit))
+                    return hit.subject is not None and escalation.uncertain(float(hit.score))
+
                 if escalation is not None:  # fast embedding; the accurate one only for a close call
                     observation = pipeline.probe(frame, rule="gate", uncertain=uncertain)
                 else:
                     observation = pipeline.process(frame, rule="gate")
                 del frame  # frames live only in this thread, only as long as this step
-                return ("face", observation) if observation is not None else ("idle", None)
+                if observation is not None and observation.quality.ok and searched:
+                    fast, hit = searched[-1]
+                    if np.array_equal(fast, observation.embedding):
+                        return FaceSeen(hit)  # the fast probe was decisive: its search is the gate's
+                return face_seen(observation, gallery)
 
             self.workers.append(
                 DeviceWorker(
@@ -468,7 +518,7 @@ class GateRunner:
 
             def finger_step(sensor: FingerprintPort) -> Item | None:
                 found = sensor.identify(read_timeout_s)
-                return ("idle", None) if isinstance(found, NoFinger) else ("finger", found)
+                return IDLE if isinstance(found, NoFinger) else FingerSeen(found)
 
             self.workers.append(
                 DeviceWorker("fingerprint", fingerprint, finger_step, self.queue, max_backoff_s=max_backoff_s)
@@ -477,7 +527,7 @@ class GateRunner:
 
             def credential_step(reader: CredentialReaderPort) -> Item | None:
                 credential = reader.read(read_timeout_s)
-                return ("credential", credential) if credential is not None else ("idle", None)
+                return CredentialSeen(credential) if credential is not None else IDLE
 
             self.workers.append(
                 DeviceWorker("credential", credentials, credential_step, self.queue, max_backoff_s=max_backoff_s)
@@ -490,18 +540,19 @@ class GateRunner:
         self.gate_thread.start()
 
     def _dispatch(self, item: Item) -> None:
-        kind, payload = item
-        if kind == "face":
-            self.core.on_face(payload)
-        elif kind == "finger":
-            self.core.on_finger(payload)
-        elif kind == "credential":
-            self.core.on_credential(payload)
-        elif kind == "failed":
-            name, error = payload
-            self.core.device_failed(name, error)
-        elif kind == "ok":
-            self.core.device_ok(payload)
+        match item:
+            case FaceSeen(hit):
+                self.core.on_face(hit)
+            case FingerSeen(result):
+                self.core.on_finger(result)
+            case CredentialSeen(credential):
+                self.core.on_credential(credential)
+            case DeviceDown(name, error):
+                self.core.device_failed(name, error)
+            case DeviceUp(name):
+                self.core.device_ok(name)
+            case Idle():
+                pass
 
     def _check_hangs(self) -> None:
         now = time.monotonic()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge.agent.decide import LanePolicy
-from edge.agent.gate import GateCore, GateSettings
+from edge.agent.gate import FaceSeen, GateCore, GateSettings, face_seen
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.errors import HardwareError
@@ -54,7 +54,13 @@ class Lane:
         self.gallery.slots = {7: ALICE, 8: BOB}
 
     def face(self, subject_seed: int, noise_seed: int = 1) -> None:
-        self.core.on_face(Observation(near(unit(subject_seed), noise_seed)))
+        self.seen(Observation(near(unit(subject_seed), noise_seed)))
+
+    def seen(self, observation: Observation | None) -> None:
+        """What the camera thread does with a face (``face_seen``), then the gate's decision."""
+        item = face_seen(observation, self.gallery)
+        if isinstance(item, FaceSeen):
+            self.core.on_face(item.hit)
 
     def access(self) -> list[dict[str, object]]:
         assert isinstance(self.sink, MemorySink)
@@ -115,8 +121,8 @@ def test_a_face_in_view_for_many_frames_is_one_passage() -> None:
 def test_poor_quality_faces_are_not_attempts() -> None:
     lane = Lane()
     lane.consent.consents.add((ALICE, "face"))
-    lane.core.on_face(Observation(unit(0), Quality(ok=False, reasons=("blur",))))
-    lane.core.on_face(None)
+    lane.seen(Observation(unit(0), Quality(ok=False, reasons=("blur",))))
+    lane.seen(None)
     assert lane.access() == []
     assert lane.gallery.searches == 0
 
@@ -159,7 +165,7 @@ def test_low_margin_between_two_subjects_is_refused() -> None:
     lane = Lane(margin=0.3)
     lane.consent.consents |= {(ALICE, "face"), (BOB, "face")}
     blend = unit(0) + unit(1)
-    lane.core.on_face(Observation(blend / (blend @ blend) ** 0.5))
+    lane.seen(Observation(blend / (blend @ blend) ** 0.5))
     assert lane.access()[-1]["reason"] in ("low_margin", "no_match")
     assert not lane.door.pulses
 

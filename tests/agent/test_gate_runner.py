@@ -308,3 +308,16 @@ def test_without_escalation_every_frame_gets_the_accurate_embedding() -> None:
         assert wait_for(lambda: rig.grants("face") >= 1)
         rig.frames.clear()
     assert rig.pipeline.probes == 0
+
+
+def test_each_frame_is_searched_once_on_the_camera_thread() -> None:
+    """The camera thread searched a fast probe (to judge escalation) and the gate thread searched the
+    same face again. Tried: clear matches decided on the fast embedding; after the threads stop,
+    the gallery has been searched exactly once per probe."""
+    rig = Rig()
+    with rig.runner(escalation=FaceEscalation(centre=0.6, band=0.02)):
+        rig.frames.append(np.stack([_at(unit(0), 0.9, 11), _at(unit(0), 0.1, 12)]))
+        assert wait_for(lambda: rig.grants("face") >= 1 and rig.pipeline.probes >= 5)
+        rig.frames.clear()
+    assert rig.pipeline.escalations == 0
+    assert rig.gallery.searches == rig.pipeline.probes

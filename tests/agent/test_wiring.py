@@ -22,7 +22,7 @@ from edge.door import DoorController, SimLines
 from edge.events.guard import check
 from edge.events.schema import validate
 from edge.testing.mosquitto import Mosquitto
-from tests.agent.doubles import Credential, FakeClock, Match, MemoryConsent, MemoryGallery, Observation, near, unit
+from tests.agent.doubles import Credential, FakeClock, Match, MemoryConsent, MemoryGallery, near, unit
 
 
 class GuardedSink:
@@ -56,11 +56,11 @@ def test_every_event_the_gate_raises_passes_the_egress_guard() -> None:
         settings=GateSettings(gate="north-1"),
         clock=clock,
     )
-    core.on_face(Observation(near(alice, 1)))
+    core.on_face(gallery.search(near(alice, 1)))
     clock.advance(10)
     core.on_finger(Match(3, 120))
     clock.advance(10)
-    core.on_face(Observation(unit(99)))  # nobody
+    core.on_face(gallery.search(unit(99)))  # nobody
     core.on_credential(Credential("card", "1234"))  # carol: no biometric consent, card path
     core.on_credential(Credential("card", "9999"))  # unknown card
     core.device_failed("camera", OSError("unplugged"))
@@ -274,11 +274,11 @@ def test_a_stranger_right_after_a_grant_is_denied_not_taken_for_the_same_passage
         sink=SchemaSink(guarded),
         clock=clock,
     )
-    core.on_face(Observation(near(alice, 1)))
+    core.on_face(gallery.search(near(alice, 1)))
     clock.advance(1)
-    core.on_face(Observation(near(alice, 2)))  # alice still in view: no second passage
+    core.on_face(gallery.search(near(alice, 2)))  # alice still in view: no second passage
     clock.advance(1)
-    core.on_face(Observation(unit(99)))  # a stranger; the gallery's best candidate is alice
+    core.on_face(gallery.search(unit(99)))  # a stranger; the gallery's best candidate is alice
     access = [(b["decision"], b["subject"], b["reason"]) for k, b in guarded.events if k == "access"]
     assert access == [("granted", "alice", "granted"), ("denied", None, "no_match")]
 

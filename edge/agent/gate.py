@@ -44,6 +44,7 @@ from edge.agent.ports import (
     GalleryPort,
     SearchHit,
 )
+from edge.credentials.authorise import CredentialAuthoriser
 from edge.door.base import DoorOutput
 from edge.errors import HardwareError
 from edge.events.sink import EventSink
@@ -77,6 +78,7 @@ class GateSettings:
     deny_interval_s: float = 2.0  # one denial event per modality and reason per interval (a face stays in view)
     regrant_s: float = 5.0  # the same subject granted again by the same modality is not a new passage
     health_interval_s: float = 60.0
+    credential_kinds: frozenset[str] = frozenset({"card", "pin", "qr"})  # [credentials] enables these
 
 
 @dataclass
@@ -191,9 +193,17 @@ class GateCore:
 
     def on_credential(self, credential: CredentialLike) -> None:
         now = self.clock.wall()
-        subject = self.consent.credential_subject(credential.kind, credential.value, now)
-        if subject is not None:
-            self.protect(subject)
+        authoriser = CredentialAuthoriser(
+            self.consent, purpose=self.settings.purpose, kinds=self.settings.credential_kinds
+        )
+        verdict = authoriser.authorise(credential, now)
+        if verdict.subject is not None:
+            self.protect(verdict.subject)
+        if verdict.reason in ("kind-disabled", "purpose-not-allowed"):
+            # a kind this gate does not accept, or a subject whose entry does not cover its purpose
+            self._conclude(Decision(False, credential.kind, None, verdict.reason.replace("-", "_")))
+            return
+        subject = verdict.subject
         alternative = subject is not None and not any(
             self.consent.allows(subject, m, self.settings.purpose, now) for m in BIOMETRIC
         )

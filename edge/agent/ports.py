@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from edge.credentials.authorise import EntryLike
 from edge.fingerprint.api import Identified
 
 # --------------------------------------------------------------------------- camera and face
@@ -114,6 +115,9 @@ class ConsentPort(Protocol):
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         """The subject whose entry allows this card/PIN/QR credential now, else None."""
+
+    def entry(self, subject: str) -> EntryLike | None:
+        """The subject's consent entry (its ``purposes`` are checked for credentials), else None."""
 
 
 class CredentialLike(Protocol):

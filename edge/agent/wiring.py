@@ -33,6 +33,7 @@ from edge.agent.ports import (
     GalleryPort,
 )
 from edge.config.schema import AgentConfig, Profile
+from edge.credentials.authorise import enabled_kinds
 from edge.door.base import DoorOutput, open_door
 from edge.events.sink import EventSink
 from edge.ops.metrics import Metrics
@@ -119,6 +120,7 @@ def run_agent(
                 purpose=config.consent.purpose,
                 door_pulse_s=config.policy.door_pulse_s,
                 health_interval_s=health_interval_s,
+                credential_kinds=enabled_kinds(config.credentials.card, config.credentials.pin, config.credentials.qr),
             ),
             clock=clock or SystemClock(),
             metrics=metrics,

@@ -91,12 +91,18 @@ class MemoryGallery:
         return self.slots.get(slot)
 
 
+@dataclass(frozen=True)
+class Entry:
+    purposes: frozenset[str]
+
+
 @dataclass
 class MemoryConsent:
     consents: set[tuple[str, str]] = field(default_factory=set)  # (subject, modality)
     credentials: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> subject
     stale: bool = False
     purpose: str = "access:main-gate"
+    purposes: dict[str, set[str]] = field(default_factory=dict)  # subject -> purposes, where not the default
 
     def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
         return purpose == self.purpose and (subject, modality) in self.consents
@@ -106,6 +112,13 @@ class MemoryConsent:
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         return self.credentials.get((kind, value))
+
+    def entry(self, subject: str) -> Entry | None:
+        """Every subject this double knows serves its purpose, unless ``purposes`` says otherwise."""
+        known = {s for s, _ in self.consents} | set(self.credentials.values())
+        if subject not in known:
+            return None
+        return Entry(frozenset(self.purposes.get(subject, {self.purpose})))
 
 
 T = TypeVar("T")

@@ -209,6 +209,38 @@ def test_unknown_card_is_denied() -> None:
     assert not lane.door.pulses
 
 
+def test_a_credential_kind_the_config_disables_is_refused_even_when_known() -> None:
+    """``[credentials] pin = false`` / ``qr = false`` were read by nothing: a known PIN opened the door
+    at a gate configured for cards only. Tried: a known PIN and a known card at a card-only gate."""
+    lane = Lane()
+    lane.core.settings.credential_kinds = frozenset({"card"})
+    lane.consent.credentials[("pin", "482913")] = CAROL
+    lane.consent.credentials[("card", "04A1B2")] = CAROL
+    lane.core.on_credential(Credential("pin", "482913"))
+    assert lane.access()[-1] == {
+        "gate": "lane-3",
+        "granted": False,
+        "modality": "pin",
+        "subject": None,
+        "reason": "kind_disabled",
+    }
+    assert not lane.door.pulses
+    lane.core.on_credential(Credential("card", "04A1B2"))
+    assert lane.access()[-1]["granted"] is True
+
+
+def test_a_credential_whose_entry_does_not_cover_this_gates_purpose_is_refused() -> None:
+    """The gate checked only that a credential was known, not the purpose its subject consented to.
+    Tried: a known card of a subject whose entry lists another site's purpose."""
+    lane = Lane()
+    lane.consent.credentials[("card", "04A1B2")] = CAROL
+    lane.consent.purposes[CAROL] = {"access:warehouse"}
+    lane.core.on_credential(Credential("card", "04A1B2"))
+    assert lane.access()[-1]["reason"] == "purpose_not_allowed"
+    assert lane.access()[-1]["subject"] is None
+    assert not lane.door.pulses
+
+
 def test_face_and_card_needs_both_factors_for_the_same_subject() -> None:
     lane = Lane(mode="face_and_card")
     lane.consent.consents |= {(ALICE, "face"), (BOB, "face")}

@@ -1,4 +1,4 @@
-"""The real subsystems behind the gate's ports: what ``edge.agent.wiring.build`` assembles.
+"""The real subsystems behind the gate's ports, assembled into a ``Wired`` bundle (``build_wired``).
 
 Order of assembly (each later part uses the earlier ones):
 
@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from edge.agent.events import EventContext, SchemaSink, _code
 from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerprintPort
+from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
 from edge.errors import EdgeError, HardwareError
 from edge.state import StateDir
 
 if TYPE_CHECKING:
-    from edge.agent.wiring import Wired
     from edge.fingerprint.erasure import EraseQueue, PendingErase
     from edge.fingerprint.touch import TouchLine
     from edge.fingerprint.workflows import SensorWorkflows
@@ -420,9 +420,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         def subjects() -> list[str]:
             return sorted({e.subject for e in ledger.entries()})
 
-        from edge.agent.wiring import Wired
-
-        wired = Wired(
+        return Wired(
             gallery=gallery,
             consent=ledger,
             sink=sink,
@@ -435,16 +433,6 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             subjects=subjects,
             closers=closers,
         )
-        wired.extras = {
-            "enforcer": enforcer,
-            "ledger": ledger,
-            "outbox": outbox,
-            "publisher": publisher,
-            "consent_service": consent,
-            "erase_queue": erase_queue,
-            "device_id": dev,
-        }
-        return wired
     except BaseException:
         for close in reversed(closers):
             with contextlib.suppress(Exception):

@@ -64,5 +64,5 @@ def open_card_reader(
             )
         else:
             source = GpiodEdgeSource(gpio.chip, gpio.wiegand_d0, gpio.wiegand_d1)
-        return WiegandReader(source, formats=wiegand_formats, value=wiegand_value)  # type: ignore[arg-type]
+        return WiegandReader(source, formats=wiegand_formats, value=wiegand_value)
     raise HardwareError(f"card reader backend {backend!r} is not known", hint="use none, sim, serial or wiegand")

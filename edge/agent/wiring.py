@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from edge.agent.decide import LanePolicy
-from edge.agent.gate import Clock, GateCore, GateRunner, GateSettings, SystemClock, Watchdog
+from edge.agent.gate import Clock, GateCore, GateSettings, SystemClock
+from edge.agent.runner import GateRunner, Watchdog
 from edge.agent.subsystems import build_wired
 from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile

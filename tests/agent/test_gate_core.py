@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from edge.agent.decide import LanePolicy
-from edge.agent.gate import FaceSeen, GateCore, GateSettings, face_seen
+from edge.agent.gate import GateCore, GateSettings
+from edge.agent.runner import FaceSeen, face_seen
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.errors import HardwareError

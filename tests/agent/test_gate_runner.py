@@ -8,8 +8,9 @@ from collections.abc import Callable
 import numpy as np
 
 from edge.agent.decide import LanePolicy
-from edge.agent.gate import GateCore, GateRunner, GateSettings
+from edge.agent.gate import GateCore, GateSettings
 from edge.agent.ports import FaceEscalation
+from edge.agent.runner import GateRunner
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.events.sink import MemorySink

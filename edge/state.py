@@ -60,6 +60,11 @@ class StateDir:
         return self.root / "outbox.sqlite3"
 
     @property
+    def sensor_erase_queue(self) -> Path:
+        """Fingerprint sensor slots waiting to be erased (slot, subject, reason; never templates)."""
+        return self.root / "sensor-erase.json"
+
+    @property
     def settings(self) -> Path:
         """What provisioning chose: profile, broker, site (TOML, secrets redacted elsewhere)."""
         return self.root / "edge.toml"

@@ -46,11 +46,11 @@ def test_enrol_identify_and_delete(rig: Rig) -> None:
     assert outcome.slot is not None
     rig.presenter.place("A", 3)
     hit = sensor.identify(timeout_s=30)
-    assert hit is not None
+    assert isinstance(hit, api.Match)
     assert hit.slot == outcome.slot
     rig.presenter.lift()
     rig.presenter.place("C", 1)
-    assert sensor.identify(timeout_s=30) is None
+    assert sensor.identify(timeout_s=30) == api.NO_MATCH
     rig.presenter.lift()
     sensor.delete(outcome.slot)
     assert sensor.template_count() == 0

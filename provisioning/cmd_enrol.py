@@ -57,8 +57,7 @@ def enrol_cmd(
             try:
                 report = enrol.enrol_face(
                     subject,
-                    consent=ports.consent,
-                    purpose=ports.purpose,
+                    enforcer=ports.enforcer,
                     camera=camera,
                     pipeline=ports.pipeline,
                     gallery=ports.gallery,
@@ -75,8 +74,7 @@ def enrol_cmd(
                 raise EdgeError("this terminal has no fingerprint sensor configured")
             report = enrol.enrol_finger(
                 subject,
-                consent=ports.consent,
-                purpose=ports.purpose,
+                enforcer=ports.enforcer,
                 sensor=ports.sensor(),
                 gallery=ports.gallery,
                 sink=ports.sink,

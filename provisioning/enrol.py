@@ -1,9 +1,12 @@
 """Enrolment workflows against the agent's ports: consent first, live quality feedback, and a
 report of what was stored (counts and slots, never a template).
 
-Consent is checked before the capture and again just before storing (a withdrawal can arrive in
-between). A failure after the sensor stored a template deletes that template, so a refused or
-failed enrolment leaves nothing behind.
+Every decision goes through the consent enforcer (``EnrolmentPort``): it checks consent before the
+capture, and again under its lock while the template is written (a withdrawal can arrive in
+between, and cannot slip between the check and the write); it audits every enrolment
+(``enrolment``) and every refusal (``enrolment_refused``: no consent, stale list, a failed capture,
+a duplicate finger). A failure after the sensor stored a template deletes that template, so a
+refused or failed enrolment leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -14,8 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.agent.ports import CameraPort, ConsentPort, EnrolGalleryPort, FacePipelinePort, FingerEnrolPort
-from edge.errors import ConsentError, EdgeError, HardwareError
+from edge.agent.ports import (
+    CameraPort,
+    EnrolGalleryPort,
+    EnrolmentPort,
+    EnrolResultLike,
+    FacePipelinePort,
+    FingerEnrolPort,
+)
+from edge.errors import EdgeError, HardwareError
 from edge.events.sink import EventSink
 
 log = logging.getLogger(__name__)
@@ -41,24 +51,14 @@ def _enrolled(subject: str, modality: str, duplicate_of: str | None) -> dict[str
     return body
 
 
-def _require_consent(consent: ConsentPort, subject: str, modality: str, purpose: str, now: float) -> None:
-    if consent.is_stale(now):
-        raise ConsentError(
-            "the cached consent list is stale: enrolment is stopped until a fresh list arrives",
-            hint="check the broker connection, or apply a list with `edge consent apply FILE`",
-        )
-    if not consent.allows(subject, modality, purpose, now):
-        raise ConsentError(
-            f"no active consent for {modality} enrolment of this subject for {purpose}",
-            hint="the site's consent authority must issue a list granting it; `edge consent show` lists entries",
-        )
+def _flagged(result: EnrolResultLike) -> bool:
+    return result.duplicate_of is not None
 
 
 def enrol_face(
     subject: str,
     *,
-    consent: ConsentPort,
-    purpose: str,
+    enforcer: EnrolmentPort,
     camera: CameraPort,
     pipeline: FacePipelinePort,
     gallery: EnrolGalleryPort,
@@ -69,7 +69,7 @@ def enrol_face(
     feedback: Feedback = lambda _text: None,
     wall: Callable[[], float] = time.time,
 ) -> EnrolReport:
-    _require_consent(consent, subject, "face", purpose, wall())
+    enforcer.check_enrolment(subject, "face", wall())
     report = EnrolReport("face", 0)
     embeddings: list[Any] = []
     last_hint = ""
@@ -97,13 +97,21 @@ def enrol_face(
             feedback(hint)
             last_hint = hint
     if len(embeddings) < wanted:
+        enforcer.refuse(subject, "face", "capture_failed", wall())
         raise HardwareError(
             f"only {len(embeddings)} of {wanted} good frames in {timeout_s:.0f} s; nothing was stored",
             hint="improve lighting, face the camera squarely, one person in view",
         )
-    _require_consent(consent, subject, "face", purpose, wall())
-    result = gallery.enrol(subject, "face", templates=embeddings, model_id=model_id)
-    embeddings.clear()
+    try:
+        result = enforcer.enrol(
+            subject,
+            "face",
+            wall(),
+            lambda: gallery.enrol(subject, "face", templates=embeddings, model_id=model_id),
+            flagged=_flagged,
+        )
+    finally:
+        embeddings.clear()
     report.stored = wanted
     report.duplicate_of = result.duplicate_of
     sink.emit("enrolment", _enrolled(subject, "face", result.duplicate_of))
@@ -113,8 +121,7 @@ def enrol_face(
 def enrol_finger(
     subject: str,
     *,
-    consent: ConsentPort,
-    purpose: str,
+    enforcer: EnrolmentPort,
     sensor: FingerEnrolPort,
     gallery: EnrolGalleryPort,
     sink: EventSink,
@@ -123,21 +130,33 @@ def enrol_finger(
     feedback: Feedback = lambda _text: None,
     wall: Callable[[], float] = time.time,
 ) -> EnrolReport:
-    _require_consent(consent, subject, "fingerprint", purpose, wall())
-    outcome = sensor.enrol(feedback, captures, timeout_s)
+    enforcer.check_enrolment(subject, "fingerprint", wall())
+    try:
+        outcome = sensor.enrol(feedback, captures, timeout_s)
+    except HardwareError:
+        enforcer.refuse(subject, "fingerprint", "capture_failed", wall())
+        raise
     slot = outcome.slot
     if outcome.duplicate_of is not None:
         if slot is not None:
             sensor.delete(slot)
+        enforcer.refuse(subject, "fingerprint", "duplicate", wall())
         raise EdgeError(
             f"this finger is already enrolled in sensor slot {outcome.duplicate_of}; nothing was stored",
             hint="enrol another finger, or delete the existing enrolment first",
         )
     if slot is None:
+        enforcer.refuse(subject, "fingerprint", "capture_failed", wall())
         raise HardwareError("the sensor stored nothing", hint="run the enrolment again")
+    stored = slot
     try:
-        _require_consent(consent, subject, "fingerprint", purpose, wall())
-        result = gallery.enrol(subject, "fingerprint", sensor_slot=slot)
+        result = enforcer.enrol(
+            subject,
+            "fingerprint",
+            wall(),
+            lambda: gallery.enrol(subject, "fingerprint", sensor_slot=stored),
+            flagged=_flagged,
+        )
     except BaseException:
         sensor.delete(slot)  # no orphan template left in the sensor
         raise

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge.agent.ports import CameraPort, ConsentPort, EnrolGalleryPort, FacePipelinePort, FingerEnrolPort
+from edge.agent.ports import CameraPort, EnrolGalleryPort, EnrolmentPort, FacePipelinePort, FingerEnrolPort
 from edge.events.sink import EventSink
 from edge.state import StateDir
 from provisioning.selftest import Check
@@ -46,7 +46,7 @@ def sensor_eraser(state: StateDir) -> SensorEraser | None:
             sensor.empty()
             return count
         finally:
-            sensor.driver.close()
+            sensor.close()
 
     return erase
 
@@ -70,7 +70,7 @@ class _SensorHealth:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.sensor.driver.close()
+            self.sensor.close()
 
 
 def device_checks(state: StateDir) -> list[Check]:
@@ -132,15 +132,16 @@ def device_checks(state: StateDir) -> list[Check]:
 class EnrolPorts:
     """What ``edge-provision enrol`` needs; ``closers`` run when it is done."""
 
-    consent: ConsentPort
+    enforcer: EnrolmentPort
     gallery: EnrolGalleryPort
     sink: EventSink
-    purpose: str
     camera: Callable[[], CameraPort] | None = None
     pipeline: FacePipelinePort | None = None
     model_id: str = ""
     sensor: Callable[[], FingerEnrolPort] | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
+    #: applies a signed consent list as `edge consent apply` would (the demo's installer copy)
+    apply_list: Callable[[bytes, float], object] | None = None
     #: the config's defaults for the enrol command ([face] enrol_frames, [fingerprint] ...)
     face_frames: int = 5
     finger_captures: int = 2
@@ -161,7 +162,7 @@ class _FingerEnrol:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
-            self.sensor.driver.close()
+            self.sensor.close()
 
 
 def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any = None) -> EnrolPorts | None:
@@ -185,11 +186,20 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
             threshold = config.face.threshold or float(pipeline.manifest.threshold)
         gallery = gallery_mod.Gallery.open_configured(state, config.gallery, threshold=threshold)
         closers.append(gallery.close)
+        from edge.consent.enforce import Enforcer, Store
+        from edge.fingerprint.erasure import EraseQueue
+        from edge.gallery.stores import FaceStore, FingerprintStore
+
+        stores: list[Store] = [
+            FaceStore(gallery),
+            FingerprintStore(gallery, EraseQueue(state.sensor_erase_queue)),
+        ]
+        enforcer = Enforcer(path.ledger, stores, path.sink, path.audit, purpose=config.consent.purpose)
         ports = EnrolPorts(
-            consent=path.ledger,
+            enforcer=enforcer,
             gallery=gallery,
             sink=path.sink,
-            purpose=config.consent.purpose,
+            apply_list=enforcer.apply,
             face_frames=config.face.enrol_frames,
             finger_captures=config.fingerprint.enrol_captures,
             finger_timeout_s=config.fingerprint.capture_timeout_s,

@@ -19,7 +19,7 @@ from pathlib import Path
 from edge.events.sink import EventSink
 
 # device names of the gate loop -> the modality they serve
-DEVICE_MODALITY = {"camera": "face", "finger": "fingerprint", "credential": "card"}
+DEVICE_MODALITY = {"camera": "face", "fingerprint": "fingerprint", "credential": "card"}
 CRITICAL_ALARMS = frozenset({"door_forced_open", "tamper"})
 RECEIPT_REASONS = {"withdrawn": "withdrawn", "expired": "expired", "not-in-list": "not_listed", "admin": "admin"}
 SCHEMA_MODALITIES = ("face", "fingerprint", "card", "pin", "qr")

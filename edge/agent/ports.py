@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from edge.credentials.authorise import EntryLike
+from edge.fingerprint.api import Identified
 
 # --------------------------------------------------------------------------- camera and face
 
@@ -70,19 +73,12 @@ class FaceEscalation:
 # --------------------------------------------------------------------------- fingerprint
 
 
-class FingerMatch(Protocol):
-    """A finger was on the glass: the matching slot, or ``slot is None`` when the sensor found no match."""
-
-    @property
-    def slot(self) -> int | None: ...
-
-    @property
-    def score(self) -> int: ...
-
-
 class FingerprintPort(Protocol):
-    def identify(self, timeout_s: float) -> FingerMatch | None:
-        """Wait up to ``timeout_s`` for a finger; None when none was placed. Raises HardwareError on failure."""
+    """``edge.fingerprint.workflows.SensorWorkflows``: it erases queued slots before each read."""
+
+    def identify(self, timeout_s: float) -> Identified:
+        """Wait up to ``timeout_s`` for a finger: ``NoFinger``, ``NoMatch`` or ``Match(slot, score)``.
+        Raises HardwareError on failure."""
 
     def close(self) -> None: ...
 
@@ -119,6 +115,9 @@ class ConsentPort(Protocol):
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         """The subject whose entry allows this card/PIN/QR credential now, else None."""
+
+    def entry(self, subject: str) -> EntryLike | None:
+        """The subject's consent entry (its ``purposes`` are checked for credentials), else None."""
 
 
 class CredentialLike(Protocol):
@@ -169,6 +168,25 @@ class EnrolGalleryPort(Protocol):
         sensor_slot: int | None = None,
         model_id: str | None = None,
     ) -> EnrolResultLike: ...
+
+
+T = TypeVar("T")
+
+
+class EnrolmentPort(Protocol):
+    """``edge.consent.enforce.Enforcer``: consent checked and the template written under one lock, and
+    every enrolment and refusal audited (``enrolment`` / ``enrolment_refused``)."""
+
+    def check_enrolment(self, subject: str, modality: str, now: float) -> None:
+        """Raise ``EnrolmentRefused`` (audited) when consent does not allow it now."""
+
+    def refuse(self, subject: str, modality: str, reason: str, now: float) -> None:
+        """Audit a refusal the caller decided (``capture_failed``, ``duplicate``, ``presentation_attack``)."""
+
+    def enrol(
+        self, subject: str, modality: str, now: float, write: Callable[[], T], *, flagged: Callable[[T], bool] = ...
+    ) -> T:
+        """Run ``write`` under the lock if consent allows it; audit the outcome."""
 
 
 class FingerEnrolOutcome(Protocol):

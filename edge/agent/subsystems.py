@@ -1,4 +1,4 @@
-"""The real subsystems behind the gate's ports: what ``edge.agent.wiring.build`` assembles.
+"""The real subsystems behind the gate's ports, assembled into a ``Wired`` bundle (``build_wired``).
 
 Order of assembly (each later part uses the earlier ones):
 
@@ -31,14 +31,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.agent.events import EventContext, SchemaSink, _code
-from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerMatch, FingerprintPort
+from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerprintPort
+from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
 from edge.errors import EdgeError, HardwareError
 from edge.state import StateDir
 
 if TYPE_CHECKING:
-    from edge.agent.wiring import Wired
+    from edge.fingerprint.erasure import EraseQueue, PendingErase
     from edge.fingerprint.touch import TouchLine
+    from edge.fingerprint.workflows import SensorWorkflows
 
 log = logging.getLogger(__name__)
 
@@ -64,68 +66,6 @@ def has_module(name: str) -> bool:
     return True
 
 
-# =========================================================================== sensor slots
-
-
-class SlotEraser:
-    """Sensor slots waiting to be erased. The fingerprint thread owns the UART and drains this queue
-    between reads; ``erase_now`` serves tools that own the sensor themselves (enrolment, reset)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: set[int] = set()
-        self.erased = 0
-
-    def add(self, slots: list[int]) -> None:
-        with self._lock:
-            self._pending.update(int(s) for s in slots)
-
-    def pending(self) -> list[int]:
-        with self._lock:
-            return sorted(self._pending)
-
-    def drain(self, delete: Callable[[int], None]) -> int:
-        done = 0
-        for slot in self.pending():
-            delete(slot)
-            with self._lock:
-                self._pending.discard(slot)
-            done += 1
-        self.erased += done
-        return done
-
-
-class GalleryStore:
-    """One modality's view of the gallery as the enforcer's ``BiometricStore``.
-
-    A withdrawal of one modality deletes only that modality's data (the person keeps what they
-    still consent to); the sensor slots it held go to the ``SlotEraser``.
-    """
-
-    def __init__(self, gallery: Any, modality: str, eraser: SlotEraser) -> None:
-        self.gallery = gallery
-        self.modality = modality
-        self.name = modality
-        self.eraser = eraser
-
-    def subjects(self) -> set[str]:
-        return set(self.gallery.subjects(self.modality))
-
-    def has_subject(self, subject: str) -> bool:
-        return subject in self.gallery.subjects(self.modality)
-
-    def delete_subject(self, subject: str) -> Mapping[str, object]:
-        report = self.gallery.delete_subject(subject, self.modality)
-        slots = [int(s) for s in report.sensor_slots]
-        if slots:
-            self.eraser.add(slots)
-        return {
-            "templates": int(report.face_templates),
-            "slots": slots,
-            "modalities": [str(m) for m in report.modalities],
-        }
-
-
 class EmptyGallery:
     """The gallery of a build without ``edge.gallery`` (card/PIN/QR only): holds nobody."""
 
@@ -142,88 +82,6 @@ class EmptyGallery:
 # =========================================================================== fingerprint
 
 
-@dataclass(frozen=True)
-class SensorMatch:
-    """A finger was searched: its slot, or None when the sensor's library holds no match."""
-
-    slot: int | None
-    score: int
-
-
-class FingerAdapter:
-    """``FingerprintPort`` over ``edge.fingerprint``'s ``SensorWorkflows``; erases queued slots first.
-
-    ``identify`` runs the capture and 1:N search on the driver itself, so that "finger, no match" (a
-    failed attempt: a denial event, counted towards back-off) differs from "no finger" (None); the
-    workflows' own ``identify`` returns None for both. A capture too poor to search is no attempt.
-    """
-
-    #: with a touch line, the UART is still polled this often, so a dead line cannot silence the sensor
-    FALLBACK_POLL_S = 5.0
-
-    def __init__(
-        self, sensor: Any, eraser: SlotEraser, is_known: Callable[[int], bool], touch: TouchLine | None = None
-    ) -> None:
-        self.sensor = sensor
-        self.eraser = eraser
-        self._orphans_checked = False
-        self._is_known = is_known
-        self.touch = touch
-        self._next_poll = time.monotonic() + self.FALLBACK_POLL_S
-        self._warned_touch = False
-
-    def _erase_orphans(self) -> None:
-        """Templates left on the sensor by a crash between a gallery delete and the sensor erase."""
-        occupied = getattr(self.sensor.driver, "occupied", None)
-        if not callable(occupied):
-            return
-        orphans = [s for s in occupied() if not self._is_known(s)]
-        if orphans:
-            self.eraser.add(orphans)
-            log.info("erasing %s sensor template(s) no gallery record refers to", len(orphans))
-
-    def identify(self, timeout_s: float) -> FingerMatch | None:
-        if not self._orphans_checked:
-            self._erase_orphans()
-            self._orphans_checked = True
-        if self.eraser.drain(self.sensor.delete):
-            timeout_s = min(timeout_s, 0.1)
-        driver = self.sensor.driver
-        if not self._finger_on(driver, timeout_s):
-            return None
-        if driver.image2tz(1) != 0:
-            return None
-        hit = driver.search(1)
-        return SensorMatch(int(hit[0]), int(hit[1])) if hit else SensorMatch(None, 0)
-
-    def _finger_on(self, driver: Any, timeout_s: float) -> bool:
-        """A finger imaged: after the touch line fires (then GenImg for up to a second), or by
-        polling GenImg when there is no touch line or its fallback poll is due."""
-        if self.touch is None:
-            return bool(driver.wait_for_finger(timeout_s))
-        if self.touch.wait(min(timeout_s, max(0.0, self._next_poll - time.monotonic()))):
-            return bool(driver.wait_for_finger(1.0))
-        if time.monotonic() < self._next_poll:
-            return False
-        self._next_poll = time.monotonic() + self.FALLBACK_POLL_S
-        found = bool(driver.capture())
-        if found and not self._warned_touch:
-            self._warned_touch = True
-            log.warning(
-                "a finger was imaged without a signal on the touch line: check fingerprint.touch_gpio "
-                "(wiring, polarity) or remove it from the profile; until then fingers are seen every %.0f s",
-                self.FALLBACK_POLL_S,
-            )
-        return found
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.sensor.driver.close()
-        if self.touch is not None:
-            with contextlib.suppress(Exception):
-                self.touch.close()
-
-
 def open_touch(profile: Profile) -> TouchLine | None:
     """The sensor's touch output when the profile wires one (real GPIO only)."""
     offer = profile.fingerprint
@@ -231,10 +89,7 @@ def open_touch(profile: Profile) -> TouchLine | None:
         return None
     from edge.fingerprint.touch import open_touch_line
 
-    line: TouchLine | None = open_touch_line(
-        profile.gpio.chip, offer.touch_gpio, offer.family, simulated=profile.gpio.simulated
-    )
-    return line
+    return open_touch_line(profile.gpio.chip, offer.touch_gpio, offer.family, simulated=profile.gpio.simulated)
 
 
 def fingerprint_url(config: AgentConfig, profile: Profile) -> tuple[str, int, int]:
@@ -256,14 +111,34 @@ def fingerprint_url(config: AgentConfig, profile: Profile) -> tuple[str, int, in
     raise HardwareError(f"the profile has no UART named {uart_name!r}", hint="check [fingerprint] uart")
 
 
-def open_fingerprint(config: AgentConfig, profile: Profile) -> Any:
+def open_fingerprint(
+    config: AgentConfig,
+    profile: Profile,
+    *,
+    erase_queue: EraseQueue | None = None,
+    on_erased: Callable[[list[PendingErase]], None] | None = None,
+    is_known: Callable[[int], bool] | None = None,
+    touch: bool = False,
+) -> SensorWorkflows:
+    """The sensor as ``SensorWorkflows``; the gate passes its erase queue, receipts and touch line."""
     workflows = optional_module("edge.fingerprint.workflows", "fingerprint support")
     url, baud, address = fingerprint_url(config, profile)
     password = int(config.fingerprint.password.get_secret_value() or "0", 16)
-    # enrolment lights the R503's LED ring (ready, scanning, success or failure); the other families
-    # have no LED. The gate loop (FingerAdapter) reads the driver directly and drives no cues.
+    # the R503's LED ring shows ready, scanning, success or failure; the other families have no LED
     led = profile.fingerprint is not None and profile.fingerprint.family == "r503"
-    return workflows.open_sensor(url, baud=baud, address=address, password=password, led=led)
+    extra: dict[str, Any] = {}
+    if erase_queue is not None:
+        extra["erase_queue"] = erase_queue
+    if on_erased is not None:
+        extra["on_erased"] = on_erased
+    if is_known is not None:
+        extra["is_known"] = is_known
+    if touch:
+        extra["touch"] = lambda: open_touch(profile)
+    sensor: SensorWorkflows = workflows.open_sensor(
+        url, baud=baud, address=address, password=password, led=led, **extra
+    )
+    return sensor
 
 
 # =========================================================================== camera and face
@@ -466,14 +341,18 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         )
         site = config.device.site
 
-        eraser = SlotEraser()
+        from edge.fingerprint.erasure import EraseQueue
+
+        erase_queue = EraseQueue(state.sensor_erase_queue)
         biometric = config.face.enabled or config.fingerprint.enabled
         gallery: Any
         if has_module("edge.gallery.store") or biometric:
             gallery_mod = optional_module("edge.gallery.store", "biometric gallery")
+            from edge.gallery.stores import FaceStore, FingerprintStore
+
             gallery = gallery_mod.Gallery.open_configured(state, config.gallery)
             closers.append(gallery.close)
-            stores: list[Any] = [GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)]
+            stores: list[Any] = [FaceStore(gallery), FingerprintStore(gallery, erase_queue)]
         else:
             gallery = EmptyGallery()
             stores = []
@@ -526,14 +405,13 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             def is_known(slot: int) -> bool:
                 return gallery.subject_for_slot(slot) is not None
 
+            def on_erased(done: list[PendingErase]) -> None:
+                enforcer.erased(done, time.time())
+
             def finger_factory() -> FingerprintPort:
-                sensor = open_fingerprint(config, profile)
-                try:
-                    touch = open_touch(profile)
-                except BaseException:
-                    sensor.driver.close()
-                    raise
-                return FingerAdapter(sensor, eraser, is_known, touch)
+                return open_fingerprint(
+                    config, profile, erase_queue=erase_queue, on_erased=on_erased, is_known=is_known, touch=True
+                )
 
             fingerprint = finger_factory
 
@@ -542,9 +420,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         def subjects() -> list[str]:
             return sorted({e.subject for e in ledger.entries()})
 
-        from edge.agent.wiring import Wired
-
-        wired = Wired(
+        return Wired(
             gallery=gallery,
             consent=ledger,
             sink=sink,
@@ -557,16 +433,6 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             subjects=subjects,
             closers=closers,
         )
-        wired.extras = {
-            "enforcer": enforcer,
-            "ledger": ledger,
-            "outbox": outbox,
-            "publisher": publisher,
-            "consent_service": consent,
-            "eraser": eraser,
-            "device_id": dev,
-        }
-        return wired
     except BaseException:
         for close in reversed(closers):
             with contextlib.suppress(Exception):

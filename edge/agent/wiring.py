@@ -18,23 +18,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from edge.agent.decide import LanePolicy, PolicyPort
-from edge.agent.gate import Clock, GateCore, GateRunner, GateSettings, SystemClock, Watchdog
-from edge.agent.ports import (
-    CameraPort,
-    ConsentPort,
-    CredentialReaderPort,
-    FaceEscalation,
-    FacePipelinePort,
-    FingerprintPort,
-    GalleryPort,
-)
+from edge.agent.decide import LanePolicy
+from edge.agent.gate import Clock, GateCore, GateSettings, SystemClock
+from edge.agent.runner import GateRunner, Watchdog
+from edge.agent.subsystems import build_wired
+from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
-from edge.door.base import DoorOutput, open_door
-from edge.events.sink import EventSink
+from edge.credentials.authorise import enabled_kinds
+from edge.door.base import open_door
 from edge.ops.metrics import Metrics
 from edge.state import StateDir
 
@@ -49,32 +42,12 @@ class Notify(Watchdog, Protocol):
     def stopping(self) -> bool: ...
 
 
-@dataclass
-class Wired:
-    gallery: GalleryPort
-    consent: ConsentPort
-    sink: EventSink
-    face_threshold: float = 0.6
-    policy: PolicyPort | None = None
-    camera: Callable[[], CameraPort] | None = None
-    face: FacePipelinePort | None = None
-    face_escalation: FaceEscalation | None = None  # None: every frame gets the accurate embedding
-    fingerprint: Callable[[], FingerprintPort] | None = None
-    credentials: Callable[[], CredentialReaderPort] | None = None
-    door: DoorOutput | None = None
-    subjects: Callable[[], list[str]] = list  # known subject ids, taught to the log redactor at start
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)  # the real subsystems, for tests and the demo
-
-
 def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
     """The real ports for this config: stores, signed event path, consent, devices.
 
     Subsystems that are absent from this build (``edge.gallery``, ``edge.vision``,
     ``edge.fingerprint``) are a loud ``EdgeError`` when the config enables them, never a silent skip.
     """
-    from edge.agent.subsystems import build_wired
-
     return build_wired(config, profile, state)
 
 
@@ -119,6 +92,7 @@ def run_agent(
                 purpose=config.consent.purpose,
                 door_pulse_s=config.policy.door_pulse_s,
                 health_interval_s=health_interval_s,
+                credential_kinds=enabled_kinds(config.credentials.card, config.credentials.pin, config.credentials.qr),
             ),
             clock=clock or SystemClock(),
             metrics=metrics,

@@ -37,8 +37,9 @@ class BiometricStore(Protocol):
 
     Optional attributes the enforcer reads when present: ``name`` (receipt key, default the class
     name), ``modality`` (``"face"`` / ``"fingerprint"``; without it a subject is kept while any
-    of their modalities is consented) and ``has_subject(subject) -> bool`` (a cheap membership
-    test, so a withdrawal does not list a 10k-subject store).
+    of their modalities is consented), ``has_subject(subject) -> bool`` (a cheap membership
+    test, so a withdrawal does not list a 10k-subject store). A store whose templates another
+    thread erases later (the sensor) is a ``DeferredStore`` instead.
     """
 
     def subjects(self) -> set[str]:
@@ -50,16 +51,30 @@ class BiometricStore(Protocol):
         ...
 
 
-def store_name(store: BiometricStore) -> str:
+@runtime_checkable
+class DeferredStore(Protocol):
+    """A store whose templates are erased later by the thread that owns the device (the sensor):
+    ``schedule_deletion`` queues them durably and returns how many; the receipt is signed by
+    ``Enforcer.erased`` once they are gone. Reads ``name``/``modality``/``has_subject`` as above."""
+
+    def subjects(self) -> set[str]: ...
+
+    def schedule_deletion(self, subject: str, reason: str, list_version: int) -> int: ...
+
+
+Store = BiometricStore | DeferredStore
+
+
+def store_name(store: Store) -> str:
     return str(getattr(store, "name", type(store).__name__))
 
 
-def store_modality(store: BiometricStore) -> str | None:
+def store_modality(store: Store) -> str | None:
     modality = getattr(store, "modality", None)
     return str(modality) if modality is not None else None
 
 
-def _held(store: BiometricStore, subjects: Iterable[str]) -> list[str]:
+def _held(store: Store, subjects: Iterable[str]) -> list[str]:
     """Which of ``subjects`` the store holds (its optional ``has_subject`` avoids listing them all)."""
     has_subject = getattr(store, "has_subject", None)
     if callable(has_subject):
@@ -68,20 +83,67 @@ def _held(store: BiometricStore, subjects: Iterable[str]) -> list[str]:
     return [s for s in subjects if s in held]
 
 
-class EnrolmentRefused(ConsentError):  # noqa: N818 - reads as what happened
-    """Enrolment refused: no active consent for this modality and purpose (or the list is stale)."""
+class ErasedSlot(Protocol):
+    """A sensor slot erased after its subject's consent ended (``edge.fingerprint.erasure.PendingErase``)."""
 
-    def __init__(self, modality: str, why: str) -> None:
+    @property
+    def slot(self) -> int: ...
+
+    @property
+    def subject(self) -> str | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    @property
+    def list_version(self) -> int: ...
+
+
+#: Why an enrolment was refused (the ``reason`` of an ``enrolment_refused`` audit record).
+REFUSAL_REASONS = ("no_consent", "consent_stale", "presentation_attack", "duplicate", "capture_failed")
+
+
+class ConsentView(Protocol):
+    """What the enrolment rule reads: the ledger, or a test's consent double."""
+
+    def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool: ...
+
+    def is_stale(self, now: float) -> bool: ...
+
+
+def enrolment_refusal(consent: ConsentView, subject: str, modality: str, purpose: str | None, now: float) -> str | None:
+    """The rule: ``consent_stale`` while the list is stale (fail closed), ``no_consent`` without an
+    active grant for this modality and purpose, else None (the enrolment may go ahead)."""
+    if consent.is_stale(now):
+        return "consent_stale"
+    if not consent.allows(subject, modality, purpose, now):
+        return "no_consent"
+    return None
+
+
+class EnrolmentRefused(ConsentError):  # noqa: N818 - reads as what happened
+    """Enrolment refused: no active consent for this modality and purpose, or the list is stale."""
+
+    def __init__(self, modality: str, reason: str, purpose: str | None = None) -> None:
         self.modality = modality
-        self.why = why
-        super().__init__(f"{modality} enrolment refused: {why}", hint="the subject must consent first")
+        self.reason = reason
+        if reason == "consent_stale":
+            super().__init__(
+                "the cached consent list is stale (fail closed): enrolment is stopped until a fresh list arrives",
+                hint="check the broker connection, or apply a list with `edge consent apply FILE`",
+            )
+        else:
+            super().__init__(
+                f"no active consent for {modality} enrolment of this subject for {purpose or 'this purpose'}",
+                hint="the site's consent authority must issue a list granting it; `edge consent show` lists entries",
+            )
 
 
 class Enforcer:
     def __init__(
         self,
         ledger: ConsentLedger,
-        stores: Sequence[BiometricStore],
+        stores: Sequence[Store],
         sink: EventSink,
         audit: AuditLog | None,
         *,
@@ -167,42 +229,65 @@ class Enforcer:
             version = self.ledger.version
             deleted: dict[str, dict[str, object]] = {}
             reasons: dict[str, str] = {}
+            queued = 0
             for store in self.stores:
                 modality = store_modality(store)
                 for subject in sorted(store.subjects() if subjects is None else _held(store, subjects)):
                     if self.ledger.retains(subject, modality, self.purpose, now):
                         continue
+                    reason = reasons.setdefault(subject, self._reason(subject, modality, now))
+                    if isinstance(store, DeferredStore):
+                        # the template is erased later by the device's owner: its receipt follows then
+                        queued += store.schedule_deletion(subject, reason, version or 0)
+                        continue
                     result = dict(store.delete_subject(subject))
                     deleted.setdefault(subject, {})[store_name(store)] = result
-                    reasons.setdefault(subject, self._reason(subject, modality, now))
-            receipts: list[dict[str, object]] = []
-            for subject in sorted(deleted):
-                body: dict[str, object] = {
-                    "subject": subject,
-                    "deleted": deleted[subject],
-                    "reason": reasons[subject],
-                    "at": float(now),
-                    "list_version": version,
-                }
-                if self.audit is not None:
-                    self.audit.append(
-                        "deletion",
-                        {
-                            "subject": subject,
-                            "deleted": deleted[subject],
-                            "reason": reasons[subject],
-                            "list_version": version,
-                        },
-                        at=now,
-                    )
-                self.sink.emit("deletion_receipt", body)
-                receipts.append(body)
+            receipts = [
+                self._receipt(subject, deleted[subject], reasons[subject], version, now) for subject in sorted(deleted)
+            ]
+            if queued:
+                log.info("%s sensor template(s) queued for erasure; their receipts follow the erase", queued)
             if receipts:
                 log.info("reconciliation deleted templates of %s subject(s) under list %s", len(receipts), version)
             self._next_expiry = self.ledger.next_expiry(now)
             if full:
                 self._seen = self.ledger.generation
             return receipts
+
+    def _receipt(
+        self, subject: str, deleted: dict[str, object], reason: str, version: int | None, now: float
+    ) -> dict[str, object]:
+        """Audit and sign one deletion receipt for what was actually deleted."""
+        body: dict[str, object] = {
+            "subject": subject,
+            "deleted": deleted,
+            "reason": reason,
+            "at": float(now),
+            "list_version": version,
+        }
+        if self.audit is not None:
+            self.audit.append(
+                "deletion",
+                {"subject": subject, "deleted": deleted, "reason": reason, "list_version": version},
+                at=now,
+            )
+        self.sink.emit("deletion_receipt", body)
+        return body
+
+    def erased(self, done: Sequence[ErasedSlot], now: float) -> list[dict[str, object]]:
+        """Receipts for sensor slots the device's owner has just erased (one per subject and reason).
+
+        Called from the thread that erased them; orphans (no subject) owe nobody a receipt.
+        """
+        groups: dict[tuple[str, str, int], list[int]] = {}
+        for item in done:
+            if item.subject is not None:
+                groups.setdefault((item.subject, item.reason, item.list_version), []).append(item.slot)
+        receipts = []
+        for (subject, reason, version), slots in sorted(groups.items()):
+            result: dict[str, object] = {"templates": 0, "slots": sorted(slots), "modalities": ["fingerprint"]}
+            receipts.append(self._receipt(subject, {"fingerprint": result}, reason, version, now))
+        return receipts
 
     def _check_stale(self, now: float) -> None:
         stale = self.ledger.is_stale(now)
@@ -214,7 +299,7 @@ class Enforcer:
             return
         info = self.ledger.info
         body: dict[str, object] = {
-            "alarm": "consent_list_stale",
+            "alarm": "consent_stale",
             "active": stale,
             "list_version": info.version if info else None,
             "valid_until": info.valid_until if info else None,
@@ -231,46 +316,49 @@ class Enforcer:
 
     # ------------------------------------------------------------------ enrolment and matching
 
-    def may_enrol(self, subject: str, modality: str, now: float) -> bool:
-        return self.ledger.allows(subject, modality, self.purpose, now)
+    def _refuse(self, subject: str, modality: str, reason: str, now: float) -> None:
+        if self.audit is not None:
+            self.audit.append("enrolment_refused", {"subject": subject, "modality": modality, "reason": reason}, at=now)
+        log.info("%s enrolment refused: %s", modality, reason)
 
-    def enrol(self, subject: str, modality: str, now: float, write: Callable[[], T]) -> T:
-        """Run ``write`` (which stores the template) only if consent is active, under the lock."""
+    def check_enrolment(self, subject: str, modality: str, now: float) -> None:
+        """Refuse before any capture when consent does not allow it: audited, raises ``EnrolmentRefused``."""
+        with self._lock:
+            self.ledger.reload_if_changed()
+            reason = enrolment_refusal(self.ledger, subject, modality, self.purpose, now)
+            if reason is not None:
+                self._refuse(subject, modality, reason, now)
+                raise EnrolmentRefused(modality, reason, self.purpose)
+
+    def refuse(self, subject: str, modality: str, reason: str, now: float) -> None:
+        """Audit a refusal the caller decided (a capture that failed, a duplicate finger, an attack)."""
+        if reason not in REFUSAL_REASONS:
+            raise ValueError(f"unknown refusal reason {reason!r}; expected one of {', '.join(REFUSAL_REASONS)}")
+        with self._lock:
+            self._refuse(subject, modality, reason, now)
+
+    def enrol(
+        self,
+        subject: str,
+        modality: str,
+        now: float,
+        write: Callable[[], T],
+        *,
+        flagged: Callable[[T], bool] = lambda _result: False,
+    ) -> T:
+        """Run ``write`` (which stores the template) only if consent is active, under the lock, and audit
+        the outcome: ``enrolment`` (``result`` ``enrolled`` or ``duplicate_flagged`` when ``flagged``
+        says the template matched another subject) or ``enrolment_refused``."""
         with self._lock:
             self.ledger.reload_if_changed()
             if self._seen != self.ledger.generation or self._expiry_due(now):
                 self.reconcile(now)  # catch up before writing anything new
-            if not self.ledger.allows(subject, modality, self.purpose, now):
-                why = (
-                    "the consent list is stale (fail closed)"
-                    if self.ledger.is_stale(now)
-                    else "no active consent for this modality and purpose"
-                )
-                if self.audit is not None:
-                    self.audit.append(
-                        "enrolment_refused", {"subject": subject, "modality": modality, "why": why}, at=now
-                    )
-                raise EnrolmentRefused(modality, why)
+            reason = enrolment_refusal(self.ledger, subject, modality, self.purpose, now)
+            if reason is not None:
+                self._refuse(subject, modality, reason, now)
+                raise EnrolmentRefused(modality, reason, self.purpose)
             result = write()
             if self.audit is not None:
-                self.audit.append(
-                    "enrolment",
-                    {
-                        "subject": subject,
-                        "modality": modality,
-                        "purpose": self.purpose,
-                        "list_version": self.ledger.version,
-                    },
-                    at=now,
-                )
+                outcome = "duplicate_flagged" if flagged(result) else "enrolled"
+                self.audit.append("enrolment", {"subject": subject, "modality": modality, "result": outcome}, at=now)
             return result
-
-    def match_allowed(self, subject: str, modality: str, now: float) -> bool:
-        """Whether a match of ``subject`` may be reported at all. False when stale (fail closed)."""
-        return self.ledger.allows(subject, modality, self.purpose, now)
-
-    def filter_match(self, subject: str | None, modality: str, now: float) -> str | None:
-        """The matcher's candidate, or None when consent does not allow reporting it."""
-        if subject is None or not self.match_allowed(subject, modality, now):
-            return None
-        return subject

@@ -1,16 +1,18 @@
 """Authorisation through the non-biometric path: a card, PIN or QR credential checked against the
 consent list's entries. It works whatever the subject's biometric consent (granted, withdrawn,
 expired) and while the list is stale: nobody is refused service for refusing biometrics.
+
+The gate (``edge.agent.gate.GateCore.on_credential``) asks it for every presentation: a kind the
+config's ``[credentials]`` section does not enable (``pin``/``qr`` false, ``card = "none"``) is
+refused, and so is a credential whose subject's entry does not list this gate's purpose.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-
-from edge.consent.ledger import ConsentLedger
-from edge.credentials.readers import Credential
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,34 @@ def enabled_kinds(card: str, pin: bool, qr: bool) -> frozenset[str]:
     return frozenset(kinds)
 
 
+class CredentialLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+
+class EntryLike(Protocol):
+    @property
+    def purposes(self) -> Collection[str]: ...
+
+
+class CredentialBook(Protocol):
+    """What the authoriser reads: the consent ledger (or a test's consent double)."""
+
+    def credential_subject(self, kind: str, value: str, now: float) -> str | None: ...
+
+    def entry(self, subject: str) -> EntryLike | None: ...
+
+
 class CredentialAuthoriser:
-    def __init__(self, ledger: ConsentLedger, *, purpose: str, kinds: Iterable[str] = ("card", "pin", "qr")) -> None:
+    def __init__(self, ledger: CredentialBook, *, purpose: str, kinds: Iterable[str] = ("card", "pin", "qr")) -> None:
         self.ledger = ledger
         self.purpose = purpose
         self.kinds = frozenset(kinds)
 
-    def authorise(self, credential: Credential, now: float) -> CredentialDecision:
+    def authorise(self, credential: CredentialLike, now: float) -> CredentialDecision:
         if credential.kind not in self.kinds:
             return CredentialDecision(False, None, "kind-disabled")
         subject = self.ledger.credential_subject(credential.kind, credential.value, now)

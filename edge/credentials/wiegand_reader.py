@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from edge.credentials.base import Credential
 from edge.credentials.hashing import CredentialFormatError, normalise
-from edge.credentials.readers import ControlFifo, Credential, WakePipe
+from edge.credentials.plumbing import ControlFifo, WakePipe
 from edge.credentials.wiegand import (
     DEFAULT_FORMATS,
     FORMATS,

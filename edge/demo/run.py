@@ -384,14 +384,13 @@ class Demo:
         ports = hooks.enrol_ports(state, pipeline=pipeline)
         assert ports is not None
         try:
-            ledger: Any = ports.consent
-            ledger.apply(first_list, time.time())  # the installer's copy of the list (`edge consent apply`)
+            assert ports.apply_list is not None
+            ports.apply_list(first_list, time.time())  # the installer's copy of the list (`edge consent apply`)
             eve_camera = ReplayCamera(list(cast_faces["p-anna"].enrol), fps=0)  # consent is checked first
             try:
                 enrol.enrol_face(
                     "p-eve",
-                    consent=ports.consent,
-                    purpose=ports.purpose,
+                    enforcer=ports.enforcer,
                     camera=eve_camera,
                     pipeline=pipeline,
                     gallery=ports.gallery,
@@ -403,6 +402,7 @@ class Demo:
                 self.check("enrolment of p-eve is refused (no consent)", True)
             finally:
                 eve_camera.close()
+            enrolled = 0
             for who in ("p-anna", "p-dan", "p-cara"):
                 person = cast_faces.get(who)
                 if person is None:
@@ -411,8 +411,7 @@ class Demo:
                 try:
                     report = enrol.enrol_face(
                         who,
-                        consent=ports.consent,
-                        purpose=ports.purpose,
+                        enforcer=ports.enforcer,
                         camera=camera,
                         pipeline=pipeline,
                         gallery=ports.gallery,
@@ -424,6 +423,7 @@ class Demo:
                 finally:
                     camera.close()
                 self.say(f"enrolled {who} by face: {report.stored} templates from {report.frames_seen} frames")
+                enrolled += 1
             assert ports.sensor is not None
             for who, finger in fingers.items():
                 sensor = ports.sensor()
@@ -437,8 +437,7 @@ class Demo:
 
                 report = enrol.enrol_finger(
                     who,
-                    consent=ports.consent,
-                    purpose=ports.purpose,
+                    enforcer=ports.enforcer,
                     sensor=sensor,
                     gallery=ports.gallery,
                     sink=ports.sink,
@@ -448,9 +447,29 @@ class Demo:
                 )
                 sim.control.lift()
                 self.say(f"enrolled {who} on the sensor: slot {report.sensor_slot}")
+                enrolled += 1
         finally:
             for close in reversed(ports.closers):
                 close()
+        self._check_enrolment_audit(state, enrolled)
+
+    def _check_enrolment_audit(self, state: Any, enrolled: int) -> None:
+        """The audit log holds one ``enrolment`` record per enrolment and the refusal of p-eve."""
+        from edge.audit.log import AuditLog
+        from edge.crypto.keys import load_signing_key
+
+        audit = AuditLog.open(state.audit_db, load_signing_key(state.identity_key))
+        try:
+            records = audit.records()
+        finally:
+            audit.close()
+        done = [r for r in records if r.kind == "enrolment"]
+        refused = [r for r in records if r.kind == "enrolment_refused"]
+        self.check(
+            "every enrolment and the refusal are in the audit log",
+            len(done) == enrolled and [r.details.get("subject") for r in refused] == ["p-eve"],
+            f"{len(done)} enrolment record(s), {len(refused)} refusal(s)",
+        )
 
     def _scenario(
         self,

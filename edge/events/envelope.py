@@ -27,7 +27,7 @@ from edge.crypto import strictcbor
 from edge.crypto.cose import ALG_EDDSA, COSE_SIGN1_TAG, HDR_ALG, HDR_KID
 from edge.crypto.keys import key_id
 from edge.errors import IntegrityError
-from edge.events.guard import AuditLog, check
+from edge.events.guard import AuditLog, CheckedBody, check
 from edge.events.schema import SchemaViolation, validate
 
 CLAIM_ISS = 1
@@ -174,9 +174,9 @@ class EventSigner:
         clean = check(kind, body, audit=self.audit)
         return self._sign(topic, kind, clean, self.seq_store.next_seq())
 
-    def sign_with_seq(self, topic: str, kind: str, body: Mapping[str, object], seq: int) -> bytes:
-        """As ``sign``, with a sequence number the caller allocated (the outbox does, atomically)."""
-        clean = check(kind, body, audit=self.audit)
+    def sign_with_seq(self, topic: str, kind: str, clean: CheckedBody, seq: int) -> bytes:
+        """As ``sign``, for a body the guard already passed (``check`` returns ``CheckedBody``), with a
+        sequence number the caller allocated (the outbox does, atomically). The guard runs once."""
         return self._sign(topic, kind, clean, seq)
 
     def _sign(self, topic: str, kind: str, clean: dict[str, object], seq: int) -> bytes:

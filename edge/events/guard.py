@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Protocol
+from typing import NewType, Protocol
 
 from edge.errors import EdgeError
 from edge.events.schema import SchemaViolation, validate
 
 log = logging.getLogger(__name__)
+
+
+#: A body that passed ``check``: the signer takes one without checking it again.
+CheckedBody = NewType("CheckedBody", dict[str, object])
 
 
 class AuditLog(Protocol):
@@ -36,7 +40,7 @@ class EgressRefused(EdgeError):  # noqa: N818 - the name other modules import
         super().__init__(f"egress refused: event {kind!r} field {field!r}: {rule}")
 
 
-def check(kind: str, body: Mapping[str, object], *, audit: AuditLog | None = None) -> dict[str, object]:
+def check(kind: str, body: Mapping[str, object], *, audit: AuditLog | None = None) -> CheckedBody:
     """Return the clean body if it may leave the device; otherwise audit and raise ``EgressRefused``."""
     try:
         clean = validate(kind, body)
@@ -45,7 +49,7 @@ def check(kind: str, body: Mapping[str, object], *, audit: AuditLog | None = Non
         if audit is not None:
             audit.append("egress_refused", {"event_kind": exc.kind[:48], "field": exc.field[:64], "rule": exc.rule})
         raise EgressRefused(exc.kind, exc.field, exc.rule) from None
-    return clean
+    return CheckedBody(clean)
 
 
 class Guard:

@@ -1,7 +1,13 @@
 """What the agent and the installer CLI need from a fingerprint sensor.
 
 Templates stay inside the module: these calls return slots and scores only. The real
-implementation is :class:`edge.fingerprint.workflows.SensorWorkflows` over the driver.
+implementation is :class:`edge.fingerprint.workflows.SensorWorkflows` over the driver; it owns the
+port (``close``), the touch line and the queue of slots waiting to be erased.
+
+``identify`` says which of three things happened, because the gate treats them differently:
+``NoFinger`` (nobody, or an image too poor to search: not an attempt), ``NoMatch`` (a finger was
+searched and matched nothing: a failed attempt, denied and counted towards back-off) and
+``Match(slot, score)``.
 """
 
 from __future__ import annotations
@@ -19,9 +25,26 @@ PROMPT_DIFFERENT = "That was a different finger; place the same finger as before
 
 
 @dataclass(frozen=True)
-class IdentifyResult:
+class NoFinger:
+    """No finger on the glass within the timeout, or an image too poor to search."""
+
+
+@dataclass(frozen=True)
+class NoMatch:
+    """A finger was imaged and searched; no template in the library matched it."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """A finger matched the template in ``slot`` with the module's ``score``."""
+
     slot: int
     score: int
+
+
+Identified = NoFinger | NoMatch | Match
+NO_FINGER = NoFinger()
+NO_MATCH = NoMatch()
 
 
 @dataclass(frozen=True)
@@ -49,8 +72,8 @@ class FingerprintSensor(Protocol):
     @property
     def capacity(self) -> int: ...
 
-    def identify(self, timeout_s: float) -> IdentifyResult | None:
-        """Wait up to ``timeout_s`` for a finger; return the matching slot, or None (no finger or no match)."""
+    def identify(self, timeout_s: float) -> Identified:
+        """Wait up to ``timeout_s`` for a finger; say whether none came, it matched nothing, or which slot."""
         ...
 
     def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> EnrolOutcome: ...
@@ -62,3 +85,7 @@ class FingerprintSensor(Protocol):
     def template_count(self) -> int: ...
 
     def health(self) -> SensorHealth: ...
+
+    def close(self) -> None:
+        """Release the port and the touch line."""
+        ...

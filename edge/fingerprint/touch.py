@@ -7,13 +7,13 @@ low when touched; the R307/AS608 TouchOut goes high.
 
 A line that never fires (miswired, or a module batch without the output) would silence the
 sensor, so the adapter still polls once every few seconds and says so when that poll, not the
-line, found the finger (``FingerAdapter``).
+line, found the finger (``edge.fingerprint.workflows.SensorWorkflows``).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import Protocol
 
 from edge.errors import HardwareError
 
@@ -87,7 +87,7 @@ class SimTouchLine:
         self._on.clear()
 
 
-def open_touch_line(chip: str, line: int | str | None, family: str, *, simulated: bool) -> Any:
+def open_touch_line(chip: str, line: int | str | None, family: str, *, simulated: bool) -> TouchLine | None:
     """The profile's touch line, or None when it names none or the GPIO is simulated."""
     if line is None or simulated or chip == "sim":
         return None

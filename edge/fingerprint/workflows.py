@@ -1,5 +1,10 @@
 """Enrolment and identification on top of :class:`FingerprintDriver` (implements ``FingerprintSensor``).
 
+Identification: drain the erase queue (slots whose subjects withdrew, erased before the next read
+so a withdrawn finger can never match again), wait for a finger (on the touch line when the profile
+wires one, else by polling GenImg), image, search. Reconnects once on a disconnect; LED cues on an
+R503.
+
 Enrolment: capture 1 into buffer 1, search the library (a hit means the finger is already enrolled:
 nothing is stored); then captures 2..N, each after a lift, into buffer 2 and merged into the
 template with RegModel (0x0A means a different finger: prompt and retake); store the template at
@@ -8,13 +13,16 @@ the first free slot of the index table. Poor images (Img2Tz 0x06/0x07) prompt a 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 
 from edge.fingerprint import api
 from edge.fingerprint.driver import FingerprintDriver
+from edge.fingerprint.erasure import EraseQueue, PendingErase
 from edge.fingerprint.errors import FingerprintError, SensorDisconnectedError, SensorTimeoutError
+from edge.fingerprint.touch import TouchLine
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +35,54 @@ class CaptureTimeoutError(SensorTimeoutError):
     hint = "ask the person to place the finger flat on the glass and try again"
 
 
-class SensorWorkflows:
-    """The agent-facing sensor: identify, enrol, delete, empty, health; LED cues on an R503."""
+def _nothing_erased(_done: list[PendingErase]) -> None:
+    """No receipts to sign (tools that own the sensor and have no event path)."""
 
-    def __init__(self, driver: FingerprintDriver, *, led: bool = False, lift_timeout_s: float = 3.0) -> None:
+
+def _all_known(_slot: int) -> bool:
+    return True
+
+
+class SensorWorkflows:
+    """The agent-facing sensor: identify, enrol, delete, empty, health, close; LED cues on an R503.
+
+    ``erase_queue``: slots to erase before the next read; ``on_erased`` receives what was erased (the
+    enforcer signs the receipts). ``is_known``: whether a gallery record refers to a slot; on the first
+    ``identify`` every other occupied slot (an orphan a crash left behind) is queued for erasure.
+    """
+
+    #: with a touch line, the UART is still polled this often, so a dead line cannot silence the sensor
+    FALLBACK_POLL_S = 5.0
+
+    def __init__(
+        self,
+        driver: FingerprintDriver,
+        *,
+        led: bool = False,
+        lift_timeout_s: float = 3.0,
+        touch: TouchLine | None = None,
+        erase_queue: EraseQueue | None = None,
+        on_erased: Callable[[list[PendingErase]], None] = _nothing_erased,
+        is_known: Callable[[int], bool] = _all_known,
+    ) -> None:
         self.driver = driver
         self.led = led
         self.lift_timeout_s = lift_timeout_s
+        self.touch = touch
+        self.erase_queue = erase_queue if erase_queue is not None else EraseQueue()
+        self.on_erased = on_erased
+        self.is_known = is_known
+        self._orphans_checked = False
+        self._next_poll = time.monotonic() + self.FALLBACK_POLL_S
+        self._warned_touch = False
+
+    def close(self) -> None:
+        """Release the port and the touch line (each failure is ignored: this runs after a fault)."""
+        with contextlib.suppress(Exception):
+            self.driver.close()
+        if self.touch is not None:
+            with contextlib.suppress(Exception):
+                self.touch.close()
 
     @property
     def capacity(self) -> int:
@@ -56,22 +105,59 @@ class SensorWorkflows:
 
     # -- identification --------------------------------------------------------------------------
 
-    def identify(self, timeout_s: float) -> api.IdentifyResult | None:
-        def run() -> api.IdentifyResult | None:
+    def _erase_orphans(self) -> None:
+        """Templates left on the sensor by a crash between an enrolment's store and its gallery record."""
+        orphans = [slot for slot in self.driver.occupied() if not self.is_known(slot)]
+        if orphans:
+            self.erase_queue.add(PendingErase(slot) for slot in orphans)
+            log.info("erasing %s sensor template(s) no gallery record refers to", len(orphans))
+
+    def erase_pending(self) -> int:
+        """Erase the queued slots now; the receipts follow through ``on_erased``."""
+        return self.erase_queue.drain(self.delete, self.on_erased)
+
+    def identify(self, timeout_s: float) -> api.Identified:
+        if not self._orphans_checked:
+            self._with_reconnect(self._erase_orphans)
+            self._orphans_checked = True
+        if self.erase_pending():
+            timeout_s = min(timeout_s, 0.1)
+
+        def run() -> api.Identified:
             self._led("ready")
-            if not self.driver.wait_for_finger(timeout_s):
-                return None
+            if not self._finger_on(timeout_s):
+                return api.NO_FINGER
             self._led("scanning")
             if self.driver.image2tz(1) != 0:
                 self._led("failure")
-                return None
+                return api.NO_FINGER  # too poor to search: not an attempt
             hit = self.driver.search(1)
             self._led("success" if hit else "failure")
-            return api.IdentifyResult(*hit) if hit else None
+            return api.Match(int(hit[0]), int(hit[1])) if hit else api.NO_MATCH
 
         result = self._with_reconnect(run)
-        assert result is None or isinstance(result, api.IdentifyResult)
+        assert isinstance(result, (api.NoFinger, api.NoMatch, api.Match))
         return result
+
+    def _finger_on(self, timeout_s: float) -> bool:
+        """A finger imaged: after the touch line fires (then GenImg for up to a second), or by
+        polling GenImg when there is no touch line or its fallback poll is due."""
+        if self.touch is None:
+            return bool(self.driver.wait_for_finger(timeout_s))
+        if self.touch.wait(min(timeout_s, max(0.0, self._next_poll - time.monotonic()))):
+            return bool(self.driver.wait_for_finger(1.0))
+        if time.monotonic() < self._next_poll:
+            return False
+        self._next_poll = time.monotonic() + self.FALLBACK_POLL_S
+        found = bool(self.driver.capture())
+        if found and not self._warned_touch:
+            self._warned_touch = True
+            log.warning(
+                "a finger was imaged without a signal on the touch line: check fingerprint.touch_gpio "
+                "(wiring, polarity) or remove it from the profile; until then fingers are seen every %.0f s",
+                self.FALLBACK_POLL_S,
+            )
+        return found
 
     # -- enrolment -------------------------------------------------------------------------------
 
@@ -166,11 +252,20 @@ def open_sensor(
     password: int = 0,
     timeout_s: float = 2.0,
     led: bool = False,
+    touch: Callable[[], TouchLine | None] | None = None,
+    erase_queue: EraseQueue | None = None,
+    on_erased: Callable[[list[PendingErase]], None] = _nothing_erased,
+    is_known: Callable[[int], bool] = _all_known,
 ) -> SensorWorkflows:
     """Open the module at ``url`` and wrap it as the agent's ``FingerprintSensor``.
 
-    ``led`` turns on the R503 ring cues. Close with ``sensor.driver.close()``.
+    ``led`` turns on the R503 ring cues; ``touch`` opens the touch line (closed with the port if it
+    fails to open). Close with ``sensor.close()``.
     """
-    return SensorWorkflows(
-        FingerprintDriver.open(url, baud=baud, address=address, password=password, timeout_s=timeout_s), led=led
-    )
+    driver = FingerprintDriver.open(url, baud=baud, address=address, password=password, timeout_s=timeout_s)
+    try:
+        line = touch() if touch is not None else None
+    except BaseException:
+        driver.close()
+        raise
+    return SensorWorkflows(driver, led=led, touch=line, erase_queue=erase_queue, on_erased=on_erased, is_known=is_known)

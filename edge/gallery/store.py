@@ -395,6 +395,11 @@ class Gallery:
         with self._lock:
             return self._slots.get(int(slot))
 
+    def slots_of(self, subject: str) -> list[int]:
+        """The sensor slots holding ``subject``'s fingerprint templates, in order."""
+        with self._lock:
+            return sorted(slot for slot, who in self._slots.items() if who == subject)
+
     def search(self, probe: NDArray[np.floating[Any]], k: int = 2) -> SearchResult:
         """The best ``k`` subjects for a face probe (max score over each subject's templates)."""
         if k < 1:

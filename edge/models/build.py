@@ -264,7 +264,7 @@ def build(models_dir: Path, cache_dir: Path, *, force: bool = False, quiet: bool
     for variant in ("float32", "int8"):
         if not quiet:
             print(f"converting dlib ResNet to {variant} .tflite")  # noqa: T201
-        _write(models_dir / f"dlib_resnet_v1_{variant}.tflite", to_tflite(layers, variant))  # type: ignore[arg-type]
+        _write(models_dir / f"dlib_resnet_v1_{variant}.tflite", to_tflite(layers, variant))
     for name in FILES:
         actual = sha256_file(models_dir / name)
         if KNOWN_SHA256[name] and actual != KNOWN_SHA256[name]:

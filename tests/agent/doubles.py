@@ -10,10 +10,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
+from edge.consent.enforce import REFUSAL_REASONS, EnrolmentRefused, enrolment_refusal
 from edge.errors import HardwareError
+from edge.fingerprint.api import NO_FINGER, Identified, Match, NoMatch
 
 
 class FakeClock:
@@ -49,12 +52,6 @@ class Hit:
     subject: str | None
     score: float
     margin: float
-
-
-@dataclass(frozen=True)
-class Match:
-    slot: int | None
-    score: int = 120
 
 
 @dataclass(frozen=True)
@@ -94,14 +91,20 @@ class MemoryGallery:
         return self.slots.get(slot)
 
 
+@dataclass(frozen=True)
+class Entry:
+    purposes: frozenset[str]
+
+
 @dataclass
 class MemoryConsent:
     consents: set[tuple[str, str]] = field(default_factory=set)  # (subject, modality)
     credentials: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> subject
     stale: bool = False
     purpose: str = "access:main-gate"
+    purposes: dict[str, set[str]] = field(default_factory=dict)  # subject -> purposes, where not the default
 
-    def allows(self, subject: str, modality: str, purpose: str, now: float) -> bool:
+    def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
         return purpose == self.purpose and (subject, modality) in self.consents
 
     def is_stale(self, now: float) -> bool:
@@ -109,6 +112,56 @@ class MemoryConsent:
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         return self.credentials.get((kind, value))
+
+    def entry(self, subject: str) -> Entry | None:
+        """Every subject this double knows serves its purpose, unless ``purposes`` says otherwise."""
+        known = {s for s, _ in self.consents} | set(self.credentials.values())
+        if subject not in known:
+            return None
+        return Entry(frozenset(self.purposes.get(subject, {self.purpose})))
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class MemoryEnforcer:
+    """The enforcer's enrolment calls over ``MemoryConsent``, with the real rule
+    (``enrolment_refusal``) and the real audit record shapes, kept in ``audit``."""
+
+    consent: MemoryConsent
+    audit: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+
+    def _refuse(self, subject: str, modality: str, reason: str) -> None:
+        self.audit.append(("enrolment_refused", {"subject": subject, "modality": modality, "reason": reason}))
+
+    def check_enrolment(self, subject: str, modality: str, now: float) -> None:
+        reason = enrolment_refusal(self.consent, subject, modality, self.consent.purpose, now)
+        if reason is not None:
+            self._refuse(subject, modality, reason)
+            raise EnrolmentRefused(modality, reason, self.consent.purpose)
+
+    def refuse(self, subject: str, modality: str, reason: str, now: float) -> None:
+        assert reason in REFUSAL_REASONS
+        self._refuse(subject, modality, reason)
+
+    def enrol(
+        self,
+        subject: str,
+        modality: str,
+        now: float,
+        write: Callable[[], T],
+        *,
+        flagged: Callable[[T], bool] = lambda _result: False,
+    ) -> T:
+        self.check_enrolment(subject, modality, now)
+        result = write()
+        outcome = "duplicate_flagged" if flagged(result) else "enrolled"
+        self.audit.append(("enrolment", {"subject": subject, "modality": modality, "result": outcome}))
+        return result
+
+    def kinds(self) -> list[str]:
+        return [kind for kind, _ in self.audit]
 
 
 class BrokenSink:
@@ -180,20 +233,20 @@ class EmbeddingPipeline:
 class SwitchedSensor:
     """A sensor that reports the finger currently on the glass (a slot, or no-match) once per placement."""
 
-    def __init__(self, switch: Switch, placed: list[Match]) -> None:
+    def __init__(self, switch: Switch, placed: list[Match | NoMatch]) -> None:
         if switch.broken.is_set():
             raise HardwareError("sensor does not answer the handshake")
         switch.opens += 1
         self.switch = switch
         self.placed = placed
 
-    def identify(self, timeout_s: float) -> Match | None:
+    def identify(self, timeout_s: float) -> Identified:
         if self.switch.broken.is_set():
             raise HardwareError("sensor timed out")
         if self.placed:
             return self.placed.pop(0)
         threading.Event().wait(min(timeout_s, 0.02))
-        return None
+        return NO_FINGER
 
     def close(self) -> None:
         pass
@@ -207,9 +260,9 @@ SUBJECT_ON_SENSOR = "s-dora-44"
 class RepeatingSensor:
     """A finger placed every 0.2 s: slot 5 (enrolled, consenting)."""
 
-    def identify(self, timeout_s: float) -> Match | None:
+    def identify(self, timeout_s: float) -> Identified:
         threading.Event().wait(0.2)
-        return Match(slot=5)
+        return Match(5, 120)
 
     def close(self) -> None:
         pass

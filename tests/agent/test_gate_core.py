@@ -6,10 +6,12 @@ import pytest
 
 from edge.agent.decide import LanePolicy
 from edge.agent.gate import GateCore, GateSettings
+from edge.agent.runner import FaceSeen, face_seen
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.errors import HardwareError
 from edge.events.sink import MemorySink
+from edge.fingerprint.api import NO_MATCH
 from edge.ops.metrics import Metrics
 from tests.agent.doubles import (
     BrokenSink,
@@ -53,7 +55,13 @@ class Lane:
         self.gallery.slots = {7: ALICE, 8: BOB}
 
     def face(self, subject_seed: int, noise_seed: int = 1) -> None:
-        self.core.on_face(Observation(near(unit(subject_seed), noise_seed)))
+        self.seen(Observation(near(unit(subject_seed), noise_seed)))
+
+    def seen(self, observation: Observation | None) -> None:
+        """What the camera thread does with a face (``face_seen``), then the gate's decision."""
+        item = face_seen(observation, self.gallery)
+        if isinstance(item, FaceSeen):
+            self.core.on_face(item.hit)
 
     def access(self) -> list[dict[str, object]]:
         assert isinstance(self.sink, MemorySink)
@@ -85,7 +93,7 @@ def test_enrolled_face_without_face_consent_is_denied_and_named_nowhere() -> Non
         {"gate": "lane-3", "granted": False, "modality": "face", "subject": None, "reason": "no_consent"}
     ]
     assert not lane.lines.history[-1][1], "the door opened for a face without consent"
-    lane.core.on_finger(Match(slot=8))
+    lane.core.on_finger(Match(8, 120))
     assert lane.access()[-1]["granted"] is True
     assert lane.access()[-1]["modality"] == "fingerprint"
 
@@ -114,8 +122,8 @@ def test_a_face_in_view_for_many_frames_is_one_passage() -> None:
 def test_poor_quality_faces_are_not_attempts() -> None:
     lane = Lane()
     lane.consent.consents.add((ALICE, "face"))
-    lane.core.on_face(Observation(unit(0), Quality(ok=False, reasons=("blur",))))
-    lane.core.on_face(None)
+    lane.seen(Observation(unit(0), Quality(ok=False, reasons=("blur",))))
+    lane.seen(None)
     assert lane.access() == []
     assert lane.gallery.searches == 0
 
@@ -158,19 +166,26 @@ def test_low_margin_between_two_subjects_is_refused() -> None:
     lane = Lane(margin=0.3)
     lane.consent.consents |= {(ALICE, "face"), (BOB, "face")}
     blend = unit(0) + unit(1)
-    lane.core.on_face(Observation(blend / (blend @ blend) ** 0.5))
+    lane.seen(Observation(blend / (blend @ blend) ** 0.5))
     assert lane.access()[-1]["reason"] in ("low_margin", "no_match")
     assert not lane.door.pulses
 
 
 def test_stale_consent_list_stops_biometrics_but_not_cards() -> None:
+    """Staleness was alarmed twice, by the gate (``consent_stale``) and by the enforcer
+    (``consent_list_stale``). The enforcer owns it now (tests/consent: one ``consent_stale`` alarm);
+    the gate denies, blinks the status LED and raises no alarm of its own."""
     lane = Lane()
     lane.consent.consents.add((ALICE, "face"))
     lane.consent.credentials[("card", "04A1B2")] = CAROL
     lane.consent.stale = True
     lane.face(0)
     assert lane.access()[-1]["reason"] == "consent_stale"
-    assert lane.alarms() == [{"gate": "lane-3", "alarm": "consent_stale", "active": True}]
+    assert lane.alarms() == []
+    lane.core.tick()
+    lane.clock.advance(1.0)
+    lane.core.tick()
+    assert len(lane.lines.led_history) >= 1  # blinking: the LED changed state while stale
     lane.core.on_credential(Credential("card", "04A1B2"))
     assert lane.access()[-1] == {
         "gate": "lane-3",
@@ -180,14 +195,50 @@ def test_stale_consent_list_stops_biometrics_but_not_cards() -> None:
         "reason": "granted",
     }
     lane.consent.stale = False
+    lane.clock.advance(1.0)
     lane.core.tick()
-    assert lane.alarms()[-1] == {"gate": "lane-3", "alarm": "consent_stale", "active": False}
+    lane.clock.advance(1.0)
+    lane.core.tick()
+    assert lane.alarms() == []
+    assert lane.lines.status_led is True  # steady again
 
 
 def test_unknown_card_is_denied() -> None:
     lane = Lane()
     lane.core.on_credential(Credential("card", "FFFF"))
     assert lane.access()[-1]["reason"] == "unknown_credential"
+    assert not lane.door.pulses
+
+
+def test_a_credential_kind_the_config_disables_is_refused_even_when_known() -> None:
+    """``[credentials] pin = false`` / ``qr = false`` were read by nothing: a known PIN opened the door
+    at a gate configured for cards only. Tried: a known PIN and a known card at a card-only gate."""
+    lane = Lane()
+    lane.core.settings.credential_kinds = frozenset({"card"})
+    lane.consent.credentials[("pin", "482913")] = CAROL
+    lane.consent.credentials[("card", "04A1B2")] = CAROL
+    lane.core.on_credential(Credential("pin", "482913"))
+    assert lane.access()[-1] == {
+        "gate": "lane-3",
+        "granted": False,
+        "modality": "pin",
+        "subject": None,
+        "reason": "kind_disabled",
+    }
+    assert not lane.door.pulses
+    lane.core.on_credential(Credential("card", "04A1B2"))
+    assert lane.access()[-1]["granted"] is True
+
+
+def test_a_credential_whose_entry_does_not_cover_this_gates_purpose_is_refused() -> None:
+    """The gate checked only that a credential was known, not the purpose its subject consented to.
+    Tried: a known card of a subject whose entry lists another site's purpose."""
+    lane = Lane()
+    lane.consent.credentials[("card", "04A1B2")] = CAROL
+    lane.consent.purposes[CAROL] = {"access:warehouse"}
+    lane.core.on_credential(Credential("card", "04A1B2"))
+    assert lane.access()[-1]["reason"] == "purpose_not_allowed"
+    assert lane.access()[-1]["subject"] is None
     assert not lane.door.pulses
 
 
@@ -253,7 +304,7 @@ def test_a_failing_event_sink_never_keeps_the_door_shut() -> None:
     sink = BrokenSink()
     lane = Lane(sink=sink)
     lane.consent.consents.add((ALICE, "fingerprint"))
-    lane.core.on_finger(Match(slot=7))
+    lane.core.on_finger(Match(7, 120))
     assert lane.door.relay_energised
     assert sink.calls == 1
     assert b"gate_event_sink_errors_total 1.0" in lane.metrics.render()
@@ -261,7 +312,7 @@ def test_a_failing_event_sink_never_keeps_the_door_shut() -> None:
 
 def test_unknown_finger_is_a_failure_and_forced_door_is_an_alarm() -> None:
     lane = Lane()
-    lane.core.on_finger(Match(slot=None))
+    lane.core.on_finger(NO_MATCH)
     assert lane.access()[-1]["reason"] == "no_match"
     lane.core.tick()
     lane.lines.set_door_closed(False)
@@ -284,7 +335,7 @@ def test_exit_button_opens_without_an_access_event() -> None:
 @pytest.mark.parametrize("mode", ["face_or_finger", "any"])
 def test_fingerprint_slot_without_subject_is_no_match(mode: str) -> None:
     lane = Lane(mode=mode)
-    lane.core.on_finger(Match(slot=99))
+    lane.core.on_finger(Match(99, 120))
     assert lane.access()[-1]["reason"] == "no_match"
 
 
@@ -292,7 +343,7 @@ def test_passage_memory_is_pruned_over_time() -> None:
     lane = Lane()
     lane.consent.consents |= {(ALICE, "face"), (BOB, "fingerprint")}
     lane.face(0)
-    lane.core.on_finger(Match(slot=8))
+    lane.core.on_finger(Match(8, 120))
     assert len(lane.core._last_grant) == 2
     lane.clock.advance(61.0)
     lane.core.tick()
@@ -303,7 +354,7 @@ def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported
     lane = Lane()
     lane.consent.consents.add((ALICE, "fingerprint"))
     lane.lines.closed_lines = True  # the relay line is gone: set_relay raises
-    lane.core.on_finger(Match(slot=7))
+    lane.core.on_finger(Match(7, 120))
     assert lane.access()[-1]["granted"] is True
     assert lane.alarms()[-1] == {
         "gate": "lane-3",
@@ -314,7 +365,7 @@ def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported
     }
     lane.lines.closed_lines = False
     lane.clock.advance(6.0)
-    lane.core.on_finger(Match(slot=7))
+    lane.core.on_finger(Match(7, 120))
     assert lane.alarms()[-1]["active"] is False
     assert lane.lines.energised
 

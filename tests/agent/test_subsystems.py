@@ -1,32 +1,31 @@
-"""The adapters between the enforcer, the gallery and the sensor: a subject's deletion frees sensor
-slots that are erased on the sensor by the thread owning the UART; orphan templates (a crash
-between the gallery delete and the sensor erase) are erased when the sensor opens."""
+"""The sensor interface and the enforcer's stores: a subject's deletion queues sensor slots (persisted)
+that the sensor erases before its next read, and the receipt is signed only once they are erased;
+orphan templates (a crash between an enrolment's store and its record) are erased when the sensor
+opens; identify tells no finger, no match and a match apart."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge.agent.subsystems import FingerAdapter, GalleryStore, SlotEraser
 from edge.consent.enforce import store_modality, store_name
+from edge.fingerprint.api import NO_FINGER, NO_MATCH, Match
+from edge.fingerprint.erasure import EraseQueue, PendingErase
+from edge.fingerprint.workflows import SensorWorkflows
+from edge.gallery.stores import FaceStore, FingerprintStore
 
 PROFILES = Path(__file__).resolve().parents[2] / "device_profiles"
 
 
-@dataclass(frozen=True)
-class Report:
-    face_templates: int
-    sensor_slots: tuple[int, ...]
-    modalities: tuple[str, ...]
-
-
-@dataclass
 class Gallery:
-    faces: dict[str, int] = field(default_factory=dict)
-    slots: dict[int, str] = field(default_factory=dict)
+    """The gallery calls the stores make, over two dicts."""
+
+    def __init__(self, faces: dict[str, int] | None = None, slots: dict[int, str] | None = None) -> None:
+        self.faces = dict(faces or {})
+        self.slots = dict(slots or {})
 
     def subjects(self, modality: str | None = None) -> set[str]:
         if modality == "face":
@@ -35,24 +34,34 @@ class Gallery:
             return set(self.slots.values())
         return set(self.faces) | set(self.slots.values())
 
-    def delete_subject(self, subject: str, modality: str | None = None) -> Report:
+    def slots_of(self, subject: str) -> list[int]:
+        return sorted(s for s, who in self.slots.items() if who == subject)
+
+    def delete_subject(self, subject: str, modality: str | None = None) -> Any:
+        from edge.gallery.store import DeletionReport
+
         n = self.faces.pop(subject, 0) if modality in (None, "face") else 0
         freed: tuple[int, ...] = ()
         if modality in (None, "fingerprint"):
-            freed = tuple(sorted(s for s, who in self.slots.items() if who == subject))
+            freed = tuple(self.slots_of(subject))
         for slot in freed:
             del self.slots[slot]
-        return Report(n, freed, tuple(m for m, has in (("face", n), ("fingerprint", freed)) if has))
+        mods = tuple(m for m, has in (("face", n), ("fingerprint", freed)) if has)
+        return DeletionReport(bool(mods), n, freed, mods)
 
 
 class Driver:
-    """The driver calls the adapter makes: a finger on the glass matches the first occupied slot."""
+    """The driver calls the sensor makes: a finger on the glass matches the first occupied slot."""
 
     def __init__(self, occupied: list[int]) -> None:
         self._occupied = occupied
         self.closed = False
         self.finger = True
+        self.poor = False
+        self.unplugged = False
         self.uart_polls = 0  # GenImg calls: wait_for_finger and capture
+        self.deleted: list[int] = []
+        self.url = "loop://"
 
     def wait_for_finger(self, timeout_s: float) -> bool:
         self.uart_polls += 1
@@ -63,7 +72,7 @@ class Driver:
         return self.finger
 
     def image2tz(self, buffer: int) -> int:
-        return 0
+        return 6 if self.poor else 0
 
     def search(self, buffer: int) -> tuple[int, int] | None:
         return (self._occupied[0], 90) if self._occupied else None
@@ -71,60 +80,110 @@ class Driver:
     def occupied(self) -> list[int]:
         return list(self._occupied)
 
+    def delete(self, slot: int) -> None:
+        from edge.fingerprint.errors import SensorTimeoutError
+
+        if self.unplugged:
+            raise SensorTimeoutError("the sensor did not answer", port=self.url)
+        self.deleted.append(slot)
+        self._occupied.remove(slot)
+
     def close(self) -> None:
         self.closed = True
 
 
-class Sensor:
-    def __init__(self, occupied: list[int]) -> None:
-        self.driver = Driver(occupied)
-        self.deleted: list[int] = []
-
-    def delete(self, slot: int) -> None:
-        self.deleted.append(slot)
-        self.driver._occupied.remove(slot)
+def sensor_on(driver: Driver, **kwargs: Any) -> SensorWorkflows:
+    return SensorWorkflows(driver, **kwargs)  # type: ignore[arg-type]  # the driver's double
 
 
-def test_deleting_a_subject_queues_its_slots_and_the_finger_thread_erases_them() -> None:
+def test_deleting_a_subject_queues_its_slots_and_the_sensor_erases_them_before_its_next_read() -> None:
     gallery = Gallery(faces={"a": 3, "b": 2}, slots={4: "a", 7: "b"})
-    eraser = SlotEraser()
-    face, finger = GalleryStore(gallery, "face", eraser), GalleryStore(gallery, "fingerprint", eraser)
+    queue = EraseQueue()
+    face, finger = FaceStore(gallery), FingerprintStore(gallery, queue)  # type: ignore[arg-type]
     assert (store_name(face), store_modality(face), store_modality(finger)) == ("face", "face", "fingerprint")
     assert finger.subjects() == {"a", "b"}
     # a withdrawal of face consent deletes the face templates only: the finger still opens the gate
     assert face.delete_subject("a") == {"templates": 3, "slots": [], "modalities": ["face"]}
-    assert eraser.pending() == []
+    assert queue.slots() == []
     assert gallery.slots == {4: "a", 7: "b"}
-    assert finger.delete_subject("a") == {"templates": 0, "slots": [4], "modalities": ["fingerprint"]}
-    assert eraser.pending() == [4]
-    sensor = Sensor([4, 7])
-    adapter = FingerAdapter(sensor, eraser, is_known=lambda slot: slot in gallery.slots)
-    hit = adapter.identify(0.1)
-    assert sensor.deleted == [4]  # erased before the next read; the sensor no longer matches "a"
-    assert hit is not None
-    assert hit.slot == 7
-    assert eraser.pending() == []
-    adapter.close()
-    assert sensor.driver.closed
+    assert finger.schedule_deletion("a", "withdrawn", 5) == 1
+    assert queue.pending() == [PendingErase(4, "a", "withdrawn", 5)]
+    assert gallery.slots == {7: "b"}
+    driver = Driver([4, 7])
+    erased: list[list[PendingErase]] = []
+    sensor = sensor_on(driver, erase_queue=queue, on_erased=erased.append, is_known=lambda slot: slot in gallery.slots)
+    hit = sensor.identify(0.1)
+    assert driver.deleted == [4]  # erased before the next read; the sensor no longer matches "a"
+    assert erased == [[PendingErase(4, "a", "withdrawn", 5)]]
+    assert hit == Match(7, 90)
+    assert queue.slots() == []
+    sensor.close()
+    assert driver.closed
 
 
-def test_orphan_templates_are_erased_when_the_sensor_opens() -> None:
+def test_orphan_templates_are_erased_when_the_sensor_opens_and_owe_no_receipt() -> None:
     gallery = Gallery(slots={1: "a"})
-    sensor = Sensor([1, 2, 9])  # 2 and 9: stored by an enrolment or kept by a crash, in no gallery record
-    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: slot in gallery.slots)
-    adapter.identify(0.1)
-    assert sorted(sensor.deleted) == [2, 9]
-    assert sensor.driver.occupied() == [1]
+    driver = Driver([1, 2, 9])  # 2 and 9: stored by an enrolment or kept by a crash, in no gallery record
+    erased: list[list[PendingErase]] = []
+    sensor = sensor_on(driver, on_erased=erased.append, is_known=lambda slot: slot in gallery.slots)
+    sensor.identify(0.1)
+    assert sorted(driver.deleted) == [2, 9]
+    assert driver.occupied() == [1]
+    assert [p.subject for batch in erased for p in batch] == [None, None]
 
 
-def test_a_finger_that_matches_nothing_is_an_attempt_and_no_finger_is_none() -> None:
-    sensor = Sensor([])
-    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: False)
-    miss = adapter.identify(0.1)
-    assert miss is not None
-    assert miss.slot is None  # the gate denies it and counts it towards back-off
-    sensor.driver.finger = False
-    assert adapter.identify(0.1) is None
+def test_a_finger_that_matches_nothing_is_an_attempt_and_no_finger_is_not() -> None:
+    """``identify`` used to return None both for "no finger" and "no match", so the gate's adapter
+    re-implemented it on the driver (losing the reconnect and the LED cues). Tried: an empty library
+    with a finger (NoMatch), no finger (NoFinger), and an image too poor to search (NoFinger)."""
+    driver = Driver([])
+    sensor = sensor_on(driver)
+    assert sensor.identify(0.1) == NO_MATCH  # the gate denies it and counts it towards back-off
+    driver.poor = True
+    assert sensor.identify(0.1) == NO_FINGER
+    driver.poor = False
+    driver.finger = False
+    assert sensor.identify(0.1) == NO_FINGER
+
+
+def test_a_slot_queued_while_the_sensor_is_down_survives_a_restart_and_gets_its_receipt_when_erased(
+    tmp_path: Path,
+) -> None:
+    """The queue used to live in memory and the receipt was signed at once: with the sensor unplugged
+    the receipt claimed a deletion that had not happened, and a restart forgot the slot. Tried: a
+    withdrawal while the sensor does not answer, a restart (a new queue on the same file), then a
+    sensor that answers."""
+    path = tmp_path / "sensor-erase.json"
+    gallery = Gallery(slots={4: "a", 7: "b"})
+    FingerprintStore(gallery, EraseQueue(path)).schedule_deletion("a", "withdrawn", 3)  # type: ignore[arg-type]
+    assert b"a" in path.read_bytes()
+    assert path.stat().st_mode & 0o777 == 0o600
+    driver = Driver([4, 7])
+    driver.unplugged = True
+    erased: list[list[PendingErase]] = []
+    down = sensor_on(driver, erase_queue=EraseQueue(path), on_erased=erased.append)
+    from edge.fingerprint.errors import SensorTimeoutError
+
+    with pytest.raises(SensorTimeoutError):
+        down.identify(0.1)
+    assert erased == []  # nothing erased: no receipt
+    restarted = EraseQueue(path)  # the agent restarts
+    assert restarted.pending() == [PendingErase(4, "a", "withdrawn", 3)]
+    driver.unplugged = False
+    up = sensor_on(driver, erase_queue=restarted, on_erased=erased.append)
+    assert up.identify(0.1) == Match(7, 90)
+    assert erased == [[PendingErase(4, "a", "withdrawn", 3)]]
+    assert EraseQueue(path).pending() == []
+
+
+def test_an_unreadable_erase_queue_is_a_storage_error_that_names_the_fix(tmp_path: Path) -> None:
+    from edge.errors import StorageError
+
+    path = tmp_path / "sensor-erase.json"
+    path.write_bytes(b"{not json")
+    with pytest.raises(StorageError, match="erase queue") as err:
+        EraseQueue(path)
+    assert err.value.hint
 
 
 def test_an_r503_profile_turns_the_led_cues_on_and_an_r307_profile_off(tmp_path: Path) -> None:
@@ -145,36 +204,36 @@ def test_an_r503_profile_turns_the_led_cues_on_and_an_r307_profile_off(tmp_path:
             try:
                 assert sensor.led is led
             finally:
-                sensor.driver.close()
+                sensor.close()
 
 
 def test_with_a_touch_line_the_uart_is_polled_only_when_a_finger_is_on(caplog: pytest.LogCaptureFixture) -> None:
     from edge.fingerprint.touch import SimTouchLine
 
-    sensor = Sensor([7])
+    driver = Driver([7])
     touch = SimTouchLine()
-    adapter = FingerAdapter(sensor, SlotEraser(), is_known=lambda slot: True, touch=touch)
-    adapter._orphans_checked = True
+    sensor = sensor_on(driver, touch=touch)
+    sensor._orphans_checked = True
     for _ in range(5):
-        assert adapter.identify(0.02) is None  # nobody at the sensor: no GenImg over the UART
-    assert sensor.driver.uart_polls == 0
+        assert sensor.identify(0.02) == NO_FINGER  # nobody at the sensor: no GenImg over the UART
+    assert driver.uart_polls == 0
     touch.set(True)
-    hit = adapter.identify(0.02)
-    assert hit is not None
+    hit = sensor.identify(0.02)
+    assert isinstance(hit, Match)
     assert hit.slot == 7
-    assert sensor.driver.uart_polls == 1
+    assert driver.uart_polls == 1
     # a touch line that never fires: the fallback poll still finds the finger, and says why
     touch.set(False)
-    adapter._next_poll = 0.0
+    sensor._next_poll = 0.0
     with caplog.at_level(logging.WARNING):
-        again = adapter.identify(0.02)
-    assert again is not None
+        again = sensor.identify(0.02)
+    assert isinstance(again, Match)
     assert "check fingerprint.touch_gpio" in caplog.text
-    assert sensor.driver.uart_polls == 2
-    assert adapter.identify(0.02) is None  # the next fallback poll is FALLBACK_POLL_S away
-    assert sensor.driver.uart_polls == 2
-    adapter.close()
-    assert sensor.driver.closed
+    assert driver.uart_polls == 2
+    assert sensor.identify(0.02) == NO_FINGER  # the next fallback poll is FALLBACK_POLL_S away
+    assert driver.uart_polls == 2
+    sensor.close()
+    assert driver.closed
 
 
 def test_open_touch_follows_the_profile_and_reports_a_missing_chip() -> None:

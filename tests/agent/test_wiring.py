@@ -22,7 +22,7 @@ from edge.door import DoorController, SimLines
 from edge.events.guard import check
 from edge.events.schema import validate
 from edge.testing.mosquitto import Mosquitto
-from tests.agent.doubles import Credential, FakeClock, Match, MemoryConsent, MemoryGallery, Observation, near, unit
+from tests.agent.doubles import Credential, FakeClock, Match, MemoryConsent, MemoryGallery, near, unit
 
 
 class GuardedSink:
@@ -56,11 +56,11 @@ def test_every_event_the_gate_raises_passes_the_egress_guard() -> None:
         settings=GateSettings(gate="north-1"),
         clock=clock,
     )
-    core.on_face(Observation(near(alice, 1)))
+    core.on_face(gallery.search(near(alice, 1)))
     clock.advance(10)
-    core.on_finger(Match(3))
+    core.on_finger(Match(3, 120))
     clock.advance(10)
-    core.on_face(Observation(unit(99)))  # nobody
+    core.on_face(gallery.search(unit(99)))  # nobody
     core.on_credential(Credential("card", "1234"))  # carol: no biometric consent, card path
     core.on_credential(Credential("card", "9999"))  # unknown card
     core.device_failed("camera", OSError("unplugged"))
@@ -111,9 +111,9 @@ def test_two_factor_grants_and_consent_bodies_translate_into_the_schema() -> Non
         "consent_version": 7,
         "deleted_at": 1_800_000_000,
     }
-    stale = to_schema("alarm", {"alarm": "consent_list_stale", "active": True, "list_version": None, "at": 1.0})
+    stale = to_schema("alarm", {"alarm": "consent_stale", "active": True, "list_version": None, "at": 1.0})
     assert validate("alarm", stale) == {
-        "code": "consent_list_stale",
+        "code": "consent_stale",
         "severity": "warning",
         "state": "raised",
         "component": "consent",
@@ -274,11 +274,11 @@ def test_a_stranger_right_after_a_grant_is_denied_not_taken_for_the_same_passage
         sink=SchemaSink(guarded),
         clock=clock,
     )
-    core.on_face(Observation(near(alice, 1)))
+    core.on_face(gallery.search(near(alice, 1)))
     clock.advance(1)
-    core.on_face(Observation(near(alice, 2)))  # alice still in view: no second passage
+    core.on_face(gallery.search(near(alice, 2)))  # alice still in view: no second passage
     clock.advance(1)
-    core.on_face(Observation(unit(99)))  # a stranger; the gallery's best candidate is alice
+    core.on_face(gallery.search(unit(99)))  # a stranger; the gallery's best candidate is alice
     access = [(b["decision"], b["subject"], b["reason"]) for k, b in guarded.events if k == "access"]
     assert access == [("granted", "alice", "granted"), ("denied", None, "no_match")]
 
@@ -298,3 +298,25 @@ def test_every_card_presentation_is_a_new_passage() -> None:
         core.on_credential(Credential("card", "1234"))
         clock.advance(0.2)
     assert [b["decision"] for k, b in guarded.events if k == "access"] == ["granted"] * 3
+
+
+def test_health_reports_every_device_that_is_up_the_fingerprint_sensor_included() -> None:
+    """The translation mapped the device name ``finger`` while the worker is named ``fingerprint``,
+    so a health event with camera, sensor and reader up listed only face and card. Tried: all three
+    up, then the sensor down."""
+    guarded = GuardedSink()
+    core = GateCore(
+        gallery=MemoryGallery(),
+        consent=MemoryConsent(),
+        policy=LanePolicy(PolicySection(), 0.6),
+        door=DoorController(SimLines()),
+        sink=SchemaSink(guarded),
+        clock=FakeClock(),
+    )
+    for device in ("camera", "fingerprint", "credential"):
+        core.device_ok(device)
+    core.emit_health()
+    core.device_failed("fingerprint", OSError("unplugged"))
+    core.emit_health()
+    health = [b for k, b in guarded.events if k == "health"]
+    assert [h["modalities"] for h in health] == [["face", "fingerprint", "card"], ["face", "card"]]

@@ -74,8 +74,8 @@ def test_withdrawal_purges_every_store_and_emits_a_receipt(authority: Authority,
         assert deleted["sensor"] == {"templates": 1, "slots": [1]}
         assert "deletion" in [r.kind for r in device.audit.records()]
         # withdrawn people cannot be matched any more; the others can
-        assert enforcer.filter_match("p-001", "face", T0 + 11) is None
-        assert enforcer.filter_match("p-002", "face", T0 + 11) == "p-002"
+        assert not enforcer.ledger.allows("p-001", "face", PURPOSE, T0 + 11)
+        assert enforcer.ledger.allows("p-002", "face", PURPOSE, T0 + 11)
     finally:
         finger.close()
 
@@ -110,14 +110,14 @@ def test_stale_list_raises_one_alarm_and_stops_matching_without_deleting(authori
     enforcer.tick(late + 1)
     alarms = sink.of_kind("alarm")
     assert len(alarms) == 1
-    assert alarms[0]["alarm"] == "consent_list_stale"
+    assert alarms[0]["alarm"] == "consent_stale"  # the one name (the gate raised its own before)
     assert alarms[0]["active"] is True
-    assert enforcer.filter_match("p-001", "face", late) is None
+    assert not enforcer.ledger.allows("p-001", "face", PURPOSE, late)
     assert face.subjects() == {"p-001"}  # staleness stops use, not retention
     fresh, _ = authority.reissue(now=late)
     enforcer.apply(fresh, late + 2)
     assert sink.of_kind("alarm")[-1]["active"] is False
-    assert enforcer.filter_match("p-001", "face", late + 2) == "p-001"
+    assert enforcer.ledger.allows("p-001", "face", PURPOSE, late + 2)
 
 
 def test_deletion_receipt_verifies_with_pycose(authority: Authority, device: Device) -> None:
@@ -187,3 +187,53 @@ def test_a_list_applied_by_another_process_is_purged_for_even_if_the_next_delive
     with pytest.raises(EnrolmentRefused):
         enforcer.enrol("p-002", "face", T0 + 4, lambda: face.add("p-002", b"t"))
     assert face.subjects() == set()
+
+
+def test_a_sensor_slot_is_receipted_only_once_the_sensor_has_erased_it(authority: Authority, device: Device) -> None:
+    """The fingerprint store used to report its slots as deleted at once, so the enforcer signed a
+    receipt naming ``fingerprint`` while the template was still in the (unplugged) sensor. Tried: a
+    withdrawal of a subject with a face and a sensor slot, the erase failing, then succeeding."""
+    from edge.fingerprint.erasure import EraseQueue
+    from edge.gallery.stores import FingerprintStore
+
+    class Records:
+        """The gallery calls FingerprintStore makes."""
+
+        def __init__(self) -> None:
+            self.slots = {4: "p-001", 7: "p-002"}
+
+        def subjects(self, modality: str | None = None) -> set[str]:
+            return set(self.slots.values())
+
+        def slots_of(self, subject: str) -> list[int]:
+            return sorted(s for s, who in self.slots.items() if who == subject)
+
+        def delete_subject(self, subject: str, modality: str | None = None) -> None:
+            self.slots = {s: who for s, who in self.slots.items() if who != subject}
+
+    face = MemoryStore("gallery", "face")
+    queue = EraseQueue()
+    enforcer, sink = _enforcer(device, face, FingerprintStore(Records(), queue))  # type: ignore[arg-type]
+    message, _ = authority.issue({s: entry(s) for s in ("p-001", "p-002")}, now=T0)
+    enforcer.apply(message, T0)
+    enforcer.enrol("p-001", "face", T0, lambda: face.add("p-001", b"x" * 64))
+    message, _ = authority.issue({"p-002": entry("p-002")}, now=T0 + 1)
+    enforcer.apply(message, T0 + 1)
+    receipts = sink.of_kind("deletion_receipt")
+    assert [(r["subject"], sorted(r["deleted"])) for r in receipts] == [("p-001", ["gallery"])]
+    assert queue.slots() == [4]
+
+    def unplugged(slot: int) -> None:
+        raise OSError("sensor unplugged")
+
+    with pytest.raises(OSError):
+        queue.drain(unplugged, lambda done: enforcer.erased(done, T0 + 2))
+    assert len(sink.of_kind("deletion_receipt")) == 1  # nothing erased, nothing claimed
+    assert queue.drain(lambda slot: None, lambda done: enforcer.erased(done, T0 + 3)) == 1
+    late = sink.of_kind("deletion_receipt")[-1]
+    assert late["subject"] == "p-001"
+    assert late["deleted"] == {"fingerprint": {"templates": 0, "slots": [4], "modalities": ["fingerprint"]}}
+    assert late["reason"] == "not-in-list"
+    assert late["list_version"] == 2
+    deletions = [r for r in device.audit.records() if r.kind == "deletion"]
+    assert [sorted(r.details["deleted"]) for r in deletions] == [["gallery"], ["fingerprint"]]

@@ -217,7 +217,11 @@ class ConsentMachine(RuleBasedStateMachine):
     def match(self, subject: str, modality: str) -> None:
         store = self.stores[MODALITIES.index(modality)]
         candidate = subject if subject in store.subjects() else None  # what a matcher could propose
-        reported = self.enforcer.filter_match(candidate, modality, self.now)
+        # what the gate reports: the ledger's answer for the enforcer's purpose (fail closed when stale)
+        allowed = candidate is not None and self.enforcer.ledger.allows(
+            candidate, modality, self.enforcer.purpose, self.now
+        )
+        reported = candidate if allowed else None
         if reported is not None:
             assert self._active(reported, modality)
             assert not self._stale()

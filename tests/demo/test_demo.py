@@ -18,6 +18,7 @@ for _module in ("edge.gallery.store", "edge.vision.pipeline", "edge.fingerprint.
 
 OUTCOMES = (
     "enrolment of p-eve is refused (no consent)",
+    "every enrolment and the refusal are in the audit log",
     "p-anna granted by face",
     "p-dan granted by face",
     "p-ben granted by fingerprint",

@@ -147,3 +147,33 @@ def test_docs_cddl_lists_exactly_the_fields_of_the_code() -> None:
         assert block is not None, f"docs/events.md has no CDDL for {kind}"
         names = {name: opt == "?" for opt, name in re.findall(r"^\s*(\?)?\s*([a-z_0-9]+):", block.group(1), re.M)}
         assert names == {name: not spec.required for name, spec in fields.items()}, kind
+
+
+def test_an_emitted_event_passes_the_guard_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox sink checked a body and the signer checked the same body again. Tried: one access
+    event through the production sink, counting schema validations."""
+    from nacl.signing import SigningKey
+
+    import edge.events.guard as guard
+    from edge.crypto.keys import device_id
+    from edge.events.envelope import EventSigner
+    from edge.events.outbox_sink import OutboxSink
+    from edge.transport.outbox import Outbox
+
+    calls: list[str] = []
+    real = guard.validate
+
+    def counting(kind: str, body: object) -> dict[str, object]:
+        calls.append(kind)
+        return real(kind, body)
+
+    monkeypatch.setattr(guard, "validate", counting)
+    key = SigningKey.generate()
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    try:
+        sink = OutboxSink(EventSigner(key, device_id(key.verify_key), outbox), outbox, "hq")
+        sink.emit("access", {"decision": "denied", "modality": "card", "subject": None, "reason": "unknown_credential"})
+        assert outbox.depth() == 1
+    finally:
+        outbox.close()
+    assert calls == ["access"]

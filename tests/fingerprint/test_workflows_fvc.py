@@ -74,11 +74,11 @@ def test_enrol_identify_reject_duplicate_and_delete(rig: tuple[SimulatorProcess,
     sim.control.place(f"{C}:1")
     miss = sensor.identify(timeout_s=5)
     print(f"identify: {A}:3 -> {hit_a}; {B}:3 -> {hit_b}; {C}:1 -> {miss}")
-    assert hit_a is not None
+    assert isinstance(hit_a, api.Match)
     assert hit_a.slot == 0
-    assert hit_b is not None
+    assert isinstance(hit_b, api.Match)
     assert hit_b.slot == 1
-    assert miss is None
+    assert miss == api.NO_MATCH  # a searched finger that matched nothing, told apart from no finger
     assert sim.control.status()["led"][2] == 1  # red after the rejection
 
     # Enrolling an enrolled finger again reports the duplicate and stores nothing.
@@ -97,7 +97,7 @@ def test_enrol_identify_reject_duplicate_and_delete(rig: tuple[SimulatorProcess,
 
     sensor.delete(0)
     sim.control.place(f"{A}:3")
-    assert sensor.identify(timeout_s=5) is None
+    assert sensor.identify(timeout_s=5) == api.NO_MATCH
     assert sensor.template_count() == 1
     health = sensor.health()
     assert health.ok
@@ -124,7 +124,7 @@ def test_enrol_gives_quality_feedback_and_refuses_a_different_finger(
 def test_enrol_and_identify_time_out_when_nobody_comes(rig: tuple[SimulatorProcess, SensorWorkflows]) -> None:
     sim, sensor = rig
     sim.control.nothing()
-    assert sensor.identify(timeout_s=0.5) is None
+    assert sensor.identify(timeout_s=0.5) == api.NO_FINGER
     with pytest.raises(CaptureTimeoutError) as err:
         sensor.enrol(lambda text: None, captures=2, timeout_s=0.5)
     assert err.value.hint

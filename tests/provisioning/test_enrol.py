@@ -12,7 +12,7 @@ import pytest
 from edge.errors import ConsentError, EdgeError, HardwareError
 from edge.events.sink import MemorySink
 from provisioning.enrol import enrol_face, enrol_finger
-from tests.agent.doubles import MemoryConsent, Observation, Quality, near, unit
+from tests.agent.doubles import MemoryConsent, MemoryEnforcer, Observation, Quality, near, unit
 from tests.provisioning.conftest import Run
 
 SUBJECT = "s-erin-55"
@@ -73,12 +73,11 @@ def face_frames() -> Iterator[Observation | str]:
         yield Observation(near(unit(0), i))
 
 
-def run_face(consent: MemoryConsent, gallery: EnrolGallery, sink: MemorySink, **kw: object) -> object:
+def run_face(consent: MemoryConsent | MemoryEnforcer, gallery: EnrolGallery, sink: MemorySink, **kw: object) -> object:
     messages: list[str] = []
     report = enrol_face(
         SUBJECT,
-        consent=consent,
-        purpose="access:main-gate",
+        enforcer=consent if isinstance(consent, MemoryEnforcer) else MemoryEnforcer(consent),
         camera=Camera(kw.pop("frames", face_frames())),  # type: ignore[arg-type]
         pipeline=Pipeline(),
         gallery=gallery,
@@ -171,11 +170,13 @@ class Sensor:
         self.deleted.append(slot)
 
 
-def run_finger(sensor: Sensor, gallery: EnrolGallery, consent: MemoryConsent | None = None) -> object:
+def run_finger(
+    sensor: Sensor, gallery: EnrolGallery, consent: MemoryConsent | None = None, audit: MemoryEnforcer | None = None
+) -> object:
+    enforcer = audit or MemoryEnforcer(consent or MemoryConsent(consents={(SUBJECT, "fingerprint")}))
     return enrol_finger(
         SUBJECT,
-        consent=consent or MemoryConsent(consents={(SUBJECT, "fingerprint")}),
-        purpose="access:main-gate",
+        enforcer=enforcer,
         sensor=sensor,
         gallery=gallery,
         sink=MemorySink(),
@@ -223,10 +224,9 @@ def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatc
 
     gallery = EnrolGallery()
     ports = EnrolPorts(
-        consent=MemoryConsent(consents={(SUBJECT, "face")}),
+        enforcer=MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")})),
         gallery=gallery,
         sink=MemorySink(),
-        purpose="access:main-gate",
         camera=lambda: Camera(face_frames()),  # type: ignore[arg-type,return-value]
         pipeline=Pipeline(),
         model_id="m1",
@@ -244,3 +244,37 @@ def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatc
     ports.face_frames = 3
     assert provision("enrol", SUBJECT, "--modality", "face", "--json").json()["stored"] == 3
     assert provision("enrol", SUBJECT, "--modality", "face", "--frames", "4", "--json").json()["stored"] == 4
+
+
+def test_every_enrolment_and_refusal_is_audited_with_the_agreed_record_kinds() -> None:
+    """Enrolment used to check the ledger itself and audit nothing (issue 17 item 3: after `edge demo`
+    the audit log held no enrolment record). Tried: a refusal without consent, a good face, a flagged
+    face, a capture that failed, a duplicate finger and a good finger; each leaves one record."""
+    faces = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}))
+    with pytest.raises(ConsentError):
+        run_finger(Sensor(Outcome(slot=1)), EnrolGallery(), audit=faces)
+    run_face(faces, EnrolGallery(), MemorySink())
+    run_face(faces, EnrolGallery(faces={"s-other": [unit(0)]}), MemorySink())
+    blurred = itertools.repeat(Observation(unit(0), Quality(False, ("blur",))))
+    with pytest.raises(HardwareError):
+        run_face(faces, EnrolGallery(), MemorySink(), frames=blurred, timeout_s=0.2)
+    fingers = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "fingerprint")}))
+    with pytest.raises(EdgeError):
+        run_finger(Sensor(Outcome(slot=13, duplicate_of=4)), EnrolGallery(), audit=fingers)
+    run_finger(Sensor(Outcome(slot=12)), EnrolGallery(), audit=fingers)
+    records = faces.audit + fingers.audit
+    assert records == [
+        ("enrolment_refused", {"subject": SUBJECT, "modality": "fingerprint", "reason": "no_consent"}),
+        ("enrolment", {"subject": SUBJECT, "modality": "face", "result": "enrolled"}),
+        ("enrolment", {"subject": SUBJECT, "modality": "face", "result": "duplicate_flagged"}),
+        ("enrolment_refused", {"subject": SUBJECT, "modality": "face", "reason": "capture_failed"}),
+        ("enrolment_refused", {"subject": SUBJECT, "modality": "fingerprint", "reason": "duplicate"}),
+        ("enrolment", {"subject": SUBJECT, "modality": "fingerprint", "result": "enrolled"}),
+    ]
+
+
+def test_a_stale_list_refuses_enrolment_as_consent_stale() -> None:
+    stale = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}, stale=True))
+    with pytest.raises(ConsentError, match="stale"):
+        run_face(stale, EnrolGallery(), MemorySink())
+    assert stale.audit == [("enrolment_refused", {"subject": SUBJECT, "modality": "face", "reason": "consent_stale"})]

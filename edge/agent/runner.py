@@ -1,0 +1,359 @@
+"""The gate loop's threads: device threads feed one decision thread through a queue.
+
+Concurrency (see docs/operations.md): each device has its own named thread (``camera``,
+``fingerprint``, ``credential``) doing blocking I/O and, for the camera, face detection, embedding
+and the one gallery search, so a slow or hung device can only stall itself. Their results go
+through one queue, as a small union of dataclasses (``Item``), to the ``gate`` thread, which runs
+``GateCore`` (``edge.agent.gate``): the only place that reads consent, decides, drives the door and
+emits events. The gate thread also services the door, raises health events and feeds the systemd
+watchdog, so the watchdog stops only if decisions stop. ``GateRunner`` adds device reopening with
+backoff, and shutdown.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge.agent.gate import GateCore
+from edge.agent.ports import (
+    CameraPort,
+    CredentialLike,
+    CredentialReaderPort,
+    FaceEscalation,
+    FaceObservation,
+    FacePipelinePort,
+    FingerprintPort,
+    GalleryPort,
+    SearchHit,
+)
+from edge.errors import HardwareError
+from edge.fingerprint.api import Match, NoFinger, NoMatch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FaceSeen:
+    """A good face, already searched on the camera thread: the gate never searches again."""
+
+    hit: SearchHit
+
+
+@dataclass(frozen=True)
+class FingerSeen:
+    result: Match | NoMatch
+
+
+@dataclass(frozen=True)
+class CredentialSeen:
+    credential: CredentialLike
+
+
+@dataclass(frozen=True)
+class DeviceDown:
+    name: str
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class DeviceUp:
+    name: str
+
+
+@dataclass(frozen=True)
+class Idle:
+    """A step that saw nothing (no face, a poor one, no finger, no card): alive, nothing to decide."""
+
+
+IDLE = Idle()
+Item = FaceSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
+
+
+def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> FaceSeen | Idle:
+    """The camera thread's half of a face decision: no face or a poor one is not an attempt (no
+    search); a good one is searched once, here, and the hit goes to the gate."""
+    if observation is None or not observation.quality.ok:
+        return IDLE
+    return FaceSeen(gallery.search(observation.embedding, k=2))
+
+
+class DeviceWorker:
+    """One named thread owning one device: open, step, and reopen with backoff after a failure.
+
+    ``step(device)`` does one blocking read (bounded by its own timeout) and returns an item for the
+    gate queue or None. An exception, or ``stall_s`` without a successful step, marks the device
+    failed: it is closed, reported, and reopened after 0.5 s, 1 s, 2 s ... up to ``max_backoff_s``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        open_device: Callable[[], Any],
+        step: Callable[[Any], Item | None],
+        out: queue.Queue[Item],
+        *,
+        stall_s: float | None = None,
+        max_backoff_s: float = 30.0,
+        first_backoff_s: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.open_device = open_device
+        self.step = step
+        self.out = out
+        self.stall_s = stall_s
+        self.max_backoff_s = max_backoff_s
+        self.first_backoff_s = first_backoff_s
+        self.stop_event = threading.Event()
+        self.heartbeat = time.monotonic()
+        self.hung = False  # set by the gate thread when the heartbeat is older than the runner's hang_s
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def _put(self, item: Item, *, droppable: bool) -> None:
+        if droppable:
+            with contextlib.suppress(queue.Full):  # the gate is busy; a newer frame will follow
+                self.out.put_nowait(item)
+            return
+        while not self.stop_event.is_set():
+            try:
+                self.out.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    @staticmethod
+    def _close(device: Any) -> None:
+        try:
+            device.close()
+        except Exception as exc:
+            log.debug("closing a failed device raised %s", exc.__class__.__name__)
+
+    def _run(self) -> None:
+        device: Any = None
+        backoff = self.first_backoff_s
+        healthy = False
+        last_good = time.monotonic()
+        while not self.stop_event.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                if device is None:
+                    device = self.open_device()
+                    last_good = time.monotonic()
+                item = self.step(device)
+                if item is not None or self.stall_s is None:
+                    last_good = time.monotonic()
+                elif time.monotonic() - last_good > self.stall_s:
+                    raise HardwareError(f"{self.name}: nothing for {self.stall_s:.0f} s")
+                if not healthy:
+                    healthy = True
+                    backoff = self.first_backoff_s
+                    self._put(DeviceUp(self.name), droppable=False)
+                if item is not None and not isinstance(item, Idle):
+                    self._put(item, droppable=isinstance(item, FaceSeen))
+            except Exception as exc:  # any device failure: report, close, retry later
+                log.debug("%s step failed: %s", self.name, exc.__class__.__name__)
+                if device is not None:
+                    self._close(device)
+                    device = None
+                healthy = False
+                self._put(DeviceDown(self.name, exc), droppable=False)
+                self.heartbeat = time.monotonic() + backoff  # waiting on purpose is not hanging
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+        if device is not None:
+            self._close(device)
+
+
+class Watchdog(Protocol):
+    @property
+    def watchdog_interval_s(self) -> float | None: ...
+
+    def watchdog(self) -> bool: ...
+
+
+class GateRunner:
+    """Starts the device threads and the gate thread; ``stop()`` ends and joins them all."""
+
+    def __init__(
+        self,
+        core: GateCore,
+        *,
+        camera: Callable[[], CameraPort] | None = None,
+        face: FacePipelinePort | None = None,
+        escalation: FaceEscalation | None = None,
+        fingerprint: Callable[[], FingerprintPort] | None = None,
+        credentials: Callable[[], CredentialReaderPort] | None = None,
+        notifier: Watchdog | None = None,
+        camera_stall_s: float = 5.0,
+        read_timeout_s: float = 0.5,
+        tick_s: float = 0.05,
+        max_backoff_s: float = 30.0,
+        hang_s: float = 30.0,
+        max_consecutive_errors: int = 50,
+        queue_size: int = 64,
+    ) -> None:
+        self.core = core
+        self.hang_s = hang_s  # a device call blocked this long (a driver without a deadline) is a failure
+        self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
+        self.notifier = notifier
+        self.tick_s = tick_s
+        self.stop_event = threading.Event()
+        self.workers: list[DeviceWorker] = []
+        self.errors: collections.deque[BaseException] = collections.deque(maxlen=20)
+        self.consecutive_errors = 0
+        # After this many failed iterations in a row the watchdog is no longer fed: systemd restarts
+        # the agent, which reopens every store and device (a wedged store rarely heals in place).
+        self.max_consecutive_errors = max_consecutive_errors
+        if camera is not None:
+            if face is None:
+                raise ValueError("a camera needs a face pipeline")
+            pipeline = face
+            gallery = core.gallery
+
+            def face_step(cam: CameraPort) -> Item | None:
+                frame = cam.read()
+                if frame is None:
+                    time.sleep(0.01)
+                    return None
+                searched: list[tuple[Any, SearchHit]] = []
+
+                def uncertain(embedding: Any) -> bool:
+                    # on the camera thread: the gallery serialises its calls with one lock
+                    assert escalation is not None
+                    hit = gallery.search(embedding, k=2)
+                    searched.append((embedding, hit))
+                    return hit.subject is not None and escalation.uncertain(float(hit.score))
+
+                if escalation is not None:  # fast embedding; the accurate one only for a close call
+                    observation = pipeline.probe(frame, rule="gate", uncertain=uncertain)
+                else:
+                    observation = pipeline.process(frame, rule="gate")
+                del frame  # frames live only in this thread, only as long as this step
+                if observation is not None and observation.quality.ok and searched:
+                    fast, hit = searched[-1]
+                    if np.array_equal(fast, observation.embedding):
+                        return FaceSeen(hit)  # the fast probe was decisive: its search is the gate's
+                return face_seen(observation, gallery)
+
+            self.workers.append(
+                DeviceWorker(
+                    "camera", camera, face_step, self.queue, stall_s=camera_stall_s, max_backoff_s=max_backoff_s
+                )
+            )
+        if fingerprint is not None:
+
+            def finger_step(sensor: FingerprintPort) -> Item | None:
+                found = sensor.identify(read_timeout_s)
+                return IDLE if isinstance(found, NoFinger) else FingerSeen(found)
+
+            self.workers.append(
+                DeviceWorker("fingerprint", fingerprint, finger_step, self.queue, max_backoff_s=max_backoff_s)
+            )
+        if credentials is not None:
+
+            def credential_step(reader: CredentialReaderPort) -> Item | None:
+                credential = reader.read(read_timeout_s)
+                return CredentialSeen(credential) if credential is not None else IDLE
+
+            self.workers.append(
+                DeviceWorker("credential", credentials, credential_step, self.queue, max_backoff_s=max_backoff_s)
+            )
+        self.gate_thread = threading.Thread(target=self._gate, name="gate", daemon=True)
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+        self.gate_thread.start()
+
+    def _dispatch(self, item: Item) -> None:
+        match item:
+            case FaceSeen(hit):
+                self.core.on_face(hit)
+            case FingerSeen(result):
+                self.core.on_finger(result)
+            case CredentialSeen(credential):
+                self.core.on_credential(credential)
+            case DeviceDown(name, error):
+                self.core.device_failed(name, error)
+            case DeviceUp(name):
+                self.core.device_ok(name)
+            case Idle():
+                pass
+
+    def _check_hangs(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            stale = now - worker.heartbeat > self.hang_s
+            if stale and not worker.hung:
+                worker.hung = True
+                self.core.device_failed(
+                    worker.name, HardwareError(f"{worker.name} has not answered for {self.hang_s:.0f} s")
+                )
+            elif not stale and worker.hung:
+                worker.hung = False
+                self.core.device_ok(worker.name)
+
+    def _gate(self) -> None:
+        next_beat = 0.0
+        interval = self.notifier.watchdog_interval_s if self.notifier is not None else None
+        while not self.stop_event.is_set():
+            try:
+                item = self.queue.get(timeout=self.tick_s)
+            except queue.Empty:
+                item = None
+            try:
+                started = time.monotonic()
+                if item is not None:
+                    self._dispatch(item)
+                self._check_hangs()
+                self.core.tick()
+                if self.core.metrics is not None and item is not None:
+                    self.core.metrics.loop_seconds.observe(time.monotonic() - started)
+                if item is not None:  # an idle tick proves little; a handled input proves the gate works
+                    self.consecutive_errors = 0
+            except Exception as exc:  # a store or port failed mid-decision: log, keep the gate up
+                log.error("gate iteration failed: %s", exc.__class__.__name__)
+                self.errors.append(exc)
+                self.consecutive_errors += 1
+                if self.consecutive_errors == self.max_consecutive_errors:
+                    log.critical(
+                        "%d gate iterations failed in a row; no longer feeding the watchdog", self.consecutive_errors
+                    )
+            wedged = self.consecutive_errors >= self.max_consecutive_errors
+            if interval is not None and self.notifier is not None and not wedged and time.monotonic() >= next_beat:
+                self.notifier.watchdog()
+                next_beat = time.monotonic() + interval
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.stop_event.set()
+        for worker in self.workers:
+            worker.join(timeout)
+        self.gate_thread.join(timeout)
+        self.core.door.close()
+
+    def __enter__(self) -> GateRunner:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

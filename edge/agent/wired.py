@@ -1,0 +1,37 @@
+"""The ports bundle the agent runs on: what ``edge.agent.subsystems.build_wired`` assembles from the
+real subsystems, and what tests assemble from doubles. ``edge.agent.wiring.run_agent`` takes it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edge.agent.decide import PolicyPort
+from edge.agent.ports import (
+    CameraPort,
+    ConsentPort,
+    CredentialReaderPort,
+    FaceEscalation,
+    FacePipelinePort,
+    FingerprintPort,
+    GalleryPort,
+)
+from edge.door.base import DoorOutput
+from edge.events.sink import EventSink
+
+
+@dataclass
+class Wired:
+    gallery: GalleryPort
+    consent: ConsentPort
+    sink: EventSink
+    face_threshold: float = 0.6
+    policy: PolicyPort | None = None
+    camera: Callable[[], CameraPort] | None = None
+    face: FacePipelinePort | None = None
+    face_escalation: FaceEscalation | None = None  # None: every frame gets the accurate embedding
+    fingerprint: Callable[[], FingerprintPort] | None = None
+    credentials: Callable[[], CredentialReaderPort] | None = None
+    door: DoorOutput | None = None
+    subjects: Callable[[], list[str]] = list  # known subject ids, taught to the log redactor at start
+    closers: list[Callable[[], None]] = field(default_factory=list)

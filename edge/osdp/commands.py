@@ -127,12 +127,13 @@ def parse_command(command: Mapping[str, object]) -> PanelCommand:
     standard's range (colours 0-7, output codes 0-6, ...)."""
     kind = command.get("command")
     if kind == CMD_LED:
-        # permanent codes: 0 leave it, 1 set; temporary codes: 0 leave it, 1 cancel, 2 set
+        # permanent codes: 0 leave it, 1 set (2, which some panels send, is taken as set too);
+        # temporary codes: 0 leave it, 1 cancel, 2 set
         temporary = command.get("temporary") is True
-        code = _int(command, "control_code", 0, 2 if temporary else 1)
+        code = _int(command, "control_code", 0, 2)
         cancel = command.get("cancel_temporary") is True or (temporary and code == 1)
         pattern = None
-        if (temporary and code == 2) or (not temporary and code == 1):
+        if (temporary and code == 2) or (not temporary and code >= 1):
             pattern = LedPattern(
                 _colour(command, "on_color"),
                 _colour(command, "off_color"),

@@ -151,6 +151,9 @@ class CardSeen:
 class SimPanel:
     """A control panel with one reader at ``address``; grants the card numbers in ``granted``.
 
+    ``scbk`` None: a panel that never sets up the Secure Channel. With a key but ``secure`` false the
+    panel does what libosdp's CP does for a reader in install mode: its key fails, a session under
+    the default key SCBK-D succeeds, and it sends the reader its key (KEYSET), then starts again.
     ``card_format`` is how the panel reads card data (a Wiegand format with its parity checked, or
     ``raw``); the number it looks up is the data bits between the parity bits (``raw``: all)."""
 
@@ -175,8 +178,6 @@ class SimPanel:
         self.granted = set(granted)
         self.grant_pulse_s = grant_pulse_s
         flags = osdp_sys.FLAG_ENFORCE_SECURE if secure else 0
-        if scbk is None:
-            flags |= osdp_sys.FLAG_INSTALL_MODE  # set up one session with SCBK-D, to send a KEYSET
         info = {
             "name": "sim-panel",
             "address": address,

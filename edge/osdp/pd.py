@@ -315,9 +315,8 @@ class OsdpPeripheral:
                 and self._last_report is not None
                 and self._clock() - self._last_report > self.read_max_age_s
             ):
-                dropped = int(self._ctx.flush_events())
+                dropped = int(self._ctx.flush_events())  # each one also reaches _delivered as flushed
                 if dropped:
-                    self._dropped += dropped
                     log.warning("OSDP: dropped %d card read(s) the panel did not collect in time", dropped)
                 self._pending = 0
 

@@ -46,6 +46,13 @@ def _reader_mode_lines(gpio: GpioOffer) -> DoorController:
     )
 
 
+def door_lines(door: DoorSection, profile: Profile, *, exit_pulse_s: float = 3.0) -> DoorController:
+    """Only the terminal's own door lines for ``door.mode`` (selftest reads the case switch on them)."""
+    if door.mode == "relay":
+        return open_door(profile.gpio, exit_pulse_s=exit_pulse_s)
+    return _reader_mode_lines(profile.gpio)
+
+
 def osdp_port(door: DoorSection, profile: Profile) -> str:
     if door.port:
         return door.port

@@ -109,7 +109,7 @@ class OsdpPeripheral:
         on_command: Callable[[PanelCommand], None] | None = None,
         on_keyset: Callable[[bytes], None] | None = None,
         read_max_age_s: float = 2.0,
-        lib_log_level: Literal["critical", "error", "warning", "debug"] = "error",
+        lib_log_level: Literal["emergency", "critical", "error", "warning", "debug"] = "error",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 <= address <= MAX_ADDRESS:

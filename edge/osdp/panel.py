@@ -167,6 +167,7 @@ class SimPanel:
         card_format: PanelFormat = "H10301",
         granted: Iterable[int] = (),
         grant_pulse_s: float = 3.0,
+        react: bool = True,
         lib_log_level: str = "critical",
     ) -> None:
         osdp_sys = import_osdp_sys("the simulated OSDP panel")
@@ -177,6 +178,7 @@ class SimPanel:
         self.card_format = card_format
         self.granted = set(granted)
         self.grant_pulse_s = grant_pulse_s
+        self.react = react  # False: record reads, answer nothing (the benchmark's idle bus)
         flags = osdp_sys.FLAG_ENFORCE_SECURE if secure else 0
         info = {
             "name": "sim-panel",
@@ -232,6 +234,8 @@ class SimPanel:
             self.reads.append(seen)
             self.decisions.append((number, granted))
             self._seen.notify_all()
+        if not self.react:
+            return
         if granted:
             self._todo.extend(
                 [

@@ -291,6 +291,7 @@ class EventPath:
 def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
     from edge.audit.log import AuditLog
     from edge.consent.ledger import ConsentLedger
+    from edge.consent.listformat import Place
     from edge.crypto.keys import device_id, load_signing_key
     from edge.events.envelope import EventSigner
     from edge.events.outbox_sink import OutboxSink
@@ -306,7 +307,11 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
             state.outbox_db, max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_s
         )
         ledger = ConsentLedger.open(
-            state, config.device.site, grace_period_s=config.consent.grace_period_s, audit=audit
+            state,
+            config.device.site,
+            grace_period_s=config.consent.grace_period_s,
+            audit=audit,
+            place=Place(dev, frozenset(config.device.zones)),
         )
     except BaseException:
         audit.close()

@@ -17,6 +17,7 @@ from edge.state import StateDir
 
 if TYPE_CHECKING:
     from edge.audit.log import AuditLog
+    from edge.consent.listformat import Place
 
 DEFAULT_STATE_DIR = "/var/lib/gate-edge"
 DEFAULT_GRACE_S = 86400.0
@@ -32,6 +33,18 @@ class Device:
     state: StateDir
     site: str
     grace_period_s: float
+    zones: tuple[str, ...] = ()
+
+    def place(self) -> Place:
+        """This gate's id (from its identity key, when provisioned) and zones."""
+        from edge.consent.listformat import Place
+
+        device = ""
+        if self.state.identity_key.exists():
+            from edge.crypto.keys import device_id, load_signing_key
+
+            device = device_id(load_signing_key(self.state.identity_key).verify_key)
+        return Place(device, frozenset(self.zones))
 
 
 def _when(seconds: float | None) -> str:
@@ -43,6 +56,7 @@ def _when(seconds: float | None) -> str:
 def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grace: float | None) -> Device:
     """Settings from --config, else the state dir's edge.toml, with command-line overrides."""
     doc: dict[str, object] = {}
+    zones: list[str] | None = None
     if config is not None:
         from edge.config.load import load_config
 
@@ -50,13 +64,14 @@ def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grac
         state_dir = state_dir or cfg.device.state_dir
         site = site or cfg.device.site
         grace = grace if grace is not None else cfg.consent.grace_period_s
+        zones = list(cfg.device.zones)
     state = StateDir(state_dir or Path(os.environ.get("EDGE_STATE_DIR", DEFAULT_STATE_DIR)))
     if not state.root.is_dir():
         raise StorageError(
             f"{state.root} is not a provisioned state directory",
             hint="run `edge-provision init`, or pass --state-dir / --config",
         )
-    if (site is None or grace is None) and state.settings.exists():
+    if (site is None or grace is None or zones is None) and state.settings.exists():
         try:
             doc = tomllib.loads(state.settings.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -70,7 +85,10 @@ def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grac
         raise click.UsageError(f"no site: pass --site or --config (none in {state.settings})")
     if grace is None:
         grace = float(consent.get("grace_period_s", DEFAULT_GRACE_S))
-    return Device(state, str(site), float(grace))
+    if zones is None:
+        listed = device.get("zones", [])
+        zones = [str(z) for z in listed] if isinstance(listed, list) else []
+    return Device(state, str(site), float(grace), tuple(zones))
 
 
 @click.group("consent")
@@ -112,7 +130,8 @@ def show_cmd(ctx: click.Context, entries: bool) -> int:
 
     dev = _device(ctx)
     now = time.time()
-    ledger = ConsentLedger.open(dev.state, dev.site, grace_period_s=dev.grace_period_s)
+    place = dev.place()
+    ledger = ConsentLedger.open(dev.state, dev.site, grace_period_s=dev.grace_period_s, place=place)
     try:
         info = ledger.info
         pinned = sorted(kid.hex() for kid in trust.load_pinned(dev.state))
@@ -135,13 +154,23 @@ def show_cmd(ctx: click.Context, entries: bool) -> int:
             f"entries:       {len(listed)} ({active} active consent, {withdrawn} withdrawn, "
             f"{len(listed) - active - withdrawn} expired or pending; {with_credential} with a credential)"
         )
+        scoped = [e for e in listed if e.scope is not None]
+        here = sum(1 for e in listed if e.consent_active(now) and place.covers(e.scope))
+        zones = ", ".join(sorted(place.zones)) or "none"
+        click.echo(
+            f"this gate:     zones {zones}; {here} active consent(s) cover it "
+            f"({len(scoped)} entries are scoped to zones or gates, the rest cover the whole site)"
+        )
         if entries:
             for e in listed:
                 expires = _when(e.expires_at) if e.expires_at is not None else "never"
                 creds = ",".join(sorted({g.kind for g in e.credentials})) or "-"
+                scope = "site" if e.scope is None else ";".join(sorted(e.scope))
+                covered = "here" if place.covers(e.scope) else "elsewhere"
                 click.echo(
                     f"  {e.subject}  {e.status:<9} {'+'.join(sorted(e.modalities)) or '-':<16} "
-                    f"{';'.join(sorted(e.purposes))}  expires {expires}  credentials {creds}"
+                    f"{';'.join(sorted(e.purposes))}  expires {expires}  credentials {creds}  "
+                    f"scope {scope} ({covered})"
                 )
     finally:
         ledger.close()

@@ -29,6 +29,7 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from edge.consent.listformat import (
+    MAX_SCOPE,
     MODALITIES,
     ConsentList,
     CredentialGrant,
@@ -38,6 +39,7 @@ from edge.consent.listformat import (
     ListKind,
     _entry,
     _entry_to_cbor,
+    valid_scope_item,
     valid_site,
     valid_subject,
 )
@@ -90,7 +92,7 @@ class AuthorityState:
         for item in doc["entries"]:
             raw = dict(item)
             raw["credentials"] = [{"kind": c["kind"], "digest": bytes.fromhex(c["digest"])} for c in raw["credentials"]]
-            entry = _entry(raw)
+            entry = _entry(raw, scoped=True)
             entries[entry.subject] = entry
         return cls(
             str(doc["site"]),
@@ -282,6 +284,7 @@ class Authority:
             entry.expires_at,
             "withdrawn",
             entry.credentials,
+            entry.scope,
         )
         roster = dict(state.entries)
         roster[subject] = updated
@@ -359,7 +362,7 @@ def _time(where: str, name: str, value: object, default: int | None) -> int | No
 
 
 def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) -> Entry:
-    known = {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "card", "pin", "qr"}
+    known = {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "card", "pin", "qr", "scope"}
     if isinstance(row, Mapping) and "credentials" in row and isinstance(row["credentials"], Mapping):
         row = {**{k: v for k, v in row.items() if k != "credentials"}, **row["credentials"]}
     unknown = set(row) - known
@@ -391,6 +394,14 @@ def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) ->
     assert granted_at is not None
     if expires_at is not None and expires_at <= granted_at:
         raise RosterError(where, "expires_at is not after granted_at")
+    scope_items = sorted(set(_split(row.get("scope"))))
+    bad = [item for item in scope_items if not valid_scope_item(item)]
+    if bad or len(scope_items) > MAX_SCOPE:
+        raise RosterError(
+            where,
+            f"scope must list at most {MAX_SCOPE} zone names (lower case, e.g. lobby; car-park) or gate ids "
+            "(gw-...); leave it empty for the whole site",
+        )
     return Entry(
         subject,
         frozenset(purposes),
@@ -399,4 +410,5 @@ def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) ->
         expires_at,
         status,
         tuple(sorted(grants, key=lambda g: (g.kind, g.digest))),
+        frozenset(scope_items) if scope_items else None,
     )

@@ -211,6 +211,8 @@ class Enforcer:
             return "not-yet-granted"
         if self.purpose is not None and self.purpose not in entry.purposes:
             return "purpose-not-consented"
+        if entry.consent_active(now) and not self.ledger.place.covers(entry.scope):
+            return "out-of-scope"  # consent stands elsewhere on the site, not at this gate
         return "modality-not-consented"
 
     def _expiry_due(self, now: float) -> bool:

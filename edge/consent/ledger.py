@@ -26,7 +26,7 @@ from nacl.signing import VerifyKey
 
 from edge.audit.log import AuditLog
 from edge.consent import trust
-from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, _entry, _entry_to_cbor
+from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, Place, _entry, _entry_to_cbor
 from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import read_secret
@@ -108,9 +108,12 @@ class ConsentLedger:
         *,
         grace_period_s: float,
         audit: AuditLog | None,
+        place: Place | None = None,
     ) -> None:
         self.state = state
         self.site = site
+        #: this gate's id and zones: scoped consent applies only where its scope covers them
+        self.place = place or Place()
         self.grace_period_s = float(grace_period_s)
         self.audit = audit
         self._conn = conn
@@ -130,7 +133,15 @@ class ConsentLedger:
     # ------------------------------------------------------------------ open / load
 
     @classmethod
-    def open(cls, state: StateDir, site: str, *, grace_period_s: float, audit: AuditLog | None = None) -> ConsentLedger:
+    def open(
+        cls,
+        state: StateDir,
+        site: str,
+        *,
+        grace_period_s: float,
+        audit: AuditLog | None = None,
+        place: Place | None = None,
+    ) -> ConsentLedger:
         path = state.consent_db
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -140,7 +151,7 @@ class ConsentLedger:
             conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: cannot open the consent ledger ({exc})") from None
-        return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit)
+        return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit, place=place)
 
     def close(self) -> None:
         with self._lock:
@@ -156,7 +167,7 @@ class ConsentLedger:
             if row is not None:
                 for subject, body in self._conn.execute("SELECT subject, body FROM entries"):
                     raw = cbor2.loads(body)
-                    entry = _entry(raw)
+                    entry = _entry(raw, scoped=True)  # validated when its list was applied
                     if entry.subject != subject:
                         raise StorageError(f"{self.state.consent_db}: an entry row does not match its key")
                     entries[subject] = entry
@@ -219,20 +230,22 @@ class ConsentLedger:
         return info is None or now > info.valid_until + self.grace_period_s
 
     def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
-        """Biometric use (enrolment or a match) of ``modality`` for ``purpose``; False when stale."""
+        """Biometric use (enrolment or a match) of ``modality`` for ``purpose`` at this gate; False
+        when stale, and where the entry's scope does not cover this gate."""
         if self.is_stale(now):
             return False
         entry = self._entries.get(subject)
-        return entry is not None and entry.allows(modality, purpose, now)
+        return entry is not None and entry.allows(modality, purpose, now, self.place)
 
     def retains(self, subject: str, modality: str | None, purpose: str | None, now: float) -> bool:
-        """Whether templates of ``subject`` may be kept. Staleness stops use, not retention."""
+        """Whether templates of ``subject`` may be kept here. Staleness stops use, not retention; a
+        scope that no longer covers this gate ends retention like a withdrawal."""
         entry = self._entries.get(subject)
         if entry is None:
             return False
         if modality is None:
-            return any(entry.allows(m, purpose, now) for m in entry.modalities)
-        return entry.allows(modality, purpose, now)
+            return any(entry.allows(m, purpose, now, self.place) for m in entry.modalities)
+        return entry.allows(modality, purpose, now, self.place)
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         """The subject whose entry allows this card/PIN/QR credential, whatever their biometric consent.

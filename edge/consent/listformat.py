@@ -20,7 +20,14 @@ Body (CBOR map, text keys, canonical encoding as RFC 8949 section 4.2.3 "length-
 
     entry = {subject: text, purposes: [text], modalities: ["face" | "fingerprint"],
              granted_at: uint, expires_at: uint | null, status: "active" | "withdrawn",
-             credentials: [{kind: "card" | "pin" | "qr", digest: bytes 32}]}
+             credentials: [{kind: "card" | "pin" | "qr", digest: bytes 32}],
+             ? scope: [text]}                                       (format 2 only)
+
+``format`` is 1, or 2 when any entry carries a ``scope``: the zones (``lobby``, ``car-park``) and/or
+gate device ids (``gw-`` + 16 hex) where the person's biometric consent applies. An entry without a
+scope covers the whole site. A gate holds and matches a person's templates only where the scope
+covers it (``Place.covers``); the card/PIN/QR path is not scoped. The authority writes format 1
+whenever no entry is scoped, so terminals that predate scopes keep accepting those lists.
 
 Subject ids are pseudonymous (the authority's choice, never a name or document number). Credential
 values are never carried: ``digest`` is a keyed BLAKE2b of the value (``edge.credentials.hashing``).
@@ -39,6 +46,9 @@ from edge.crypto import strictcbor
 from edge.errors import IntegrityError
 
 FORMAT_VERSION = 1
+FORMAT_SCOPED = 2  # entries may carry a scope
+FORMATS = frozenset({FORMAT_VERSION, FORMAT_SCOPED})
+MAX_SCOPE = 64
 MODALITIES = frozenset({"face", "fingerprint"})
 STATUSES = frozenset({"active", "withdrawn"})
 CREDENTIAL_KINDS = frozenset({"card", "pin", "qr"})
@@ -50,6 +60,8 @@ MAX_ENTRIES = 1_000_000
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 _PURPOSE_RE = re.compile(r"[a-z0-9][a-z0-9._\-]*(:[A-Za-z0-9._\-]+)*")
 _SITE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
+_ZONE_RE = re.compile(r"[a-z0-9][a-z0-9._\-]{0,31}")
+_GATE_RE = re.compile(r"gw-[0-9a-f]{16}")
 
 ListKind = Literal["snapshot", "delta"]
 
@@ -68,6 +80,32 @@ def valid_subject(subject: str) -> bool:
 
 def valid_site(site: str) -> bool:
     return bool(_SITE_RE.fullmatch(site))
+
+
+def valid_zone(zone: str) -> bool:
+    """A zone name (lower case, digits, ``. _ -``; at most 32) as a gate's config and a scope name it."""
+    return bool(_ZONE_RE.fullmatch(zone)) and not _GATE_RE.fullmatch(zone)
+
+
+def valid_scope_item(item: str) -> bool:
+    """A zone name or a gate's device id."""
+    return bool(_ZONE_RE.fullmatch(item) or _GATE_RE.fullmatch(item))
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a gate stands: its device id and the zones it belongs to (``[device] zones``).
+
+    The default place (no id, no zones) is covered only by entries without a scope: a ledger that
+    does not know its gate fails closed for scoped consent.
+    """
+
+    device: str = ""
+    zones: frozenset[str] = frozenset()
+
+    def covers(self, scope: frozenset[str] | None) -> bool:
+        """Whether consent with ``scope`` (None: the whole site) applies at this gate."""
+        return scope is None or bool(scope & self.zones) or (bool(self.device) and self.device in scope)
 
 
 @dataclass(frozen=True)
@@ -90,6 +128,8 @@ class Entry:
     expires_at: int | None
     status: str
     credentials: tuple[CredentialGrant, ...] = ()
+    #: zones and gate ids the biometric consent covers; None: the whole site
+    scope: frozenset[str] | None = None
 
     def consent_active(self, now: float) -> bool:
         """Biometric consent in force at ``now``: active status, granted, not yet expired."""
@@ -97,8 +137,11 @@ class Entry:
             return False
         return self.expires_at is None or now < self.expires_at
 
-    def allows(self, modality: str, purpose: str | None, now: float) -> bool:
+    def allows(self, modality: str, purpose: str | None, now: float, place: Place | None = None) -> bool:
+        """Biometric consent for ``modality`` and ``purpose`` at ``now``, at ``place`` when one is given."""
         if not self.consent_active(now) or modality not in self.modalities:
+            return False
+        if place is not None and not place.covers(self.scope):
             return False
         return purpose is None or purpose in self.purposes
 
@@ -140,7 +183,7 @@ class ConsentList:
 
 
 def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
-    return {
+    raw: dict[str, Any] = {
         "subject": entry.subject,
         "purposes": sorted(entry.purposes),
         "modalities": sorted(entry.modalities),
@@ -152,12 +195,16 @@ def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
             for grant in sorted(entry.credentials, key=lambda g: (g.kind, g.digest))
         ],
     }
+    if entry.scope is not None:
+        raw["scope"] = sorted(entry.scope)
+    return raw
 
 
 def encode_body(lst: ConsentList) -> bytes:
     """The canonical CBOR body of ``lst``; validates it first so the authority cannot sign junk."""
+    scoped = any(e.scope is not None for e in lst.entries)
     body: dict[str, Any] = {
-        "format": FORMAT_VERSION,
+        "format": FORMAT_SCOPED if scoped else FORMAT_VERSION,
         "site": lst.site,
         "kind": lst.kind,
         "version": lst.version,
@@ -207,8 +254,14 @@ def _text_list(value: object, what: str) -> list[str]:
     return value
 
 
-def _entry(raw: object) -> Entry:
-    m = _map(raw, "entry", {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "credentials"})
+def _entry(raw: object, scoped: bool = False) -> Entry:
+    optional = frozenset({"scope"}) if scoped else frozenset()
+    m = _map(
+        raw,
+        "entry",
+        {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "credentials"},
+        optional,
+    )
     subject = m["subject"]
     if not isinstance(subject, str) or not valid_subject(subject):
         raise ListFormatError("entry subject is not a valid pseudonymous id")
@@ -239,7 +292,15 @@ def _entry(raw: object) -> Entry:
     keys = [(g.kind, g.digest) for g in grants]
     if keys != sorted(set(keys)):
         raise ListFormatError("entry credentials are not sorted and unique")
-    return Entry(subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(grants))
+    scope: frozenset[str] | None = None
+    if "scope" in m:
+        items = _text_list(m["scope"], "entry scope")
+        if not items or len(items) > MAX_SCOPE or not all(valid_scope_item(i) for i in items):
+            raise ListFormatError("entry scope is empty, too long, or names something that is neither zone nor gate")
+        scope = frozenset(items)
+    return Entry(
+        subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(grants), scope
+    )
 
 
 def _keys(raw: object) -> KeyAnnouncement:
@@ -254,10 +315,10 @@ def _keys(raw: object) -> KeyAnnouncement:
     return KeyAnnouncement(tuple(succ), tuple(retire))
 
 
-def _known_entry(raw: object, known: Mapping[str, tuple[dict[str, Any], Entry]]) -> Entry | None:
+def _known_entry(raw: object, known: Mapping[str, tuple[dict[str, Any], Entry]], scoped: bool) -> Entry | None:
     """The already-validated entry when ``raw`` is exactly its encoded form (skips re-validation)."""
-    if not isinstance(raw, dict):
-        return None
+    if not isinstance(raw, dict) or ("scope" in raw and not scoped):
+        return None  # a scope in a format-1 list: validated (and refused) in full
     subject = raw.get("subject")
     hit = known.get(subject) if isinstance(subject, str) else None
     if hit is None:
@@ -282,8 +343,10 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
         raise ListFormatError(f"body is not CBOR (strict profile: {exc.reason})") from None
     base_keys = {"format", "site", "kind", "version", "issued_at", "valid_until", "entries"}
     m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys"}))
-    if m["format"] != FORMAT_VERSION:
+    list_format = m["format"]
+    if isinstance(list_format, bool) or list_format not in FORMATS:
         raise ListFormatError("unsupported list format")
+    scoped = list_format == FORMAT_SCOPED
     site = m["site"]
     if not isinstance(site, str) or not valid_site(site):
         raise ListFormatError("site is not a valid site id")
@@ -301,9 +364,9 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
         raise ListFormatError("entries is not a list (or is too long)")
     if known:
-        entries = tuple(_known_entry(e, known) or _entry(e) for e in raw_entries)
+        entries = tuple(_known_entry(e, known, scoped) or _entry(e, scoped) for e in raw_entries)
     else:
-        entries = tuple(_entry(e) for e in raw_entries)
+        entries = tuple(_entry(e, scoped) for e in raw_entries)
     subjects = [e.subject for e in entries]
     if subjects != sorted(set(subjects)):
         raise ListFormatError("entries are not sorted by subject or repeat a subject")
@@ -344,9 +407,17 @@ def make_entry(
     expires_at: int | None = None,
     status: str = "active",
     credentials: Iterable[CredentialGrant] = (),
+    scope: Iterable[str] | None = None,
 ) -> Entry:
     return Entry(
-        subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(credentials)
+        subject,
+        frozenset(purposes),
+        frozenset(modalities),
+        granted_at,
+        expires_at,
+        status,
+        tuple(credentials),
+        None if scope is None else frozenset(scope),
     )
 
 

@@ -198,3 +198,35 @@ def test_settings_come_from_the_agent_config(
     out = capsys.readouterr().out
     assert "(+600 s grace)" in out
     assert "state:         fresh" in out
+
+
+def test_a_roster_scope_reaches_the_list_and_show_says_which_entries_cover_this_gate(
+    tmp_path: Path, state: StateDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: the authority's roster names zones in a `scope` column; `edge consent show` on a
+    gate in zone `lobby` counts the consents that cover it and marks each entry here/elsewhere."""
+    root = tmp_path / "scoped-authority"
+    assert site_main(["consent", "--dir", str(root), "keygen", "--site", SITE]) == 0
+    roster = tmp_path / "scoped.csv"
+    roster.write_text(
+        "subject,purposes,modalities,scope\n"
+        "p-001,access:main-gate,face,lobby\n"
+        "p-002,access:main-gate,face,car-park\n"
+        "p-003,access:main-gate,face,\n"
+    )
+    assert site_main(["consent", "--dir", str(root), "issue", str(roster)]) == 0
+    for pub in root.glob("consent-authority-*.pub"):
+        trust.pin(state, bytes.fromhex(pub.read_text()))
+    state.settings.write_text(f'[device]\nsite = "{SITE}"\nzones = ["lobby"]\n[consent]\ngrace_period_s = 3600.0\n')
+    assert _edge(state, "apply", str(root / "lists" / f"{SITE}-v1.cose")) == 0
+    capsys.readouterr()
+    assert _edge(state, "show", "--entries") == 0
+    out = capsys.readouterr().out
+    assert "this gate:     zones lobby; 2 active consent(s) cover it (2 entries are scoped" in out
+    assert "scope lobby (here)" in out
+    assert "scope car-park (elsewhere)" in out
+    assert "scope site (here)" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject,purposes,modalities,scope\np-009,access:main-gate,face,Lobby Main\n")
+    assert site_main(["consent", "--dir", str(root), "issue", str(bad)]) != 0
+    assert "scope must list" in capsys.readouterr().err

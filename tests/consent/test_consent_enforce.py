@@ -237,3 +237,47 @@ def test_a_sensor_slot_is_receipted_only_once_the_sensor_has_erased_it(authority
     assert late["list_version"] == 2
     deletions = [r for r in device.audit.records() if r.kind == "deletion"]
     assert [sorted(r.details["deleted"]) for r in deletions] == [["gallery"], ["fingerprint"]]
+
+
+def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: Authority, device: Device) -> None:
+    """Issue 14: consent scoped to zones. The gate stands in `lobby`; p-001's consent covers the
+    lobby, p-002's only the car park, p-003's the whole site, p-004's names this gate by id. Then
+    p-001's scope moves to the car park: the gate deletes p-001's templates with a receipt. The
+    card path is not scoped: p-002's card still resolves at this gate."""
+    from edge.consent.ledger import ConsentLedger
+    from edge.consent.listformat import CredentialGrant, Place
+    from edge.credentials.hashing import credential_digest
+
+    device.ledger.close()
+    here = Place("gw-0123456789abcdef", frozenset({"lobby"}))
+    device.ledger = ConsentLedger.open(device.state, "site-a", grace_period_s=86400.0, audit=device.audit, place=here)
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    entries = {
+        "p-001": entry("p-001", ("face",), scope=["lobby"]),
+        "p-002": entry(
+            "p-002",
+            ("face",),
+            scope=["car-park"],
+            credentials=[CredentialGrant("card", credential_digest(authority.credential_key(), "card", "0004123456"))],
+        ),
+        "p-003": entry("p-003", ("face",)),
+        "p-004": entry("p-004", ("face",), scope=["gw-0123456789abcdef"]),
+    }
+    message, _ = authority.issue(entries, now=T0)
+    enforcer.apply(message, T0)
+    for subject in ("p-001", "p-003", "p-004"):
+        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+    with pytest.raises(EnrolmentRefused, match="no active consent"):
+        enforcer.enrol("p-002", "face", T0, lambda: face.add("p-002", b"t"))
+    assert face.subjects() == {"p-001", "p-003", "p-004"}
+    assert not device.ledger.allows("p-002", "face", PURPOSE, T0)
+    assert device.ledger.credential_subject("card", "0004123456", T0) == "p-002"
+    moved = dict(entries, **{"p-001": entry("p-001", ("face",), scope=["car-park"])})
+    message, _ = authority.issue(moved, now=T0 + 5)
+    enforcer.apply(message, T0 + 5)
+    assert face.subjects() == {"p-003", "p-004"}
+    (receipt,) = sink.of_kind("deletion_receipt")
+    assert receipt["subject"] == "p-001"
+    assert receipt["reason"] == "out-of-scope"
+    assert not device.ledger.allows("p-001", "face", PURPOSE, T0 + 6)

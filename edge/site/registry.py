@@ -3,7 +3,11 @@
 ::
 
     {"version": 1,
-     "devices": {"gw-0123456789abcdef": {"site": "hq", "public_key": "<64 hex characters>"}}}
+     "devices": {"gw-0123456789abcdef": {"site": "hq", "public_key": "<64 hex characters>",
+                                         "box_key": "<64 hex characters>"}}}
+
+``box_key`` (optional) is the gate's X25519 key for sealed template parcels (``edge.sync``): a
+gate without one cannot receive templates enrolled elsewhere, and is enrolled locally as before.
 
 A device id is derived from its public key (``edge.crypto.keys.device_id``), so an entry whose id
 does not match its key is refused: a copied id cannot be paired with another key.
@@ -15,6 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from nacl.public import PublicKey
 from nacl.signing import VerifyKey
 
 from edge.crypto.keys import device_id as derive_device_id
@@ -30,6 +35,7 @@ class Device:
     device_id: str
     site: str
     public_key: VerifyKey
+    box_key: PublicKey | None = None
 
     @property
     def kid(self) -> bytes:
@@ -40,20 +46,28 @@ class Registry:
     def __init__(self, devices: dict[str, Device] | None = None) -> None:
         self.devices: dict[str, Device] = dict(devices or {})
 
-    def add(self, site: str, public_key: VerifyKey | bytes) -> Device:
+    def add(self, site: str, public_key: VerifyKey | bytes, box_key: PublicKey | bytes | None = None) -> Device:
         key = public_key if isinstance(public_key, VerifyKey) else VerifyKey(bytes(public_key))
-        device = Device(device_id=derive_device_id(key), site=site, public_key=key)
+        box = box_key if isinstance(box_key, PublicKey) or box_key is None else PublicKey(bytes(box_key))
+        device = Device(device_id=derive_device_id(key), site=site, public_key=key, box_key=box)
         self.devices[device.device_id] = device
         return device
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
 
+    def site_gates(self, site: str) -> dict[str, Device]:
+        """The registered gates of ``site``, by device id."""
+        return {d.device_id: d for d in self.devices.values() if d.site == site}
+
     def to_json(self) -> str:
-        devices = {
-            d.device_id: {"site": d.site, "public_key": bytes(d.public_key).hex()}
-            for d in sorted(self.devices.values(), key=lambda d: d.device_id)
-        }
+        def entry(d: Device) -> dict[str, str]:
+            out = {"site": d.site, "public_key": bytes(d.public_key).hex()}
+            if d.box_key is not None:
+                out["box_key"] = bytes(d.box_key).hex()
+            return out
+
+        devices = {d.device_id: entry(d) for d in sorted(self.devices.values(), key=lambda d: d.device_id)}
         return json.dumps({"version": REGISTRY_VERSION, "devices": devices}, indent=2) + "\n"
 
     def save(self, path: Path) -> None:
@@ -101,7 +115,21 @@ class Registry:
                 raise StorageError(f"{where}: public_key is not hex") from None
             if len(raw) != 32:
                 raise StorageError(f"{where}: public_key must be 32 bytes (64 hex characters)")
-            device = registry.add(entry["site"], raw)
+            box: bytes | None = None
+            if "box_key" in entry:
+                box_text = entry["box_key"]
+                try:
+                    if not isinstance(box_text, str):
+                        raise ValueError("not text")
+                    box = bytes.fromhex(box_text)
+                except ValueError:
+                    raise StorageError(f"{where}: box_key is not hex") from None
+                if len(box) != 32:
+                    raise StorageError(f"{where}: box_key must be 32 bytes (64 hex characters)")
+            unknown = set(entry) - {"site", "public_key", "box_key"}
+            if unknown:
+                raise StorageError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+            device = registry.add(entry["site"], raw, box)
             if device.device_id != dev_id:
                 raise StorageError(
                     f"{where}: this id does not belong to its public key (the key's id is {device.device_id})",

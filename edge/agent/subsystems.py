@@ -291,7 +291,6 @@ class EventPath:
 def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
     from edge.audit.log import AuditLog
     from edge.consent.ledger import ConsentLedger
-    from edge.consent.listformat import Place
     from edge.crypto.keys import device_id, load_signing_key
     from edge.events.envelope import EventSigner
     from edge.events.outbox_sink import OutboxSink
@@ -311,7 +310,7 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
             config.device.site,
             grace_period_s=config.consent.grace_period_s,
             audit=audit,
-            place=Place(dev, frozenset(config.device.zones)),
+            device=dev,
         )
     except BaseException:
         audit.close()

@@ -17,7 +17,6 @@ from edge.state import StateDir
 
 if TYPE_CHECKING:
     from edge.audit.log import AuditLog
-    from edge.consent.listformat import Place
 
 DEFAULT_STATE_DIR = "/var/lib/gate-edge"
 DEFAULT_GRACE_S = 86400.0
@@ -33,18 +32,14 @@ class Device:
     state: StateDir
     site: str
     grace_period_s: float
-    zones: tuple[str, ...] = ()
 
-    def place(self) -> Place:
-        """This gate's id (from its identity key, when provisioned) and zones."""
-        from edge.consent.listformat import Place
+    def device_id(self) -> str:
+        """This gate's id, from its identity key (empty before `edge-provision init`)."""
+        if not self.state.identity_key.exists():
+            return ""
+        from edge.crypto.keys import device_id, load_signing_key
 
-        device = ""
-        if self.state.identity_key.exists():
-            from edge.crypto.keys import device_id, load_signing_key
-
-            device = device_id(load_signing_key(self.state.identity_key).verify_key)
-        return Place(device, frozenset(self.zones))
+        return device_id(load_signing_key(self.state.identity_key).verify_key)
 
 
 def _when(seconds: float | None) -> str:
@@ -56,7 +51,6 @@ def _when(seconds: float | None) -> str:
 def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grace: float | None) -> Device:
     """Settings from --config, else the state dir's edge.toml, with command-line overrides."""
     doc: dict[str, object] = {}
-    zones: list[str] | None = None
     if config is not None:
         from edge.config.load import load_config
 
@@ -64,14 +58,13 @@ def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grac
         state_dir = state_dir or cfg.device.state_dir
         site = site or cfg.device.site
         grace = grace if grace is not None else cfg.consent.grace_period_s
-        zones = list(cfg.device.zones)
     state = StateDir(state_dir or Path(os.environ.get("EDGE_STATE_DIR", DEFAULT_STATE_DIR)))
     if not state.root.is_dir():
         raise StorageError(
             f"{state.root} is not a provisioned state directory",
             hint="run `edge-provision init`, or pass --state-dir / --config",
         )
-    if (site is None or grace is None or zones is None) and state.settings.exists():
+    if (site is None or grace is None) and state.settings.exists():
         try:
             doc = tomllib.loads(state.settings.read_text())
         except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -85,10 +78,7 @@ def _resolve(config: Path | None, state_dir: Path | None, site: str | None, grac
         raise click.UsageError(f"no site: pass --site or --config (none in {state.settings})")
     if grace is None:
         grace = float(consent.get("grace_period_s", DEFAULT_GRACE_S))
-    if zones is None:
-        listed = device.get("zones", [])
-        zones = [str(z) for z in listed] if isinstance(listed, list) else []
-    return Device(state, str(site), float(grace), tuple(zones))
+    return Device(state, str(site), float(grace))
 
 
 @click.group("consent")
@@ -130,9 +120,9 @@ def show_cmd(ctx: click.Context, entries: bool) -> int:
 
     dev = _device(ctx)
     now = time.time()
-    place = dev.place()
-    ledger = ConsentLedger.open(dev.state, dev.site, grace_period_s=dev.grace_period_s, place=place)
+    ledger = ConsentLedger.open(dev.state, dev.site, grace_period_s=dev.grace_period_s, device=dev.device_id())
     try:
+        place = ledger.place
         info = ledger.info
         pinned = sorted(kid.hex() for kid in trust.load_pinned(dev.state))
         click.echo(f"site:          {dev.site}")

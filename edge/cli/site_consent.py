@@ -73,8 +73,16 @@ def keygen_cmd(ctx: click.Context, site: str | None, rotate: bool, finish_rotati
 @click.option("--renew", is_flag=True, help="Re-sign the current roster as a new version (no ROSTER).")
 @click.option("--valid-for", default="7d", show_default=True, help="Validity of the list (e.g. 7d, 12h).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Also copy the signed list here.")
+@click.option(
+    "--registry",
+    "registry_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The site's device registry: its gates, keys and zones go into this and every later list.",
+)
 @click.pass_context
-def issue_cmd(ctx: click.Context, roster: Path | None, renew: bool, valid_for: str, out: Path | None) -> int:
+def issue_cmd(
+    ctx: click.Context, roster: Path | None, renew: bool, valid_for: str, out: Path | None, registry_path: Path | None
+) -> int:
     """Sign a snapshot list from ROSTER (CSV or JSON; card/PIN/QR values are hashed, never kept).
 
     CSV columns: subject, purposes (;-separated), modalities (face;fingerprint), granted_at,
@@ -87,6 +95,10 @@ def issue_cmd(ctx: click.Context, roster: Path | None, renew: bool, valid_for: s
     seconds = parse_duration(valid_for)
     if renew == (roster is not None):
         raise click.UsageError("give a ROSTER file or --renew")
+    if registry_path is not None:
+        from edge.site.registry import Registry
+
+        auth.set_gates(Registry.load(registry_path).roster(auth.load_state().site))
     if roster is not None:
         message, path = auth.issue(auth.read_roster(roster, now=now), now=now, valid_for_s=seconds)
     else:
@@ -94,7 +106,8 @@ def issue_cmd(ctx: click.Context, roster: Path | None, renew: bool, valid_for: s
     state = auth.load_state()
     if out is not None:
         out.write_bytes(message)
-    click.echo(f"issued version {state.version} ({len(state.entries)} entries, {len(message)} bytes): {path}")
+    gates = "" if state.gates is None else f", {len(state.gates)} gates"
+    click.echo(f"issued version {state.version} ({len(state.entries)} entries{gates}, {len(message)} bytes): {path}")
     return 0
 
 

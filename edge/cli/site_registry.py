@@ -25,9 +25,14 @@ def registry_group() -> None:
 
 @registry_group.command("add")
 @_REGISTRY
+@click.option("--zones", default="", help="Zones these gates stand in, ;-separated (e.g. lobby;car-park).")
 @click.argument("exports", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-def add_cmd(registry_path: Path, exports: tuple[Path, ...]) -> int:
-    """Add or update gates from EXPORTS, each the output of `edge-provision export --json`."""
+def add_cmd(registry_path: Path, zones: str, exports: tuple[Path, ...]) -> int:
+    """Add or update gates from EXPORTS, each the output of `edge-provision export --json`.
+
+    The zones decide where consent scoped to zones applies; they reach the gates in the signed
+    consent list (`edge-site consent issue --registry`).
+    """
     from edge.crypto.keys import load_box_public, load_verify_key
     from edge.site.registry import Registry
 
@@ -43,14 +48,16 @@ def add_cmd(registry_path: Path, exports: tuple[Path, ...]) -> int:
             )
         public = load_verify_key(str(doc["public_key"]))
         box = load_box_public(str(doc["box_key"])) if doc.get("box_key") else None
-        device = registry.add(doc["site"], public, box)
+        names = [z.strip() for z in zones.replace(",", ";").split(";") if z.strip()]
+        device = registry.add(doc["site"], public, box, names)
         if doc.get("device_id") not in (None, device.device_id):
             raise StorageError(
                 f"{path}: device_id does not belong to its public key (the key's id is {device.device_id})",
                 hint="re-run `edge-provision export --json` on the gate rather than editing its output",
             )
         sync = "can receive synced templates" if box is not None else "no sync key: enrols locally only"
-        click.echo(f"{device.device_id}  site {device.site}  ({sync})")
+        where = ", ".join(sorted(device.zones)) or "no zone"
+        click.echo(f"{device.device_id}  site {device.site}  {where}  ({sync})")
     registry_path.parent.mkdir(parents=True, exist_ok=True)
     registry.save(registry_path)
     click.echo(f"wrote {registry_path}: {len(registry.devices)} gate(s)")
@@ -65,7 +72,9 @@ def list_cmd(registry_path: Path) -> int:
 
     registry = Registry.load(registry_path)
     for device in sorted(registry.devices.values(), key=lambda d: (d.site, d.device_id)):
-        click.echo(f"{device.device_id}  site {device.site}  sync {'yes' if device.box_key is not None else 'no'}")
+        zones = ";".join(sorted(device.zones)) or "-"
+        sync = "yes" if device.box_key is not None else "no"
+        click.echo(f"{device.device_id}  site {device.site}  zones {zones}  sync {sync}")
     return 0
 
 

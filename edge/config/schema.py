@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 CONFIG_VERSION = 1
 PROFILE_VERSION = 1
@@ -101,23 +101,6 @@ class DeviceSection(Strict):
     gate: str = Field("gate-1", min_length=1)
     profile: str = Field("sim", description="A shipped profile name or a path to a profile TOML")
     state_dir: Path = Path("/var/lib/gate-edge")
-    zones: list[str] = Field(
-        default_factory=list,
-        description="The site zones this gate stands in (e.g. lobby, car-park): consent scoped to a zone "
-        "applies here only if it is listed; consent without a scope applies at every gate",
-    )
-
-    @field_validator("zones")
-    @classmethod
-    def _zones(cls, value: list[str]) -> list[str]:
-        from edge.consent.listformat import valid_zone
-
-        bad = [zone for zone in value if not valid_zone(zone)]
-        if bad:
-            raise ValueError(
-                f"zone names are lower case letters, digits, '.', '_' or '-' (at most 32), not a gate id: {bad[0]!r}"
-            )
-        return sorted(set(value))
 
 
 class CameraSection(Strict):

@@ -34,11 +34,13 @@ from edge.consent.listformat import (
     ConsentList,
     CredentialGrant,
     Entry,
+    Gate,
     KeyAnnouncement,
     ListFormatError,
     ListKind,
     _entry,
     _entry_to_cbor,
+    gate_from_cbor,
     valid_scope_item,
     valid_site,
     valid_subject,
@@ -70,6 +72,8 @@ class AuthorityState:
     successor_kid: str | None
     retiring_kid: str | None
     entries: dict[str, Entry]
+    #: the site's gate roster carried in every list (None: lists carry none)
+    gates: dict[str, Gate] | None = None
 
     def to_json(self) -> dict[str, Any]:
         def entry_json(e: Entry) -> dict[str, Any]:
@@ -84,6 +88,17 @@ class AuthorityState:
             "successor_kid": self.successor_kid,
             "retiring_kid": self.retiring_kid,
             "entries": [entry_json(self.entries[s]) for s in sorted(self.entries)],
+            "gates": None
+            if self.gates is None
+            else [
+                {
+                    "id": g.id,
+                    "public_key": g.public_key.hex(),
+                    "box_key": g.box_key.hex() if g.box_key is not None else None,
+                    "zones": sorted(g.zones),
+                }
+                for g in sorted(self.gates.values(), key=lambda g: g.id)
+            ],
         }
 
     @classmethod
@@ -94,6 +109,20 @@ class AuthorityState:
             raw["credentials"] = [{"kind": c["kind"], "digest": bytes.fromhex(c["digest"])} for c in raw["credentials"]]
             entry = _entry(raw, scoped=True)
             entries[entry.subject] = entry
+        gates: dict[str, Gate] | None = None
+        if doc.get("gates") is not None:
+            gates = {}
+            for item in doc["gates"]:
+                box = item.get("box_key")
+                gate = gate_from_cbor(
+                    {
+                        "id": item["id"],
+                        "public_key": bytes.fromhex(item["public_key"]),
+                        "box_key": bytes.fromhex(box) if box is not None else None,
+                        "zones": list(item["zones"]),
+                    }
+                )
+                gates[gate.id] = gate
         return cls(
             str(doc["site"]),
             int(doc["version"]),
@@ -101,6 +130,7 @@ class AuthorityState:
             doc.get("successor_kid"),
             doc.get("retiring_kid"),
             entries,
+            gates,
         )
 
 
@@ -224,6 +254,7 @@ class Authority:
             base=base,
             remove=tuple(sorted(remove)),
             keys=KeyAnnouncement(successors, retire),
+            gates=None if state.gates is None else tuple(state.gates.values()),
         )
         message = sign_list(self.signing_key(state.active_kid), lst)
         self.lists_dir().mkdir(parents=True, exist_ok=True)
@@ -242,6 +273,12 @@ class Authority:
         state.entries = dict(roster)
         self.save_state(state)
         return message, path
+
+    def set_gates(self, gates: Iterable[Gate]) -> None:
+        """The site's gate roster (ids, keys, zones) that every later list carries."""
+        state = self.load_state()
+        state.gates = {g.id: g for g in gates}
+        self.save_state(state)
 
     def reissue(self, *, now: float, valid_for_s: float = DEFAULT_VALID_FOR_S) -> tuple[bytes, Path]:
         """A fresh snapshot of the current roster (to renew validity or carry a key announcement)."""

@@ -17,17 +17,25 @@ Body (CBOR map, text keys, canonical encoding as RFC 8949 section 4.2.3 "length-
     entries      [entry]       snapshot: every subject; delta: entries added or replaced
     remove       [text]        (delta only) subjects dropped from the list altogether
     keys         {successors: [bytes 32], retire: [bytes 8]}   optional key rotation (see docs)
+    gates        [gate]        (format 2, optional) the site's gates: who may send template
+                               parcels, where they stand; a snapshot without it has no roster, a
+                               delta without it keeps the roster in force
+
+    gate = {id: "gw-" + 16 hex, public_key: bytes 32, box_key: bytes 32 | null, zones: [text]}
 
     entry = {subject: text, purposes: [text], modalities: ["face" | "fingerprint"],
              granted_at: uint, expires_at: uint | null, status: "active" | "withdrawn",
              credentials: [{kind: "card" | "pin" | "qr", digest: bytes 32}],
              ? scope: [text]}                                       (format 2 only)
 
-``format`` is 1, or 2 when any entry carries a ``scope``: the zones (``lobby``, ``car-park``) and/or
-gate device ids (``gw-`` + 16 hex) where the person's biometric consent applies. An entry without a
-scope covers the whole site. A gate holds and matches a person's templates only where the scope
-covers it (``Place.covers``); the card/PIN/QR path is not scoped. The authority writes format 1
-whenever no entry is scoped, so terminals that predate scopes keep accepting those lists.
+``format`` is 1, or 2 when any entry carries a ``scope`` or the list carries ``gates``. A scope
+names the zones (``lobby``, ``car-park``) and/or gate device ids (``gw-`` + 16 hex) where the
+person's biometric consent applies; an entry without one covers the whole site. The ``gates``
+roster says which zones each gate stands in (the site decides, not the gate) and carries each
+gate's identity key and template-sync key (``edge.sync``). A gate holds and matches a person's
+templates only where the scope covers it (``Place.covers``); the card/PIN/QR path is not scoped.
+The authority writes format 1 whenever it can, so terminals that predate scopes keep accepting
+those lists.
 
 Subject ids are pseudonymous (the authority's choice, never a name or document number). Credential
 values are never carried: ``digest`` is a keyed BLAKE2b of the value (``edge.credentials.hashing``).
@@ -35,6 +43,7 @@ values are never carried: ``digest`` is a keyed BLAKE2b of the value (``edge.cre
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +58,7 @@ FORMAT_VERSION = 1
 FORMAT_SCOPED = 2  # entries may carry a scope
 FORMATS = frozenset({FORMAT_VERSION, FORMAT_SCOPED})
 MAX_SCOPE = 64
+MAX_GATES = 10_000
 MODALITIES = frozenset({"face", "fingerprint"})
 STATUSES = frozenset({"active", "withdrawn"})
 CREDENTIAL_KINDS = frozenset({"card", "pin", "qr"})
@@ -150,6 +160,19 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Gate:
+    """One gate of the site as the roster in the list names it."""
+
+    id: str
+    public_key: bytes = field(repr=False)
+    box_key: bytes | None = field(default=None, repr=False)
+    zones: frozenset[str] = frozenset()
+
+    def place(self) -> Place:
+        return Place(self.id, self.zones)
+
+
+@dataclass(frozen=True)
 class KeyAnnouncement:
     """Key rotation carried in a list: public keys to pin next, key ids to retire."""
 
@@ -171,6 +194,8 @@ class ConsentList:
     base: int | None = None
     remove: tuple[str, ...] = ()
     keys: KeyAnnouncement = field(default_factory=KeyAnnouncement)
+    #: the gate roster; None: the list carries none (a delta keeps the one in force)
+    gates: tuple[Gate, ...] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -200,9 +225,18 @@ def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
     return raw
 
 
+def gate_to_cbor(gate: Gate) -> dict[str, Any]:
+    return {
+        "id": gate.id,
+        "public_key": gate.public_key,
+        "box_key": gate.box_key,
+        "zones": sorted(gate.zones),
+    }
+
+
 def encode_body(lst: ConsentList) -> bytes:
     """The canonical CBOR body of ``lst``; validates it first so the authority cannot sign junk."""
-    scoped = any(e.scope is not None for e in lst.entries)
+    scoped = lst.gates is not None or any(e.scope is not None for e in lst.entries)
     body: dict[str, Any] = {
         "format": FORMAT_SCOPED if scoped else FORMAT_VERSION,
         "site": lst.site,
@@ -217,6 +251,8 @@ def encode_body(lst: ConsentList) -> bytes:
         body["remove"] = sorted(lst.remove)
     if lst.keys:
         body["keys"] = {"successors": list(lst.keys.successors), "retire": list(lst.keys.retire)}
+    if lst.gates is not None:
+        body["gates"] = [gate_to_cbor(g) for g in sorted(lst.gates, key=lambda g: g.id)]
     data = bytes(cbor2.dumps(body, canonical=True))
     decode_body(data)  # the same checks the device applies
     return data
@@ -303,6 +339,34 @@ def _entry(raw: object, scoped: bool = False) -> Entry:
     )
 
 
+def gate_from_cbor(raw: object) -> Gate:
+    """One roster row; its id must be the one its public key derives (``edge.crypto.keys.device_id``)."""
+    m = _map(raw, "gate", {"id", "public_key", "box_key", "zones"})
+    gid, public, box = m["id"], m["public_key"], m["box_key"]
+    if not isinstance(gid, str) or not _GATE_RE.fullmatch(gid):
+        raise ListFormatError("gate id is not gw- and 16 hex digits")
+    if not isinstance(public, bytes) or len(public) != PUBLIC_KEY_SIZE:
+        raise ListFormatError("gate public_key is not 32 bytes")
+    if gid != "gw-" + hashlib.sha256(public).hexdigest()[:16]:
+        raise ListFormatError("gate id does not belong to its public key")
+    if box is not None and (not isinstance(box, bytes) or len(box) != PUBLIC_KEY_SIZE):
+        raise ListFormatError("gate box_key is not 32 bytes")
+    zones = _text_list(m["zones"], "gate zones")
+    if len(zones) > MAX_SCOPE or not all(valid_zone(z) for z in zones):
+        raise ListFormatError("gate zones are too many or not zone names")
+    return Gate(gid, public, box, frozenset(zones))
+
+
+def _gates(raw: object) -> tuple[Gate, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_GATES:
+        raise ListFormatError("gates is not a list (or is too long)")
+    gates = tuple(gate_from_cbor(g) for g in raw)
+    ids = [g.id for g in gates]
+    if ids != sorted(set(ids)):
+        raise ListFormatError("gates are not sorted by id or repeat a gate")
+    return gates
+
+
 def _keys(raw: object) -> KeyAnnouncement:
     m = _map(raw, "keys", {"successors", "retire"})
     succ, retire = m["successors"], m["retire"]
@@ -342,7 +406,7 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     except strictcbor.CborProfileError as exc:
         raise ListFormatError(f"body is not CBOR (strict profile: {exc.reason})") from None
     base_keys = {"format", "site", "kind", "version", "issued_at", "valid_until", "entries"}
-    m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys"}))
+    m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys", "gates"}))
     list_format = m["format"]
     if isinstance(list_format, bool) or list_format not in FORMATS:
         raise ListFormatError("unsupported list format")
@@ -393,10 +457,15 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     keys = _keys(m["keys"]) if "keys" in m else KeyAnnouncement()
     if "keys" in m and not keys:
         raise ListFormatError("keys is present but empty")
+    gates: tuple[Gate, ...] | None = None
+    if "gates" in m:
+        if not scoped:
+            raise ListFormatError("a gate roster needs list format 2")
+        gates = _gates(m["gates"])
     # The encoding itself is not re-checked here: the authority encodes canonically (encode_body),
     # the signature makes the bytes its own, and re-encoding a 10k-entry body would cost a third
     # of the time a device spends applying it.
-    return ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys)
+    return ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys, gates)
 
 
 def make_entry(

@@ -201,20 +201,3 @@ def test_key_lines_handles_arrays_of_tables_and_multiline_values() -> None:
 def test_redaction_covers_nested_secrets() -> None:
     out = redacted({"mqtt": {"password": "p", "url": "u"}, "keys": [{"private_key": "k"}]})
     assert out == {"mqtt": {"password": REDACTED, "url": "u"}, "keys": [{"private_key": REDACTED}]}
-
-
-def test_zones_are_checked_and_a_bad_one_is_named_with_its_line(tmp_path: Path) -> None:
-    """Issue 14: `[device] zones` places the gate for scoped consent. A gate id or an upper-case
-    name is refused where it stands; good names are kept sorted and unique."""
-    path = tmp_path / "edge.toml"
-    path.write_text(GOOD.replace('site = "site-001"', 'site = "site-001"\nzones = ["lobby", "car-park", "lobby"]'))
-    config, _ = load_config(path)
-    assert config.device.zones == ["car-park", "lobby"]
-    text = GOOD.replace('site = "site-001"', 'site = "site-001"\nzones = ["Lobby"]')
-    path.write_text(text)
-    with pytest.raises(ConfigError) as info:
-        load_config(path)
-    (problem,) = info.value.problems
-    assert problem.key_path == "device.zones"
-    assert "zone names are lower case" in problem.render()
-    assert problem.line == text.splitlines().index('zones = ["Lobby"]') + 1

@@ -203,10 +203,18 @@ def test_settings_come_from_the_agent_config(
 def test_a_roster_scope_reaches_the_list_and_show_says_which_entries_cover_this_gate(
     tmp_path: Path, state: StateDir, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Issue 14: the authority's roster names zones in a `scope` column; `edge consent show` on a
-    gate in zone `lobby` counts the consents that cover it and marks each entry here/elsewhere."""
+    """Issue 14: the authority's roster names zones in a `scope` column, and the site registry
+    places this gate in zone `lobby` (the list carries the gate roster); `edge consent show` on the
+    gate counts the consents that cover it and marks each entry here/elsewhere."""
+    from edge.crypto.keys import load_signing_key
+    from edge.site.registry import Registry
+
     root = tmp_path / "scoped-authority"
     assert site_main(["consent", "--dir", str(root), "keygen", "--site", SITE]) == 0
+    registry = Registry()
+    registry.add(SITE, load_signing_key(state.identity_key).verify_key, zones=["lobby"])
+    registry.add(SITE, bytes(32 * [7]), zones=["car-park"])  # another gate of the site
+    registry.save(tmp_path / "devices.json")
     roster = tmp_path / "scoped.csv"
     roster.write_text(
         "subject,purposes,modalities,scope\n"
@@ -214,10 +222,11 @@ def test_a_roster_scope_reaches_the_list_and_show_says_which_entries_cover_this_
         "p-002,access:main-gate,face,car-park\n"
         "p-003,access:main-gate,face,\n"
     )
-    assert site_main(["consent", "--dir", str(root), "issue", str(roster)]) == 0
+    issue = ["consent", "--dir", str(root), "issue", str(roster), "--registry", str(tmp_path / "devices.json")]
+    assert site_main(issue) == 0
+    assert ", 2 gates," in capsys.readouterr().out
     for pub in root.glob("consent-authority-*.pub"):
         trust.pin(state, bytes.fromhex(pub.read_text()))
-    state.settings.write_text(f'[device]\nsite = "{SITE}"\nzones = ["lobby"]\n[consent]\ngrace_period_s = 3600.0\n')
     assert _edge(state, "apply", str(root / "lists" / f"{SITE}-v1.cose")) == 0
     capsys.readouterr()
     assert _edge(state, "show", "--entries") == 0

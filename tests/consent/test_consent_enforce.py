@@ -245,12 +245,20 @@ def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: A
     p-001's scope moves to the car park: the gate deletes p-001's templates with a receipt. The
     card path is not scoped: p-002's card still resolves at this gate."""
     from edge.consent.ledger import ConsentLedger
-    from edge.consent.listformat import CredentialGrant, Place
+    from edge.consent.listformat import CredentialGrant, Gate
     from edge.credentials.hashing import credential_digest
+    from edge.crypto.keys import device_id
 
+    me, other = SigningKey(b"\x01" * 32).verify_key, SigningKey(b"\x02" * 32).verify_key
+    here = device_id(me)
     device.ledger.close()
-    here = Place("gw-0123456789abcdef", frozenset({"lobby"}))
-    device.ledger = ConsentLedger.open(device.state, "site-a", grace_period_s=86400.0, audit=device.audit, place=here)
+    device.ledger = ConsentLedger.open(device.state, "site-a", grace_period_s=86400.0, audit=device.audit, device=here)
+    authority.set_gates(
+        [
+            Gate(here, bytes(me), None, frozenset({"lobby"})),
+            Gate(device_id(other), bytes(other), None, frozenset({"car-park"})),
+        ]
+    )
     face = MemoryStore("gallery", "face")
     enforcer, sink = _enforcer(device, face)
     entries = {
@@ -262,7 +270,7 @@ def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: A
             credentials=[CredentialGrant("card", credential_digest(authority.credential_key(), "card", "0004123456"))],
         ),
         "p-003": entry("p-003", ("face",)),
-        "p-004": entry("p-004", ("face",), scope=["gw-0123456789abcdef"]),
+        "p-004": entry("p-004", ("face",), scope=[here]),
     }
     message, _ = authority.issue(entries, now=T0)
     enforcer.apply(message, T0)
@@ -281,3 +289,41 @@ def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: A
     assert receipt["subject"] == "p-001"
     assert receipt["reason"] == "out-of-scope"
     assert not device.ledger.allows("p-001", "face", PURPOSE, T0 + 6)
+
+
+def test_moving_the_gate_to_another_zone_deletes_whom_the_new_zone_does_not_cover(
+    authority: Authority, device: Device
+) -> None:
+    """Issue 14: the site decides where a gate stands (the signed roster). A list that changes
+    only the roster (no entry changes) still makes the gate re-check everyone: p-001 (lobby) goes
+    when the gate moves to the car park; p-002 (car park) may then enrol; p-003 (whole site) stays."""
+    from edge.consent.ledger import ConsentLedger
+    from edge.consent.listformat import Gate
+    from edge.crypto.keys import device_id
+
+    me = SigningKey(b"\x01" * 32).verify_key
+    here = device_id(me)
+    device.ledger.close()
+    device.ledger = ConsentLedger.open(device.state, "site-a", grace_period_s=86400.0, audit=device.audit, device=here)
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    entries = {
+        "p-001": entry("p-001", ("face",), scope=["lobby"]),
+        "p-002": entry("p-002", ("face",), scope=["car-park"]),
+        "p-003": entry("p-003", ("face",)),
+    }
+    authority.set_gates([Gate(here, bytes(me), None, frozenset({"lobby"}))])
+    enforcer.apply(authority.issue(entries, now=T0)[0], T0)
+    for subject in ("p-001", "p-003"):
+        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+    authority.set_gates([Gate(here, bytes(me), None, frozenset({"car-park"}))])
+    outcome = enforcer.apply(authority.issue(entries, now=T0 + 5)[0], T0 + 5)
+    assert outcome.changed
+    assert device.ledger.place.zones == frozenset({"car-park"})
+    assert face.subjects() == {"p-003"}
+    assert [r["subject"] for r in sink.of_kind("deletion_receipt")] == ["p-001"]
+    enforcer.enrol("p-002", "face", T0 + 6, lambda: face.add("p-002", b"t"))
+    # a gate the roster does not list stands in no zone: only whole-site consent applies there
+    authority.set_gates([])
+    enforcer.apply(authority.issue(entries, now=T0 + 10)[0], T0 + 10)
+    assert face.subjects() == {"p-003"}

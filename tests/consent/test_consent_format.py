@@ -255,3 +255,37 @@ def test_a_place_is_covered_by_its_zones_its_own_id_or_a_whole_site_entry() -> N
     assert entry.allows("face", "access:main-gate", 500)  # no place given: the site tools' view
     assert not entry.allows("face", "access:main-gate", 500, gate)
     assert entry.allows("face", "access:main-gate", 500, Place("gw-0123456789abcdef", frozenset({"car-park"})))
+
+
+def _gate(seed: int, zones: set[str]) -> object:
+    from nacl.signing import SigningKey
+
+    from edge.consent.listformat import Gate
+    from edge.crypto.keys import device_id
+
+    public = SigningKey(bytes([seed]) * 32).verify_key
+    return Gate(device_id(public), bytes(public), bytes([seed + 1]) * 32, frozenset(zones))
+
+
+def test_the_gate_roster_travels_in_format_2_and_each_id_must_belong_to_its_key() -> None:
+    gates = tuple(sorted((_gate(1, {"lobby"}), _gate(3, set())), key=lambda g: g.id))  # type: ignore[attr-defined]
+    lst = ConsentList("site-a", "snapshot", 3, 1000, 2000, (), gates=gates)  # type: ignore[arg-type]
+    body = cbor2.loads(encode_body(lst))
+    assert body["format"] == 2
+    assert decode_body(encode_body(lst)).gates == gates
+    # another key under a gate's id: a forged roster row cannot claim a registered gate's id
+    body["gates"][0]["public_key"] = bytes(32)
+    with pytest.raises(ListFormatError, match="does not belong"):
+        decode_body(cbor2.dumps(body, canonical=True))
+    body = cbor2.loads(encode_body(lst))
+    body["format"] = 1
+    with pytest.raises(ListFormatError, match="format 2"):
+        decode_body(cbor2.dumps(body, canonical=True))
+    body = cbor2.loads(encode_body(lst))
+    body["gates"] = list(reversed(body["gates"]))
+    with pytest.raises(ListFormatError, match="sorted"):
+        decode_body(cbor2.dumps(body, canonical=True))
+    body = cbor2.loads(encode_body(lst))
+    body["gates"][0]["zones"] = ["Lobby"]
+    with pytest.raises(ListFormatError, match="zone"):
+        decode_body(cbor2.dumps(body, canonical=True))

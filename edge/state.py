@@ -24,6 +24,11 @@ class StateDir:
         return self.root / "identity.key"
 
     @property
+    def sync_key(self) -> Path:
+        """The gate's X25519 key: template parcels from the site's other gates are sealed to it."""
+        return self.root / "sync.key"
+
+    @property
     def gallery_key(self) -> Path:
         """The gallery's secret: encryption key and template-protection seed."""
         return self.root / "gallery.key"

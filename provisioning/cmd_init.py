@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from edge.crypto.keys import device_id, fingerprint_text, generate_signing_key, write_secret
+from edge.crypto.keys import device_id, fingerprint_text, generate_box_key, generate_signing_key, write_secret
 from edge.errors import StorageError
 from provisioning.common import EXIT_OK, json_option, mode_of, print_json, state_of, state_option, table
 from provisioning.files import save_settings
@@ -70,16 +70,25 @@ def init_cmd(site: str, gate: str, force: bool, state_dir: Path, as_json: bool) 
         finally:
             audit.close()
     write_secret(state.gallery_key, nacl.utils.random(GALLERY_KEY_BYTES), overwrite=force)
+    box = generate_box_key(state.sync_key, overwrite=force)
     save_settings(state, {"version": 1, "device": {"site": site, "gate": gate, "state_dir": str(state.root)}})
     public = key.verify_key
     result = {
         "device_id": device_id(public),
         "public_key": bytes(public).hex(),
         "fingerprint": fingerprint_text(public),
+        "box_key": bytes(box.public_key).hex(),
         "state_dir": str(state.root),
         "files": {
             str(p): mode_of(p)
-            for p in (state.root, state.trust_dir, state.identity_key, state.gallery_key, state.settings)
+            for p in (
+                state.root,
+                state.trust_dir,
+                state.identity_key,
+                state.gallery_key,
+                state.sync_key,
+                state.settings,
+            )
         },
     }
     if handover is not None:

@@ -306,7 +306,11 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
             state.outbox_db, max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_s
         )
         ledger = ConsentLedger.open(
-            state, config.device.site, grace_period_s=config.consent.grace_period_s, audit=audit
+            state,
+            config.device.site,
+            grace_period_s=config.consent.grace_period_s,
+            audit=audit,
+            device=dev,
         )
     except BaseException:
         audit.close()

@@ -25,6 +25,8 @@ IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
 KEY_ID = re.compile(r"[0-9a-f]{8}")  # edge.osdp.scbk.key_id
 HEX64 = re.compile(r"[0-9a-f]{64}")
+HEX32 = re.compile(r"[0-9a-f]{32}")
+GATE = re.compile(r"gw-[0-9a-f]{16}")
 PURPOSE = re.compile(r"[a-z0-9][a-z0-9._\-]*(:[A-Za-z0-9._\-]+)*")
 #: Short operator-readable text: printable ASCII only, at most 200 characters.
 NOTE = re.compile(r"[ -~]{0,200}")
@@ -116,6 +118,25 @@ LIST_REASONS = (
     "oversize",
 )
 MODALITY = enum("face", "fingerprint")
+#: Why a template parcel from another gate was not stored (edge.sync).
+SYNC_REFUSALS = (
+    "malformed",
+    "unknown-sender",
+    "bad-signature",
+    "wrong-site",
+    "wrong-recipient",
+    "not-for-us",
+    "sender-mismatch",
+    "bad-template",
+    "bad-contents",
+    "bad-address",
+    "no_consent",
+    "consent_stale",
+    "older_than_consent",
+    "model_mismatch",
+    "sensor_mismatch",
+    "sensor_failed",
+)
 #: What one store deleted for one subject (``BiometricStore.delete_subject``'s summary).
 DELETED_BY_STORE = record(
     {
@@ -167,6 +188,7 @@ KINDS: dict[str, dict[str, Value]] = {
         "result": enum("enrolled", "duplicate_flagged", required=False),
         "purpose": text(PURPOSE, required=False, nullable=True),
         "list_version": integer(nullable=True, required=False),
+        "source": text(GATE, required=False),
     },
     "enrolment_refused": {
         "subject": text(PSEUDONYM),
@@ -175,6 +197,18 @@ KINDS: dict[str, dict[str, Value]] = {
             "no_consent", "consent_stale", "presentation_attack", "duplicate", "capture_failed", required=False
         ),
         "why": text(NOTE, required=False),
+    },
+    "sync_sent": {
+        "subject": text(PSEUDONYM),
+        "modality": MODALITY,
+        "recipients": listof(text(GATE), 10_000),
+    },
+    "sync_refused": {
+        "sender": text(GATE, required=False),
+        "parcel": text(HEX32, required=False),
+        "reason": enum(*SYNC_REFUSALS),
+        "subject": text(PSEUDONYM, required=False),
+        "modality": enum("face", "fingerprint", required=False),
     },
     "egress_refused": {
         "event_kind": text(NOTE),

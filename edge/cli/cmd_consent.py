@@ -33,6 +33,14 @@ class Device:
     site: str
     grace_period_s: float
 
+    def device_id(self) -> str:
+        """This gate's id, from its identity key (empty before `edge-provision init`)."""
+        if not self.state.identity_key.exists():
+            return ""
+        from edge.crypto.keys import device_id, load_signing_key
+
+        return device_id(load_signing_key(self.state.identity_key).verify_key)
+
 
 def _when(seconds: float | None) -> str:
     if seconds is None:
@@ -112,8 +120,9 @@ def show_cmd(ctx: click.Context, entries: bool) -> int:
 
     dev = _device(ctx)
     now = time.time()
-    ledger = ConsentLedger.open(dev.state, dev.site, grace_period_s=dev.grace_period_s)
+    ledger = ConsentLedger.open(dev.state, dev.site, grace_period_s=dev.grace_period_s, device=dev.device_id())
     try:
+        place = ledger.place
         info = ledger.info
         pinned = sorted(kid.hex() for kid in trust.load_pinned(dev.state))
         click.echo(f"site:          {dev.site}")
@@ -135,13 +144,23 @@ def show_cmd(ctx: click.Context, entries: bool) -> int:
             f"entries:       {len(listed)} ({active} active consent, {withdrawn} withdrawn, "
             f"{len(listed) - active - withdrawn} expired or pending; {with_credential} with a credential)"
         )
+        scoped = [e for e in listed if e.scope is not None]
+        here = sum(1 for e in listed if e.consent_active(now) and place.covers(e.scope))
+        zones = ", ".join(sorted(place.zones)) or "none"
+        click.echo(
+            f"this gate:     zones {zones}; {here} active consent(s) cover it "
+            f"({len(scoped)} entries are scoped to zones or gates, the rest cover the whole site)"
+        )
         if entries:
             for e in listed:
                 expires = _when(e.expires_at) if e.expires_at is not None else "never"
                 creds = ",".join(sorted({g.kind for g in e.credentials})) or "-"
+                scope = "site" if e.scope is None else ";".join(sorted(e.scope))
+                covered = "here" if place.covers(e.scope) else "elsewhere"
                 click.echo(
                     f"  {e.subject}  {e.status:<9} {'+'.join(sorted(e.modalities)) or '-':<16} "
-                    f"{';'.join(sorted(e.purposes))}  expires {expires}  credentials {creds}"
+                    f"{';'.join(sorted(e.purposes))}  expires {expires}  credentials {creds}  "
+                    f"scope {scope} ({covered})"
                 )
     finally:
         ledger.close()

@@ -13,6 +13,7 @@ COMMANDS = {
     "consent": ("edge.cli.site_consent:consent_group", "Consent authority: keygen, issue, withdraw, publish."),
     "listen": ("edge.cli.site_listen:listen_cmd", "Verify signed events from the broker and write JSON lines."),
     "audit": ("edge.cli.site_audit:audit_group", "Verify an audit log exported from a device."),
+    "registry": ("edge.cli.site_registry:registry_group", "The site's trusted gates: add from exports, list, remove."),
     "broker-acl": ("edge.cli.site_acl:broker_acl_cmd", "Write the broker ACL: each device reads its own site's list."),
 }
 

@@ -73,8 +73,16 @@ def keygen_cmd(ctx: click.Context, site: str | None, rotate: bool, finish_rotati
 @click.option("--renew", is_flag=True, help="Re-sign the current roster as a new version (no ROSTER).")
 @click.option("--valid-for", default="7d", show_default=True, help="Validity of the list (e.g. 7d, 12h).")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="Also copy the signed list here.")
+@click.option(
+    "--registry",
+    "registry_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="The site's device registry: its gates, keys and zones go into this and every later list.",
+)
 @click.pass_context
-def issue_cmd(ctx: click.Context, roster: Path | None, renew: bool, valid_for: str, out: Path | None) -> int:
+def issue_cmd(
+    ctx: click.Context, roster: Path | None, renew: bool, valid_for: str, out: Path | None, registry_path: Path | None
+) -> int:
     """Sign a snapshot list from ROSTER (CSV or JSON; card/PIN/QR values are hashed, never kept).
 
     CSV columns: subject, purposes (;-separated), modalities (face;fingerprint), granted_at,
@@ -87,6 +95,10 @@ def issue_cmd(ctx: click.Context, roster: Path | None, renew: bool, valid_for: s
     seconds = parse_duration(valid_for)
     if renew == (roster is not None):
         raise click.UsageError("give a ROSTER file or --renew")
+    if registry_path is not None:
+        from edge.site.registry import Registry
+
+        auth.set_gates(Registry.load(registry_path).roster(auth.load_state().site))
     if roster is not None:
         message, path = auth.issue(auth.read_roster(roster, now=now), now=now, valid_for_s=seconds)
     else:
@@ -94,7 +106,8 @@ def issue_cmd(ctx: click.Context, roster: Path | None, renew: bool, valid_for: s
     state = auth.load_state()
     if out is not None:
         out.write_bytes(message)
-    click.echo(f"issued version {state.version} ({len(state.entries)} entries, {len(message)} bytes): {path}")
+    gates = "" if state.gates is None else f", {len(state.gates)} gates"
+    click.echo(f"issued version {state.version} ({len(state.entries)} entries{gates}, {len(message)} bytes): {path}")
     return 0
 
 
@@ -176,4 +189,42 @@ def publish_cmd(
     )
     how = f"in {report.chunks} chunks of up to {report.chunk_bytes} bytes" if report.chunks else "as one message"
     click.echo(f"published version {lst.version} ({len(message)} bytes) retained to {report.topic} {how}")
+    return 0
+
+
+@consent_group.command("status")
+@click.argument("subject")
+@click.option(
+    "--events",
+    "events_path",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    required=True,
+    help="Verified events, as `edge-site listen --out` writes them.",
+)
+@click.option("--purpose", help="Judge consent for this purpose only (default: any purpose listed).")
+@click.pass_context
+def status_cmd(ctx: click.Context, subject: str, events_path: Path, purpose: str | None) -> int:
+    """Per gate, whether SUBJECT's templates are enrolled, deleted (with a receipt) or not yet
+    confirmed deleted; exit 1 while any gate has not confirmed a deletion it owes."""
+    from edge.consent.authority import Authority
+    from edge.site.status import NOT_CONFIRMED, complete, read_events, subject_status
+
+    state = Authority(ctx.obj["dir"]).load_state()
+    with events_path.open(encoding="utf-8", errors="replace") as handle:
+        events = read_events(handle, str(events_path))
+    gates = {g.id: g.place() for g in (state.gates or {}).values()}
+    entry = state.entries.get(subject)
+    rows = subject_status(subject, events, gates, entry, purpose=purpose, now=time.time())
+    consent = "not listed" if entry is None else entry.status
+    click.echo(f"{subject}: consent {consent} (list version {state.version}); {len(gates)} gates in the roster")
+    if not rows:
+        click.echo("  no gate has reported this subject's templates")
+    for row in rows:
+        when = f" at {row.at}" if row.at is not None else ""
+        version = f", list v{row.list_version}" if row.list_version is not None else ""
+        click.echo(f"  {row.gate}  {row.modality:<11} {row.state}{when} (event seq {row.seq}{version})")
+    if not complete(rows):
+        waiting = sorted({r.gate for r in rows if r.state == NOT_CONFIRMED})
+        click.echo(f"not complete: {len(waiting)} gate(s) hold templates they must delete and have not confirmed")
+        return 1
     return 0

@@ -29,15 +29,19 @@ from typing import Any
 from nacl.signing import SigningKey
 
 from edge.consent.listformat import (
+    MAX_SCOPE,
     MODALITIES,
     ConsentList,
     CredentialGrant,
     Entry,
+    Gate,
     KeyAnnouncement,
     ListFormatError,
     ListKind,
     _entry,
     _entry_to_cbor,
+    gate_from_cbor,
+    valid_scope_item,
     valid_site,
     valid_subject,
 )
@@ -68,6 +72,8 @@ class AuthorityState:
     successor_kid: str | None
     retiring_kid: str | None
     entries: dict[str, Entry]
+    #: the site's gate roster carried in every list (None: lists carry none)
+    gates: dict[str, Gate] | None = None
 
     def to_json(self) -> dict[str, Any]:
         def entry_json(e: Entry) -> dict[str, Any]:
@@ -82,6 +88,17 @@ class AuthorityState:
             "successor_kid": self.successor_kid,
             "retiring_kid": self.retiring_kid,
             "entries": [entry_json(self.entries[s]) for s in sorted(self.entries)],
+            "gates": None
+            if self.gates is None
+            else [
+                {
+                    "id": g.id,
+                    "public_key": g.public_key.hex(),
+                    "box_key": g.box_key.hex() if g.box_key is not None else None,
+                    "zones": sorted(g.zones),
+                }
+                for g in sorted(self.gates.values(), key=lambda g: g.id)
+            ],
         }
 
     @classmethod
@@ -90,8 +107,22 @@ class AuthorityState:
         for item in doc["entries"]:
             raw = dict(item)
             raw["credentials"] = [{"kind": c["kind"], "digest": bytes.fromhex(c["digest"])} for c in raw["credentials"]]
-            entry = _entry(raw)
+            entry = _entry(raw, scoped=True)
             entries[entry.subject] = entry
+        gates: dict[str, Gate] | None = None
+        if doc.get("gates") is not None:
+            gates = {}
+            for item in doc["gates"]:
+                box = item.get("box_key")
+                gate = gate_from_cbor(
+                    {
+                        "id": item["id"],
+                        "public_key": bytes.fromhex(item["public_key"]),
+                        "box_key": bytes.fromhex(box) if box is not None else None,
+                        "zones": list(item["zones"]),
+                    }
+                )
+                gates[gate.id] = gate
         return cls(
             str(doc["site"]),
             int(doc["version"]),
@@ -99,6 +130,7 @@ class AuthorityState:
             doc.get("successor_kid"),
             doc.get("retiring_kid"),
             entries,
+            gates,
         )
 
 
@@ -222,6 +254,7 @@ class Authority:
             base=base,
             remove=tuple(sorted(remove)),
             keys=KeyAnnouncement(successors, retire),
+            gates=None if state.gates is None else tuple(state.gates.values()),
         )
         message = sign_list(self.signing_key(state.active_kid), lst)
         self.lists_dir().mkdir(parents=True, exist_ok=True)
@@ -240,6 +273,12 @@ class Authority:
         state.entries = dict(roster)
         self.save_state(state)
         return message, path
+
+    def set_gates(self, gates: Iterable[Gate]) -> None:
+        """The site's gate roster (ids, keys, zones) that every later list carries."""
+        state = self.load_state()
+        state.gates = {g.id: g for g in gates}
+        self.save_state(state)
 
     def reissue(self, *, now: float, valid_for_s: float = DEFAULT_VALID_FOR_S) -> tuple[bytes, Path]:
         """A fresh snapshot of the current roster (to renew validity or carry a key announcement)."""
@@ -282,6 +321,7 @@ class Authority:
             entry.expires_at,
             "withdrawn",
             entry.credentials,
+            entry.scope,
         )
         roster = dict(state.entries)
         roster[subject] = updated
@@ -359,7 +399,7 @@ def _time(where: str, name: str, value: object, default: int | None) -> int | No
 
 
 def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) -> Entry:
-    known = {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "card", "pin", "qr"}
+    known = {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "card", "pin", "qr", "scope"}
     if isinstance(row, Mapping) and "credentials" in row and isinstance(row["credentials"], Mapping):
         row = {**{k: v for k, v in row.items() if k != "credentials"}, **row["credentials"]}
     unknown = set(row) - known
@@ -391,6 +431,14 @@ def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) ->
     assert granted_at is not None
     if expires_at is not None and expires_at <= granted_at:
         raise RosterError(where, "expires_at is not after granted_at")
+    scope_items = sorted(set(_split(row.get("scope"))))
+    bad = [item for item in scope_items if not valid_scope_item(item)]
+    if bad or len(scope_items) > MAX_SCOPE:
+        raise RosterError(
+            where,
+            f"scope must list at most {MAX_SCOPE} zone names (lower case, e.g. lobby; car-park) or gate ids "
+            "(gw-...); leave it empty for the whole site",
+        )
     return Entry(
         subject,
         frozenset(purposes),
@@ -399,4 +447,5 @@ def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) ->
         expires_at,
         status,
         tuple(sorted(grants, key=lambda g: (g.kind, g.digest))),
+        frozenset(scope_items) if scope_items else None,
     )

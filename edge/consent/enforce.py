@@ -211,6 +211,8 @@ class Enforcer:
             return "not-yet-granted"
         if self.purpose is not None and self.purpose not in entry.purposes:
             return "purpose-not-consented"
+        if entry.consent_active(now) and not self.ledger.place.covers(entry.scope):
+            return "out-of-scope"  # consent stands elsewhere on the site, not at this gate
         return "modality-not-consented"
 
     def _expiry_due(self, now: float) -> bool:
@@ -345,6 +347,7 @@ class Enforcer:
         write: Callable[[], T],
         *,
         flagged: Callable[[T], bool] = lambda _result: False,
+        source: str | None = None,
     ) -> T:
         """Run ``write`` (which stores the template) only if consent is active, under the lock, and audit
         the outcome: ``enrolment`` (``result`` ``enrolled`` or ``duplicate_flagged`` when ``flagged``
@@ -360,5 +363,8 @@ class Enforcer:
             result = write()
             if self.audit is not None:
                 outcome = "duplicate_flagged" if flagged(result) else "enrolled"
-                self.audit.append("enrolment", {"subject": subject, "modality": modality, "result": outcome}, at=now)
+                details: dict[str, object] = {"subject": subject, "modality": modality, "result": outcome}
+                if source is not None:
+                    details["source"] = source  # the gate whose sealed parcel this was (site sync)
+                self.audit.append("enrolment", details, at=now)
             return result

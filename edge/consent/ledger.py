@@ -26,7 +26,17 @@ from nacl.signing import VerifyKey
 
 from edge.audit.log import AuditLog
 from edge.consent import trust
-from edge.consent.listformat import ConsentList, Entry, KeyAnnouncement, _entry, _entry_to_cbor
+from edge.consent.listformat import (
+    ConsentList,
+    Entry,
+    Gate,
+    KeyAnnouncement,
+    Place,
+    _entry,
+    _entry_to_cbor,
+    gate_from_cbor,
+    gate_to_cbor,
+)
 from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
 from edge.crypto.keys import read_secret
@@ -59,6 +69,10 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 CREATE TABLE IF NOT EXISTS entries (
     subject TEXT PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gates (
+    id TEXT PRIMARY KEY,
     body BLOB NOT NULL
 );
 """
@@ -108,9 +122,13 @@ class ConsentLedger:
         *,
         grace_period_s: float,
         audit: AuditLog | None,
+        device: str = "",
     ) -> None:
         self.state = state
         self.site = site
+        #: this gate's device id: with the zones the list's roster gives it, its ``place``
+        self.device = device
+        self._gates: dict[str, Gate] = {}
         self.grace_period_s = float(grace_period_s)
         self.audit = audit
         self._conn = conn
@@ -130,7 +148,15 @@ class ConsentLedger:
     # ------------------------------------------------------------------ open / load
 
     @classmethod
-    def open(cls, state: StateDir, site: str, *, grace_period_s: float, audit: AuditLog | None = None) -> ConsentLedger:
+    def open(
+        cls,
+        state: StateDir,
+        site: str,
+        *,
+        grace_period_s: float,
+        audit: AuditLog | None = None,
+        device: str = "",
+    ) -> ConsentLedger:
         path = state.consent_db
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -140,7 +166,7 @@ class ConsentLedger:
             conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StorageError(f"{path}: cannot open the consent ledger ({exc})") from None
-        return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit)
+        return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit, device=device)
 
     def close(self) -> None:
         with self._lock:
@@ -156,11 +182,17 @@ class ConsentLedger:
             if row is not None:
                 for subject, body in self._conn.execute("SELECT subject, body FROM entries"):
                     raw = cbor2.loads(body)
-                    entry = _entry(raw)
+                    entry = _entry(raw, scoped=True)  # validated when its list was applied
                     if entry.subject != subject:
                         raise StorageError(f"{self.state.consent_db}: an entry row does not match its key")
                     entries[subject] = entry
                     raws[subject] = (raw, entry)
+                gates = {}
+                for gate_id, body in self._conn.execute("SELECT id, body FROM gates"):
+                    gate = gate_from_cbor(cbor2.loads(body))
+                    if gate.id != gate_id:
+                        raise StorageError(f"{self.state.consent_db}: a gate row does not match its key")
+                    gates[gate_id] = gate
                 info: ListInfo | None = ListInfo(
                     str(row[0]),
                     int(row[1]),
@@ -173,7 +205,9 @@ class ConsentLedger:
                 )
             else:
                 info = None
+                gates = {}
             self._info = info
+            self._gates = gates
             self._entries = entries
             self._raw = raws
             self.generation += 1
@@ -213,26 +247,38 @@ class ConsentLedger:
     def entry(self, subject: str) -> Entry | None:
         return self._entries.get(subject)
 
+    def gates(self) -> dict[str, Gate]:
+        """The site's gates as the list in force names them (empty without a roster)."""
+        return dict(self._gates)
+
+    @property
+    def place(self) -> Place:
+        """Where this gate stands: its id and the zones the roster gives it (none if it is not listed)."""
+        gate = self._gates.get(self.device)
+        return Place(self.device, gate.zones if gate is not None else frozenset())
+
     def is_stale(self, now: float) -> bool:
         """True without a list, or when ``now`` is past the list's validity plus the grace period."""
         info = self._info
         return info is None or now > info.valid_until + self.grace_period_s
 
     def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
-        """Biometric use (enrolment or a match) of ``modality`` for ``purpose``; False when stale."""
+        """Biometric use (enrolment or a match) of ``modality`` for ``purpose`` at this gate; False
+        when stale, and where the entry's scope does not cover this gate."""
         if self.is_stale(now):
             return False
         entry = self._entries.get(subject)
-        return entry is not None and entry.allows(modality, purpose, now)
+        return entry is not None and entry.allows(modality, purpose, now, self.place)
 
     def retains(self, subject: str, modality: str | None, purpose: str | None, now: float) -> bool:
-        """Whether templates of ``subject`` may be kept. Staleness stops use, not retention."""
+        """Whether templates of ``subject`` may be kept here. Staleness stops use, not retention; a
+        scope that no longer covers this gate ends retention like a withdrawal."""
         entry = self._entries.get(subject)
         if entry is None:
             return False
         if modality is None:
-            return any(entry.allows(m, purpose, now) for m in entry.modalities)
-        return entry.allows(modality, purpose, now)
+            return any(entry.allows(m, purpose, now, self.place) for m in entry.modalities)
+        return entry.allows(modality, purpose, now, self.place)
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:
         """The subject whose entry allows this card/PIN/QR credential, whatever their biometric consent.
@@ -340,6 +386,11 @@ class ConsentLedger:
             upserts = [e for s, e in new.items() if old.get(s) is not e and old.get(s) != e]
         encoded = {e.subject: _entry_to_cbor(e) for e in upserts}
         affected = frozenset(removed) | frozenset(e.subject for e in upserts)
+        # a snapshot replaces the roster (none: no roster); a delta without one keeps the one in force
+        keep = lst.gates is None and lst.kind == "delta"
+        gates = self._gates if keep else {g.id: g for g in lst.gates or ()}
+        if self._place_of(gates) != self.place:
+            affected = frozenset(old) | frozenset(new)  # this gate moved: every scoped consent may change
         keys_blob = (
             bytes(cbor2.dumps({"successors": list(lst.keys.successors), "retire": list(lst.keys.retire)}))
             if lst.keys
@@ -353,6 +404,12 @@ class ConsentLedger:
                 "ON CONFLICT(subject) DO UPDATE SET body = excluded.body",
                 [(e.subject, bytes(cbor2.dumps(encoded[e.subject], canonical=True))) for e in upserts],
             )
+            if gates is not self._gates:
+                self._conn.execute("DELETE FROM gates")
+                self._conn.executemany(
+                    "INSERT INTO gates (id, body) VALUES (?, ?)",
+                    [(g.id, bytes(cbor2.dumps(gate_to_cbor(g), canonical=True))) for g in gates.values()],
+                )
             self._conn.execute(
                 "INSERT INTO meta (id, site, version, kind, issued_at, valid_until, signer_kid, message, applied_at, "
                 "keys, keys_done) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
@@ -375,6 +432,7 @@ class ConsentLedger:
             )
         self._info = ListInfo(lst.site, lst.version, lst.kind, lst.issued_at, lst.valid_until, kid, now, bytes(message))
         self._entries = new
+        self._gates = gates
         self.generation += 1
         raws = self._raw if lst.kind == "delta" else {s: r for s, r in self._raw.items() if s in new}
         for subject in removed:
@@ -406,6 +464,10 @@ class ConsentLedger:
                 at=now,
             )
         return ApplyOutcome(True, lst.version, lst.kind, previous, affected, pinned, retired)
+
+    def _place_of(self, gates: dict[str, Gate]) -> Place:
+        gate = gates.get(self.device)
+        return Place(self.device, gate.zones if gate is not None else frozenset())
 
     def _finish_key_announcement(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         """Pin successors and retire keys announced by the list in force (idempotent, crash-safe)."""

@@ -17,10 +17,25 @@ Body (CBOR map, text keys, canonical encoding as RFC 8949 section 4.2.3 "length-
     entries      [entry]       snapshot: every subject; delta: entries added or replaced
     remove       [text]        (delta only) subjects dropped from the list altogether
     keys         {successors: [bytes 32], retire: [bytes 8]}   optional key rotation (see docs)
+    gates        [gate]        (format 2, optional) the site's gates: who may send template
+                               parcels, where they stand; a snapshot without it has no roster, a
+                               delta without it keeps the roster in force
+
+    gate = {id: "gw-" + 16 hex, public_key: bytes 32, box_key: bytes 32 | null, zones: [text]}
 
     entry = {subject: text, purposes: [text], modalities: ["face" | "fingerprint"],
              granted_at: uint, expires_at: uint | null, status: "active" | "withdrawn",
-             credentials: [{kind: "card" | "pin" | "qr", digest: bytes 32}]}
+             credentials: [{kind: "card" | "pin" | "qr", digest: bytes 32}],
+             ? scope: [text]}                                       (format 2 only)
+
+``format`` is 1, or 2 when any entry carries a ``scope`` or the list carries ``gates``. A scope
+names the zones (``lobby``, ``car-park``) and/or gate device ids (``gw-`` + 16 hex) where the
+person's biometric consent applies; an entry without one covers the whole site. The ``gates``
+roster says which zones each gate stands in (the site decides, not the gate) and carries each
+gate's identity key and template-sync key (``edge.sync``). A gate holds and matches a person's
+templates only where the scope covers it (``Place.covers``); the card/PIN/QR path is not scoped.
+The authority writes format 1 whenever it can, so terminals that predate scopes keep accepting
+those lists.
 
 Subject ids are pseudonymous (the authority's choice, never a name or document number). Credential
 values are never carried: ``digest`` is a keyed BLAKE2b of the value (``edge.credentials.hashing``).
@@ -28,6 +43,7 @@ values are never carried: ``digest`` is a keyed BLAKE2b of the value (``edge.cre
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +55,10 @@ from edge.crypto import strictcbor
 from edge.errors import IntegrityError
 
 FORMAT_VERSION = 1
+FORMAT_SCOPED = 2  # entries may carry a scope
+FORMATS = frozenset({FORMAT_VERSION, FORMAT_SCOPED})
+MAX_SCOPE = 64
+MAX_GATES = 10_000
 MODALITIES = frozenset({"face", "fingerprint"})
 STATUSES = frozenset({"active", "withdrawn"})
 CREDENTIAL_KINDS = frozenset({"card", "pin", "qr"})
@@ -50,6 +70,8 @@ MAX_ENTRIES = 1_000_000
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 _PURPOSE_RE = re.compile(r"[a-z0-9][a-z0-9._\-]*(:[A-Za-z0-9._\-]+)*")
 _SITE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
+_ZONE_RE = re.compile(r"[a-z0-9][a-z0-9._\-]{0,31}")
+_GATE_RE = re.compile(r"gw-[0-9a-f]{16}")
 
 ListKind = Literal["snapshot", "delta"]
 
@@ -68,6 +90,32 @@ def valid_subject(subject: str) -> bool:
 
 def valid_site(site: str) -> bool:
     return bool(_SITE_RE.fullmatch(site))
+
+
+def valid_zone(zone: str) -> bool:
+    """A zone name (lower case, digits, ``. _ -``; at most 32) as a gate's config and a scope name it."""
+    return bool(_ZONE_RE.fullmatch(zone)) and not _GATE_RE.fullmatch(zone)
+
+
+def valid_scope_item(item: str) -> bool:
+    """A zone name or a gate's device id."""
+    return bool(_ZONE_RE.fullmatch(item) or _GATE_RE.fullmatch(item))
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a gate stands: its device id and the zones it belongs to (``[device] zones``).
+
+    The default place (no id, no zones) is covered only by entries without a scope: a ledger that
+    does not know its gate fails closed for scoped consent.
+    """
+
+    device: str = ""
+    zones: frozenset[str] = frozenset()
+
+    def covers(self, scope: frozenset[str] | None) -> bool:
+        """Whether consent with ``scope`` (None: the whole site) applies at this gate."""
+        return scope is None or bool(scope & self.zones) or (bool(self.device) and self.device in scope)
 
 
 @dataclass(frozen=True)
@@ -90,6 +138,8 @@ class Entry:
     expires_at: int | None
     status: str
     credentials: tuple[CredentialGrant, ...] = ()
+    #: zones and gate ids the biometric consent covers; None: the whole site
+    scope: frozenset[str] | None = None
 
     def consent_active(self, now: float) -> bool:
         """Biometric consent in force at ``now``: active status, granted, not yet expired."""
@@ -97,13 +147,29 @@ class Entry:
             return False
         return self.expires_at is None or now < self.expires_at
 
-    def allows(self, modality: str, purpose: str | None, now: float) -> bool:
+    def allows(self, modality: str, purpose: str | None, now: float, place: Place | None = None) -> bool:
+        """Biometric consent for ``modality`` and ``purpose`` at ``now``, at ``place`` when one is given."""
         if not self.consent_active(now) or modality not in self.modalities:
+            return False
+        if place is not None and not place.covers(self.scope):
             return False
         return purpose is None or purpose in self.purposes
 
     def __repr__(self) -> str:  # subject ids stay out of reprs that could reach a log line
         return f"Entry(status={self.status!r}, modalities={sorted(self.modalities)}, purposes={len(self.purposes)})"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One gate of the site as the roster in the list names it."""
+
+    id: str
+    public_key: bytes = field(repr=False)
+    box_key: bytes | None = field(default=None, repr=False)
+    zones: frozenset[str] = frozenset()
+
+    def place(self) -> Place:
+        return Place(self.id, self.zones)
 
 
 @dataclass(frozen=True)
@@ -128,6 +194,8 @@ class ConsentList:
     base: int | None = None
     remove: tuple[str, ...] = ()
     keys: KeyAnnouncement = field(default_factory=KeyAnnouncement)
+    #: the gate roster; None: the list carries none (a delta keeps the one in force)
+    gates: tuple[Gate, ...] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -140,7 +208,7 @@ class ConsentList:
 
 
 def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
-    return {
+    raw: dict[str, Any] = {
         "subject": entry.subject,
         "purposes": sorted(entry.purposes),
         "modalities": sorted(entry.modalities),
@@ -152,12 +220,25 @@ def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
             for grant in sorted(entry.credentials, key=lambda g: (g.kind, g.digest))
         ],
     }
+    if entry.scope is not None:
+        raw["scope"] = sorted(entry.scope)
+    return raw
+
+
+def gate_to_cbor(gate: Gate) -> dict[str, Any]:
+    return {
+        "id": gate.id,
+        "public_key": gate.public_key,
+        "box_key": gate.box_key,
+        "zones": sorted(gate.zones),
+    }
 
 
 def encode_body(lst: ConsentList) -> bytes:
     """The canonical CBOR body of ``lst``; validates it first so the authority cannot sign junk."""
+    scoped = lst.gates is not None or any(e.scope is not None for e in lst.entries)
     body: dict[str, Any] = {
-        "format": FORMAT_VERSION,
+        "format": FORMAT_SCOPED if scoped else FORMAT_VERSION,
         "site": lst.site,
         "kind": lst.kind,
         "version": lst.version,
@@ -170,6 +251,8 @@ def encode_body(lst: ConsentList) -> bytes:
         body["remove"] = sorted(lst.remove)
     if lst.keys:
         body["keys"] = {"successors": list(lst.keys.successors), "retire": list(lst.keys.retire)}
+    if lst.gates is not None:
+        body["gates"] = [gate_to_cbor(g) for g in sorted(lst.gates, key=lambda g: g.id)]
     data = bytes(cbor2.dumps(body, canonical=True))
     decode_body(data)  # the same checks the device applies
     return data
@@ -207,8 +290,14 @@ def _text_list(value: object, what: str) -> list[str]:
     return value
 
 
-def _entry(raw: object) -> Entry:
-    m = _map(raw, "entry", {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "credentials"})
+def _entry(raw: object, scoped: bool = False) -> Entry:
+    optional = frozenset({"scope"}) if scoped else frozenset()
+    m = _map(
+        raw,
+        "entry",
+        {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "credentials"},
+        optional,
+    )
     subject = m["subject"]
     if not isinstance(subject, str) or not valid_subject(subject):
         raise ListFormatError("entry subject is not a valid pseudonymous id")
@@ -239,7 +328,43 @@ def _entry(raw: object) -> Entry:
     keys = [(g.kind, g.digest) for g in grants]
     if keys != sorted(set(keys)):
         raise ListFormatError("entry credentials are not sorted and unique")
-    return Entry(subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(grants))
+    scope: frozenset[str] | None = None
+    if "scope" in m:
+        items = _text_list(m["scope"], "entry scope")
+        if not items or len(items) > MAX_SCOPE or not all(valid_scope_item(i) for i in items):
+            raise ListFormatError("entry scope is empty, too long, or names something that is neither zone nor gate")
+        scope = frozenset(items)
+    return Entry(
+        subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(grants), scope
+    )
+
+
+def gate_from_cbor(raw: object) -> Gate:
+    """One roster row; its id must be the one its public key derives (``edge.crypto.keys.device_id``)."""
+    m = _map(raw, "gate", {"id", "public_key", "box_key", "zones"})
+    gid, public, box = m["id"], m["public_key"], m["box_key"]
+    if not isinstance(gid, str) or not _GATE_RE.fullmatch(gid):
+        raise ListFormatError("gate id is not gw- and 16 hex digits")
+    if not isinstance(public, bytes) or len(public) != PUBLIC_KEY_SIZE:
+        raise ListFormatError("gate public_key is not 32 bytes")
+    if gid != "gw-" + hashlib.sha256(public).hexdigest()[:16]:
+        raise ListFormatError("gate id does not belong to its public key")
+    if box is not None and (not isinstance(box, bytes) or len(box) != PUBLIC_KEY_SIZE):
+        raise ListFormatError("gate box_key is not 32 bytes")
+    zones = _text_list(m["zones"], "gate zones")
+    if len(zones) > MAX_SCOPE or not all(valid_zone(z) for z in zones):
+        raise ListFormatError("gate zones are too many or not zone names")
+    return Gate(gid, public, box, frozenset(zones))
+
+
+def _gates(raw: object) -> tuple[Gate, ...]:
+    if not isinstance(raw, list) or len(raw) > MAX_GATES:
+        raise ListFormatError("gates is not a list (or is too long)")
+    gates = tuple(gate_from_cbor(g) for g in raw)
+    ids = [g.id for g in gates]
+    if ids != sorted(set(ids)):
+        raise ListFormatError("gates are not sorted by id or repeat a gate")
+    return gates
 
 
 def _keys(raw: object) -> KeyAnnouncement:
@@ -254,10 +379,10 @@ def _keys(raw: object) -> KeyAnnouncement:
     return KeyAnnouncement(tuple(succ), tuple(retire))
 
 
-def _known_entry(raw: object, known: Mapping[str, tuple[dict[str, Any], Entry]]) -> Entry | None:
+def _known_entry(raw: object, known: Mapping[str, tuple[dict[str, Any], Entry]], scoped: bool) -> Entry | None:
     """The already-validated entry when ``raw`` is exactly its encoded form (skips re-validation)."""
-    if not isinstance(raw, dict):
-        return None
+    if not isinstance(raw, dict) or ("scope" in raw and not scoped):
+        return None  # a scope in a format-1 list: validated (and refused) in full
     subject = raw.get("subject")
     hit = known.get(subject) if isinstance(subject, str) else None
     if hit is None:
@@ -281,9 +406,11 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     except strictcbor.CborProfileError as exc:
         raise ListFormatError(f"body is not CBOR (strict profile: {exc.reason})") from None
     base_keys = {"format", "site", "kind", "version", "issued_at", "valid_until", "entries"}
-    m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys"}))
-    if m["format"] != FORMAT_VERSION:
+    m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys", "gates"}))
+    list_format = m["format"]
+    if isinstance(list_format, bool) or list_format not in FORMATS:
         raise ListFormatError("unsupported list format")
+    scoped = list_format == FORMAT_SCOPED
     site = m["site"]
     if not isinstance(site, str) or not valid_site(site):
         raise ListFormatError("site is not a valid site id")
@@ -301,9 +428,9 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     if not isinstance(raw_entries, list) or len(raw_entries) > MAX_ENTRIES:
         raise ListFormatError("entries is not a list (or is too long)")
     if known:
-        entries = tuple(_known_entry(e, known) or _entry(e) for e in raw_entries)
+        entries = tuple(_known_entry(e, known, scoped) or _entry(e, scoped) for e in raw_entries)
     else:
-        entries = tuple(_entry(e) for e in raw_entries)
+        entries = tuple(_entry(e, scoped) for e in raw_entries)
     subjects = [e.subject for e in entries]
     if subjects != sorted(set(subjects)):
         raise ListFormatError("entries are not sorted by subject or repeat a subject")
@@ -330,10 +457,15 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     keys = _keys(m["keys"]) if "keys" in m else KeyAnnouncement()
     if "keys" in m and not keys:
         raise ListFormatError("keys is present but empty")
+    gates: tuple[Gate, ...] | None = None
+    if "gates" in m:
+        if not scoped:
+            raise ListFormatError("a gate roster needs list format 2")
+        gates = _gates(m["gates"])
     # The encoding itself is not re-checked here: the authority encodes canonically (encode_body),
     # the signature makes the bytes its own, and re-encoding a 10k-entry body would cost a third
     # of the time a device spends applying it.
-    return ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys)
+    return ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys, gates)
 
 
 def make_entry(
@@ -344,9 +476,17 @@ def make_entry(
     expires_at: int | None = None,
     status: str = "active",
     credentials: Iterable[CredentialGrant] = (),
+    scope: Iterable[str] | None = None,
 ) -> Entry:
     return Entry(
-        subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(credentials)
+        subject,
+        frozenset(purposes),
+        frozenset(modalities),
+        granted_at,
+        expires_at,
+        status,
+        tuple(credentials),
+        None if scope is None else frozenset(scope),
     )
 
 

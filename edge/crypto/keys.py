@@ -1,10 +1,16 @@
-"""Ed25519 identities and key ids, and the 0600 key files that hold them."""
+"""Ed25519 identities and key ids, X25519 template-sync keys, and the 0600 key files that hold them.
+
+A gate has two key pairs: its Ed25519 identity (signs events, receipts and template parcels; its
+public key names the device) and an X25519 key that template parcels from the site's other gates
+are sealed to (``edge.sync.parcel``). Keeping them apart means a compromise of one use does not
+hand over the other, and either can be rotated alone."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+from nacl.public import PrivateKey, PublicKey
 from nacl.signing import SigningKey, VerifyKey
 
 from edge.errors import StorageError
@@ -65,3 +71,28 @@ def load_verify_key(text_or_bytes: str | bytes) -> VerifyKey:
     if len(raw) != 32:
         raise StorageError(f"not an Ed25519 public key (expected 32 bytes, found {len(raw)})")
     return VerifyKey(raw)
+
+
+def generate_box_key(path: Path, *, overwrite: bool = False) -> PrivateKey:
+    """A new X25519 key for sealed template parcels, in a 0600 file."""
+    key = PrivateKey.generate()
+    write_secret(path, bytes(key), overwrite=overwrite)
+    return key
+
+
+def load_box_key(path: Path) -> PrivateKey:
+    raw = read_secret(path)
+    if len(raw) != 32:
+        raise StorageError(f"{path} is not an X25519 private key (expected 32 bytes, found {len(raw)})")
+    return PrivateKey(raw)
+
+
+def load_box_public(text_or_bytes: str | bytes) -> PublicKey:
+    """An X25519 public key from 32 raw bytes or 64 hex characters."""
+    try:
+        raw = bytes.fromhex(text_or_bytes.strip()) if isinstance(text_or_bytes, str) else bytes(text_or_bytes)
+    except ValueError:
+        raise StorageError("an X25519 public key must be 64 hex characters") from None
+    if len(raw) != 32:
+        raise StorageError(f"not an X25519 public key (expected 32 bytes, found {len(raw)})")
+    return PublicKey(raw)

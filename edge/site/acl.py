@@ -8,6 +8,12 @@ block per registered device granting read access to its own site's list and chun
     user gw-0123456789abcdef
     topic read sites/hq/consent
     topic read sites/hq/consent/chunks/+
+    topic write sites/hq/sync/+/gw-0123456789abcdef/+
+    topic readwrite sites/hq/sync/gw-0123456789abcdef/+/+
+
+The last two are template sync (``edge.sync``, docs/sync.md): a gate sends sealed parcels to any
+gate of its own site, naming itself as sender, and reads (and clears, once handled) only the
+parcels addressed to it.
 
 ``edge-site broker-acl --registry devices.json --out acl`` writes the file; install it as
 ``/etc/mosquitto/gate-edge/acl`` and send Mosquitto SIGHUP (it rereads the ACL). A device not in
@@ -48,14 +54,19 @@ topic readwrite sites/+/consent/chunks/+
 pattern write sites/+/gates/%u/events/#
 pattern readwrite sites/+/gates/%u/availability
 
-# Each registered device reads its own site's consent list and the list's chunks, nothing else.
+# Each registered device reads its own site's consent list and the list's chunks, sends template
+# parcels to the gates of its own site, and reads (and clears) only the parcels addressed to it.
 """
 
 
 def render_acl(registry: Registry) -> str:
     """The whole ACL file for the devices in ``registry``."""
     blocks = [
-        f"user {dev.device_id}\ntopic read sites/{dev.site}/consent\ntopic read sites/{dev.site}/consent/chunks/+\n"
+        f"user {dev.device_id}\n"
+        f"topic read sites/{dev.site}/consent\n"
+        f"topic read sites/{dev.site}/consent/chunks/+\n"
+        f"topic write sites/{dev.site}/sync/+/{dev.device_id}/+\n"
+        f"topic readwrite sites/{dev.site}/sync/{dev.device_id}/+/+\n"
         for dev in sorted(registry.devices.values(), key=lambda d: d.device_id)
     ]
     return STATIC + ("\n" + "\n".join(blocks) if blocks else "")

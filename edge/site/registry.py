@@ -3,7 +3,13 @@
 ::
 
     {"version": 1,
-     "devices": {"gw-0123456789abcdef": {"site": "hq", "public_key": "<64 hex characters>"}}}
+     "devices": {"gw-0123456789abcdef": {"site": "hq", "public_key": "<64 hex characters>",
+                                         "box_key": "<64 hex characters>", "zones": ["lobby"]}}}
+
+``box_key`` (optional) is the gate's X25519 key for sealed template parcels (``edge.sync``): a
+gate without one cannot receive templates enrolled elsewhere, and is enrolled locally as before.
+``zones`` (optional) are the site zones the gate stands in; the consent authority carries them,
+with the keys, in the signed list's gate roster (``edge-site consent issue --registry``).
 
 A device id is derived from its public key (``edge.crypto.keys.device_id``), so an entry whose id
 does not match its key is refused: a copied id cannot be paired with another key.
@@ -12,11 +18,14 @@ does not match its key is refused: a copied id cannot be paired with another key
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from nacl.public import PublicKey
 from nacl.signing import VerifyKey
 
+from edge.consent.listformat import Gate, valid_zone
 from edge.crypto.keys import device_id as derive_device_id
 from edge.crypto.keys import key_id
 from edge.errors import StorageError
@@ -30,6 +39,8 @@ class Device:
     device_id: str
     site: str
     public_key: VerifyKey
+    box_key: PublicKey | None = None
+    zones: frozenset[str] = frozenset()
 
     @property
     def kid(self) -> bytes:
@@ -40,20 +51,49 @@ class Registry:
     def __init__(self, devices: dict[str, Device] | None = None) -> None:
         self.devices: dict[str, Device] = dict(devices or {})
 
-    def add(self, site: str, public_key: VerifyKey | bytes) -> Device:
+    def add(
+        self,
+        site: str,
+        public_key: VerifyKey | bytes,
+        box_key: PublicKey | bytes | None = None,
+        zones: Iterable[str] = (),
+    ) -> Device:
         key = public_key if isinstance(public_key, VerifyKey) else VerifyKey(bytes(public_key))
-        device = Device(device_id=derive_device_id(key), site=site, public_key=key)
+        box = box_key if isinstance(box_key, PublicKey) or box_key is None else PublicKey(bytes(box_key))
+        names = frozenset(zones)
+        bad = sorted(z for z in names if not valid_zone(z))
+        if bad:
+            raise StorageError(
+                f"{bad[0][:40]!r} is not a zone name", hint="lower case letters, digits, '.', '_' or '-'; at most 32"
+            )
+        device = Device(device_id=derive_device_id(key), site=site, public_key=key, box_key=box, zones=names)
         self.devices[device.device_id] = device
         return device
 
     def get(self, device_id: str) -> Device | None:
         return self.devices.get(device_id)
 
+    def site_gates(self, site: str) -> dict[str, Device]:
+        """The registered gates of ``site``, by device id."""
+        return {d.device_id: d for d in self.devices.values() if d.site == site}
+
+    def roster(self, site: str) -> list[Gate]:
+        """``site``'s gates as the signed consent list carries them."""
+        return [
+            Gate(d.device_id, bytes(d.public_key), bytes(d.box_key) if d.box_key is not None else None, d.zones)
+            for d in sorted(self.site_gates(site).values(), key=lambda d: d.device_id)
+        ]
+
     def to_json(self) -> str:
-        devices = {
-            d.device_id: {"site": d.site, "public_key": bytes(d.public_key).hex()}
-            for d in sorted(self.devices.values(), key=lambda d: d.device_id)
-        }
+        def entry(d: Device) -> dict[str, object]:
+            out: dict[str, object] = {"site": d.site, "public_key": bytes(d.public_key).hex()}
+            if d.box_key is not None:
+                out["box_key"] = bytes(d.box_key).hex()
+            if d.zones:
+                out["zones"] = sorted(d.zones)
+            return out
+
+        devices = {d.device_id: entry(d) for d in sorted(self.devices.values(), key=lambda d: d.device_id)}
         return json.dumps({"version": REGISTRY_VERSION, "devices": devices}, indent=2) + "\n"
 
     def save(self, path: Path) -> None:
@@ -101,7 +141,24 @@ class Registry:
                 raise StorageError(f"{where}: public_key is not hex") from None
             if len(raw) != 32:
                 raise StorageError(f"{where}: public_key must be 32 bytes (64 hex characters)")
-            device = registry.add(entry["site"], raw)
+            box: bytes | None = None
+            if "box_key" in entry:
+                box_text = entry["box_key"]
+                try:
+                    if not isinstance(box_text, str):
+                        raise ValueError("not text")
+                    box = bytes.fromhex(box_text)
+                except ValueError:
+                    raise StorageError(f"{where}: box_key is not hex") from None
+                if len(box) != 32:
+                    raise StorageError(f"{where}: box_key must be 32 bytes (64 hex characters)")
+            unknown = set(entry) - {"site", "public_key", "box_key", "zones"}
+            if unknown:
+                raise StorageError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
+            zones = entry.get("zones", [])
+            if not isinstance(zones, list) or not all(isinstance(z, str) and valid_zone(z) for z in zones):
+                raise StorageError(f"{where}: zones must be a list of zone names (lower case, e.g. lobby)")
+            device = registry.add(entry["site"], raw, box, zones)
             if device.device_id != dev_id:
                 raise StorageError(
                     f"{where}: this id does not belong to its public key (the key's id is {device.device_id})",

@@ -401,7 +401,83 @@ def targets() -> list[Target]:
         path.write_bytes(data[1:])
         return authority_dir.read_roster(path, now=1_800_000_000.0)
 
+    # --- sealed template parcels between gates (edge.sync.parcel)
+    from nacl.public import PrivateKey, SealedBox
+
+    from edge.crypto.cose import sign1
+    from edge.crypto.keys import device_id, key_id
+    from edge.sync.parcel import Contents, SensorTemplate, open_parcel, parcel_topic, seal
+
+    recipient_box = PrivateKey(b"\x03" * 32)
+    recipient_id = device_id(SigningKey(b"\x04" * 32).verify_key)
+    parcel_id = b"\x05" * 16
+    parcel_topic_text = parcel_topic("hq", recipient_id, fx.device_id, parcel_id)
+    parcel_aad = parcel_topic_text.encode()
+    _, good_parcel = seal(
+        Contents("p-1", "fingerprint", 1, 1, fingerprint=SensorTemplate("r503", b"\x07" * 64)),
+        site="hq",
+        sender_key=fx.device,
+        recipient=recipient_id,
+        recipient_box_key=recipient_box.public_key,
+        parcel_id=parcel_id,
+        issued_at=2,
+    )
+
+    def _signed_parcel(payload: bytes) -> bytes:
+        return sign1(fx.device, key_id(fx.device.verify_key), payload, parcel_aad, "application/gate-edge-parcel+cbor")
+
+    def _inner(ch: Chooser) -> bytes:
+        return hostile_map(
+            ch,
+            {
+                "format": lambda: head(0, 1),
+                "sender": lambda: text(fx.device_id),
+                "recipient": lambda: text(recipient_id),
+                "parcel": lambda: bstr(parcel_id),
+                "subject": lambda: string(ch, 3),
+                "modality": lambda: pick(ch, (text("face"), text("fingerprint"), text("iris"))),
+                "enrolled_at": lambda: _uint(ch),
+                "consent_version": lambda: _uint(ch),
+                "face": lambda: item(ch),
+                "fingerprint": lambda: item(ch),
+            },
+        )
+
+    def _sealed_envelope(inner: bytes) -> bytes:
+        outer = {
+            "format": 1,
+            "site": "hq",
+            "sender": fx.device_id,
+            "recipient": recipient_id,
+            "parcel": parcel_id,
+            "issued_at": 2,
+            "sealed": bytes(SealedBox(recipient_box.public_key).encrypt(inner)),
+        }
+        return _signed_parcel(bytes(cbor2.dumps(outer, canonical=True)))
+
+    def gen_parcel(ch: Chooser) -> bytes:
+        return _one_of(
+            ch,
+            lambda: good_parcel,  # the first choice is the real parcel: the decoder must accept it
+            lambda: mutate(ch, good_parcel),
+            lambda: item(ch),
+            lambda: _signed_parcel(item(ch)),
+            lambda: _sealed_envelope(_inner(ch)),
+            lambda: _sealed_envelope(item(ch)),
+        )
+
+    def run_parcel(data: bytes) -> object:
+        return open_parcel(
+            data,
+            parcel_topic_text,
+            site="hq",
+            recipient_key=recipient_box,
+            recipient=recipient_id,
+            senders={fx.device_id: fx.device.verify_key},
+        )
+
     return [
+        Target("sync.parcel", gen_parcel, run_parcel),
         Target("cose.verify1", gen_cose, run_cose),
         Target("consent.verify_list", gen_list, lambda d: verify_list(d, fx.keys)),
         Target("consent.decode_body", gen_body, decode_body),

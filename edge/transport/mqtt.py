@@ -378,7 +378,7 @@ class MqttPublisher:
             room = self.window - len(self._inflight)
             if room > 0:
                 for entry in self.outbox.pending(after_id=last_id, limit=room):
-                    info = client.publish(entry.topic, entry.payload, qos=1)
+                    info = client.publish(entry.topic, entry.payload, qos=1, retain=entry.retain)
                     if info.rc != paho.MQTT_ERR_SUCCESS:
                         raise TransportError(f"publish failed: {paho.error_string(info.rc)}")
                     self._inflight[info.mid] = entry

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER NOT NULL,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    retain INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS rejected (
     id INTEGER PRIMARY KEY,
@@ -60,6 +61,8 @@ class Entry:
     topic: str
     payload: bytes
     created: float
+    #: published retained (template parcels, so a gate that was offline finds them); events are not
+    retain: bool = False
 
 
 class Outbox:
@@ -91,6 +94,9 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            columns = {str(row[1]) for row in self._db.execute("PRAGMA table_info(outbox)")}
+            if "retain" not in columns:  # an outbox written before retained rows existed
+                self._db.execute("ALTER TABLE outbox ADD COLUMN retain INTEGER NOT NULL DEFAULT 0")
             # Row count kept in memory (COUNT(*) is a scan); this object is the only writer.
             self._count = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         except (OSError, sqlite3.Error) as exc:
@@ -123,13 +129,14 @@ class Outbox:
         self._notify()
         return seq
 
-    def put(self, topic: str, payload: bytes, seq: int = 0) -> int:
-        """Queue an already signed payload; return its row id."""
+    def put(self, topic: str, payload: bytes, seq: int = 0, *, retain: bool = False) -> int:
+        """Queue an already signed payload (``retain``: published as the topic's retained message;
+        an empty retained payload clears it); return its row id."""
         with self._lock:
             with self._tx():
                 cur = self._db.execute(
-                    "INSERT INTO outbox (seq, topic, payload, created) VALUES (?, ?, ?, ?)",
-                    (seq, topic, payload, self.clock()),
+                    "INSERT INTO outbox (seq, topic, payload, created, retain) VALUES (?, ?, ?, ?, ?)",
+                    (seq, topic, payload, self.clock(), int(retain)),
                 )
                 self._count += 1
             row_id = int(cur.lastrowid or 0)
@@ -145,10 +152,10 @@ class Outbox:
     def pending(self, after_id: int = 0, limit: int = 100) -> list[Entry]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT id, seq, topic, payload, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, seq, topic, payload, created, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
                 (after_id, limit),
             ).fetchall()
-        return [Entry(int(r[0]), int(r[1]), str(r[2]), bytes(r[3]), float(r[4])) for r in rows]
+        return [Entry(int(r[0]), int(r[1]), str(r[2]), bytes(r[3]), float(r[4]), bool(r[5])) for r in rows]
 
     def remove(self, ids: Iterable[int]) -> None:
         """Delete acknowledged rows. Not fsynced: a deletion lost to power loss means a resend, which

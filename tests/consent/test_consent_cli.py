@@ -198,3 +198,44 @@ def test_settings_come_from_the_agent_config(
     out = capsys.readouterr().out
     assert "(+600 s grace)" in out
     assert "state:         fresh" in out
+
+
+def test_a_roster_scope_reaches_the_list_and_show_says_which_entries_cover_this_gate(
+    tmp_path: Path, state: StateDir, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 14: the authority's roster names zones in a `scope` column, and the site registry
+    places this gate in zone `lobby` (the list carries the gate roster); `edge consent show` on the
+    gate counts the consents that cover it and marks each entry here/elsewhere."""
+    from edge.crypto.keys import load_signing_key
+    from edge.site.registry import Registry
+
+    root = tmp_path / "scoped-authority"
+    assert site_main(["consent", "--dir", str(root), "keygen", "--site", SITE]) == 0
+    registry = Registry()
+    registry.add(SITE, load_signing_key(state.identity_key).verify_key, zones=["lobby"])
+    registry.add(SITE, bytes(32 * [7]), zones=["car-park"])  # another gate of the site
+    registry.save(tmp_path / "devices.json")
+    roster = tmp_path / "scoped.csv"
+    roster.write_text(
+        "subject,purposes,modalities,scope\n"
+        "p-001,access:main-gate,face,lobby\n"
+        "p-002,access:main-gate,face,car-park\n"
+        "p-003,access:main-gate,face,\n"
+    )
+    issue = ["consent", "--dir", str(root), "issue", str(roster), "--registry", str(tmp_path / "devices.json")]
+    assert site_main(issue) == 0
+    assert ", 2 gates," in capsys.readouterr().out
+    for pub in root.glob("consent-authority-*.pub"):
+        trust.pin(state, bytes.fromhex(pub.read_text()))
+    assert _edge(state, "apply", str(root / "lists" / f"{SITE}-v1.cose")) == 0
+    capsys.readouterr()
+    assert _edge(state, "show", "--entries") == 0
+    out = capsys.readouterr().out
+    assert "this gate:     zones lobby; 2 active consent(s) cover it (2 entries are scoped" in out
+    assert "scope lobby (here)" in out
+    assert "scope car-park (elsewhere)" in out
+    assert "scope site (here)" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject,purposes,modalities,scope\np-009,access:main-gate,face,Lobby Main\n")
+    assert site_main(["consent", "--dir", str(root), "issue", str(bad)]) != 0
+    assert "scope must list" in capsys.readouterr().err

@@ -237,3 +237,93 @@ def test_a_sensor_slot_is_receipted_only_once_the_sensor_has_erased_it(authority
     assert late["list_version"] == 2
     deletions = [r for r in device.audit.records() if r.kind == "deletion"]
     assert [sorted(r.details["deleted"]) for r in deletions] == [["gallery"], ["fingerprint"]]
+
+
+def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: Authority, device: Device) -> None:
+    """Issue 14: consent scoped to zones. The gate stands in `lobby`; p-001's consent covers the
+    lobby, p-002's only the car park, p-003's the whole site, p-004's names this gate by id. Then
+    p-001's scope moves to the car park: the gate deletes p-001's templates with a receipt. The
+    card path is not scoped: p-002's card still resolves at this gate."""
+    from edge.consent.ledger import ConsentLedger
+    from edge.consent.listformat import CredentialGrant, Gate
+    from edge.credentials.hashing import credential_digest
+    from edge.crypto.keys import device_id
+
+    me, other = SigningKey(b"\x01" * 32).verify_key, SigningKey(b"\x02" * 32).verify_key
+    here = device_id(me)
+    device.ledger.close()
+    device.ledger = ConsentLedger.open(device.state, "site-a", grace_period_s=86400.0, audit=device.audit, device=here)
+    authority.set_gates(
+        [
+            Gate(here, bytes(me), None, frozenset({"lobby"})),
+            Gate(device_id(other), bytes(other), None, frozenset({"car-park"})),
+        ]
+    )
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    entries = {
+        "p-001": entry("p-001", ("face",), scope=["lobby"]),
+        "p-002": entry(
+            "p-002",
+            ("face",),
+            scope=["car-park"],
+            credentials=[CredentialGrant("card", credential_digest(authority.credential_key(), "card", "0004123456"))],
+        ),
+        "p-003": entry("p-003", ("face",)),
+        "p-004": entry("p-004", ("face",), scope=[here]),
+    }
+    message, _ = authority.issue(entries, now=T0)
+    enforcer.apply(message, T0)
+    for subject in ("p-001", "p-003", "p-004"):
+        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+    with pytest.raises(EnrolmentRefused, match="no active consent"):
+        enforcer.enrol("p-002", "face", T0, lambda: face.add("p-002", b"t"))
+    assert face.subjects() == {"p-001", "p-003", "p-004"}
+    assert not device.ledger.allows("p-002", "face", PURPOSE, T0)
+    assert device.ledger.credential_subject("card", "0004123456", T0) == "p-002"
+    moved = dict(entries, **{"p-001": entry("p-001", ("face",), scope=["car-park"])})
+    message, _ = authority.issue(moved, now=T0 + 5)
+    enforcer.apply(message, T0 + 5)
+    assert face.subjects() == {"p-003", "p-004"}
+    (receipt,) = sink.of_kind("deletion_receipt")
+    assert receipt["subject"] == "p-001"
+    assert receipt["reason"] == "out-of-scope"
+    assert not device.ledger.allows("p-001", "face", PURPOSE, T0 + 6)
+
+
+def test_moving_the_gate_to_another_zone_deletes_whom_the_new_zone_does_not_cover(
+    authority: Authority, device: Device
+) -> None:
+    """Issue 14: the site decides where a gate stands (the signed roster). A list that changes
+    only the roster (no entry changes) still makes the gate re-check everyone: p-001 (lobby) goes
+    when the gate moves to the car park; p-002 (car park) may then enrol; p-003 (whole site) stays."""
+    from edge.consent.ledger import ConsentLedger
+    from edge.consent.listformat import Gate
+    from edge.crypto.keys import device_id
+
+    me = SigningKey(b"\x01" * 32).verify_key
+    here = device_id(me)
+    device.ledger.close()
+    device.ledger = ConsentLedger.open(device.state, "site-a", grace_period_s=86400.0, audit=device.audit, device=here)
+    face = MemoryStore("gallery", "face")
+    enforcer, sink = _enforcer(device, face)
+    entries = {
+        "p-001": entry("p-001", ("face",), scope=["lobby"]),
+        "p-002": entry("p-002", ("face",), scope=["car-park"]),
+        "p-003": entry("p-003", ("face",)),
+    }
+    authority.set_gates([Gate(here, bytes(me), None, frozenset({"lobby"}))])
+    enforcer.apply(authority.issue(entries, now=T0)[0], T0)
+    for subject in ("p-001", "p-003"):
+        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+    authority.set_gates([Gate(here, bytes(me), None, frozenset({"car-park"}))])
+    outcome = enforcer.apply(authority.issue(entries, now=T0 + 5)[0], T0 + 5)
+    assert outcome.changed
+    assert device.ledger.place.zones == frozenset({"car-park"})
+    assert face.subjects() == {"p-003"}
+    assert [r["subject"] for r in sink.of_kind("deletion_receipt")] == ["p-001"]
+    enforcer.enrol("p-002", "face", T0 + 6, lambda: face.add("p-002", b"t"))
+    # a gate the roster does not list stands in no zone: only whole-site consent applies there
+    authority.set_gates([])
+    enforcer.apply(authority.issue(entries, now=T0 + 10)[0], T0 + 10)
+    assert face.subjects() == {"p-003"}

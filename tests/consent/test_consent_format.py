@@ -136,7 +136,7 @@ def test_well_formed_cbor_of_any_shape_is_refused_not_crashing(value: object) ->
 @pytest.mark.parametrize(
     ("mutate", "reason"),
     [
-        (lambda b: b.update(format=2), "unsupported list format"),
+        (lambda b: b.update(format=3), "unsupported list format"),
         (lambda b: b.update(extra=1), "unknown key"),
         (lambda b: b["entries"][0].update(subject="Jane Doe"), "pseudonymous"),
         (lambda b: b["entries"][0].update(modalities=["iris"]), "unknown modality"),
@@ -148,6 +148,15 @@ def test_well_formed_cbor_of_any_shape_is_refused_not_crashing(value: object) ->
         (lambda b: b.update(valid_until=b["issued_at"]), "valid_until"),
         (lambda b: b.update(version=0), "at least 1"),
         (lambda b: b.update(base=1), "snapshot carries delta fields"),
+        # a scope needs format 2: a format-1 list carrying one is refused, not half-understood
+        (lambda b: b["entries"][0].update(scope=["lobby"]), "unknown key"),
+        (lambda b: b.update(format=2) or b["entries"][0].update(scope=[]), "scope is empty"),
+        (lambda b: b.update(format=2) or b["entries"][0].update(scope=["Lobby"]), "neither zone nor gate"),
+        (lambda b: b.update(format=2) or b["entries"][0].update(scope=["car-park", "lobby", "lobby"]), "sorted"),
+        (
+            lambda b: b.update(format=2) or b["entries"][0].update(scope=[f"z{i:02d}" for i in range(65)]),
+            "too long",
+        ),
     ],
 )
 def test_schema_violations_are_named(mutate, reason: str) -> None:
@@ -202,3 +211,81 @@ def test_a_list_signed_for_events_is_not_a_list() -> None:
         verify_list(as_event, {kid: key.verify_key})
     proper = sign_list(key, ConsentList("site-a", "snapshot", 1, 1000, 2000, ()))
     assert verify_list(proper, {kid: key.verify_key})[1] == kid
+
+
+def test_a_scoped_entry_travels_in_format_2_and_an_unscoped_list_stays_format_1() -> None:
+    """Terminals older than scopes accept format 1 only: the authority writes 2 only when it must."""
+    plain = Entry("p-1", frozenset({"access:main-gate"}), frozenset({"face"}), 100, None, "active")
+    scoped = Entry(
+        "p-2",
+        frozenset({"access:main-gate"}),
+        frozenset({"face"}),
+        100,
+        None,
+        "active",
+        (),
+        frozenset({"lobby", "gw-0123456789abcdef"}),
+    )
+    one = ConsentList("site-a", "snapshot", 3, 1000, 2000, (plain,))
+    two = ConsentList("site-a", "snapshot", 3, 1000, 2000, (plain, scoped))
+    assert cbor2.loads(encode_body(one))["format"] == 1
+    body = cbor2.loads(encode_body(two))
+    assert body["format"] == 2
+    assert "scope" not in body["entries"][0]
+    assert body["entries"][1]["scope"] == ["gw-0123456789abcdef", "lobby"]
+    decoded = decode_body(encode_body(two))
+    assert decoded.entries == (plain, scoped)
+
+
+def test_a_place_is_covered_by_its_zones_its_own_id_or_a_whole_site_entry() -> None:
+    from edge.consent.listformat import Place
+
+    gate = Place("gw-0123456789abcdef", frozenset({"lobby"}))
+    assert gate.covers(None)
+    assert gate.covers(frozenset({"lobby", "car-park"}))
+    assert gate.covers(frozenset({"gw-0123456789abcdef"}))
+    assert not gate.covers(frozenset({"car-park"}))
+    assert not gate.covers(frozenset({"gw-fedcba9876543210"}))
+    # a ledger that does not know its gate: only whole-site consent applies (fails closed)
+    assert Place().covers(None)
+    assert not Place().covers(frozenset({"lobby"}))
+    entry = Entry(
+        "p-2", frozenset({"access:main-gate"}), frozenset({"face"}), 100, None, "active", (), frozenset({"car-park"})
+    )
+    assert entry.allows("face", "access:main-gate", 500)  # no place given: the site tools' view
+    assert not entry.allows("face", "access:main-gate", 500, gate)
+    assert entry.allows("face", "access:main-gate", 500, Place("gw-0123456789abcdef", frozenset({"car-park"})))
+
+
+def _gate(seed: int, zones: set[str]) -> object:
+    from nacl.signing import SigningKey
+
+    from edge.consent.listformat import Gate
+    from edge.crypto.keys import device_id
+
+    public = SigningKey(bytes([seed]) * 32).verify_key
+    return Gate(device_id(public), bytes(public), bytes([seed + 1]) * 32, frozenset(zones))
+
+
+def test_the_gate_roster_travels_in_format_2_and_each_id_must_belong_to_its_key() -> None:
+    gates = tuple(sorted((_gate(1, {"lobby"}), _gate(3, set())), key=lambda g: g.id))  # type: ignore[attr-defined]
+    lst = ConsentList("site-a", "snapshot", 3, 1000, 2000, (), gates=gates)  # type: ignore[arg-type]
+    body = cbor2.loads(encode_body(lst))
+    assert body["format"] == 2
+    assert decode_body(encode_body(lst)).gates == gates
+    # another key under a gate's id: a forged roster row cannot claim a registered gate's id
+    body["gates"][0]["public_key"] = bytes(32)
+    with pytest.raises(ListFormatError, match="does not belong"):
+        decode_body(cbor2.dumps(body, canonical=True))
+    body = cbor2.loads(encode_body(lst))
+    body["format"] = 1
+    with pytest.raises(ListFormatError, match="format 2"):
+        decode_body(cbor2.dumps(body, canonical=True))
+    body = cbor2.loads(encode_body(lst))
+    body["gates"] = list(reversed(body["gates"]))
+    with pytest.raises(ListFormatError, match="sorted"):
+        decode_body(cbor2.dumps(body, canonical=True))
+    body = cbor2.loads(encode_body(lst))
+    body["gates"][0]["zones"] = ["Lobby"]
+    with pytest.raises(ListFormatError, match="zone"):
+        decode_body(cbor2.dumps(body, canonical=True))

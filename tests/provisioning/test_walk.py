@@ -64,7 +64,10 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     assert len(identity) == 32
     assert len(gallery_key) == 32
     assert gallery_key != identity
-    for name in ("identity.key", "gallery.key", "edge.toml"):
+    sync_key = (state_dir / "sync.key").read_bytes()
+    assert len(sync_key) == 32
+    assert sync_key not in (identity, gallery_key)
+    for name in ("identity.key", "gallery.key", "sync.key", "edge.toml"):
         assert mode(state_dir / name) == 0o600, name
     from nacl.signing import SigningKey
 
@@ -119,7 +122,11 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     exported = result.json()
     assert exported["device_id"] == device_id(public)
     assert exported["public_key"] == bytes(public).hex()
+    from nacl.public import PrivateKey
+
+    assert exported["box_key"] == bytes(PrivateKey(sync_key).public_key).hex() == created["box_key"]
     assert identity.hex() not in result.out
+    assert sync_key.hex() not in result.out
 
     # status: complete now
     result = step("status", "--json")
@@ -156,7 +163,7 @@ def test_installer_walk_changes_exactly_what_each_step_says(
 
     # No command printed a secret: neither key, in hex or raw.
     printed = "\n".join(outputs)
-    for secret in (identity, gallery_key):
+    for secret in (identity, gallery_key, sync_key):
         assert secret.hex() not in printed
         assert secret.hex().upper() not in printed
 
@@ -165,8 +172,10 @@ def test_force_replaces_the_identity_and_drops_the_unreadable_gallery(provision:
     assert provision("init", "--site", "s1").code == 0
     old = (state_dir / "identity.key").read_bytes()
     (state_dir / "gallery.sqlite3").write_bytes(b"old ciphertext")
+    old_sync = (state_dir / "sync.key").read_bytes()
     assert provision("init", "--site", "s1", "--force").code == 0
     assert (state_dir / "identity.key").read_bytes() != old
+    assert (state_dir / "sync.key").read_bytes() != old_sync  # a new identity seals to a new key too
     assert not (state_dir / "gallery.sqlite3").exists()
 
 

@@ -126,3 +126,57 @@ def test_emit_never_waits_for_an_absent_broker_and_the_outbox_replays_after_rest
     seqs = [decode_payload(cbor2.loads(p).value[2]).seq for _, p, _ in collector.messages]
     assert seqs == list(range(1, 51))
     dev.outbox.close()
+
+
+def test_a_retained_row_reaches_a_subscriber_that_connects_later_and_an_empty_one_clears_it(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    """Template parcels travel retained, so a gate that was offline finds them when it connects;
+    a parcel no longer owed is cleared with an empty retained message. Events stay unretained."""
+    settings = MqttSettings.from_url(mosquitto.url)
+    dev = Device(tmp_path)
+    topic = f"sites/hq/sync/{dev.id}/{dev.id}/" + "ab" * 16
+    publisher = dev.publisher(settings)
+    try:
+        publisher.start()
+        dev.outbox.put(topic, b"sealed parcel bytes", retain=True)
+        dev.sink.emit("health", {"uptime_s": 5, "outbox_depth": 0})
+        assert publisher.wait_drained(10)
+        late = Collector(settings, "sites/hq/#")  # subscribes after both were published
+        try:
+            assert late.until(lambda: any(t == topic for t, _, _ in late.messages), 5)
+            assert (topic, b"sealed parcel bytes", True) in late.messages
+            assert not any(t.endswith("/health") for t, _, _ in late.messages)  # not retained
+        finally:
+            late.close()
+        dev.outbox.put(topic, b"", retain=True)
+        assert publisher.wait_drained(10)
+        again = Collector(settings, "sites/hq/sync/#")
+        try:
+            again.until(lambda: False, 0.5)  # give the broker time to deliver anything retained
+            assert again.messages == []
+        finally:
+            again.close()
+    finally:
+        publisher.stop()
+        dev.outbox.close()
+
+
+def test_an_outbox_written_before_retained_rows_opens_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, seq INTEGER NOT NULL, topic TEXT NOT NULL,"
+        " payload BLOB NOT NULL, created REAL NOT NULL);"
+        "INSERT INTO outbox (seq, topic, payload, created) VALUES (7, 't', x'01', 1.0);"
+    )
+    db.commit()
+    db.close()
+    outbox = Outbox(path)
+    try:
+        (row,) = outbox.pending()
+        assert (row.seq, row.topic, row.payload, row.retain) == (7, "t", b"\x01", False)
+    finally:
+        outbox.close()

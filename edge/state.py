@@ -33,6 +33,11 @@ class StateDir:
         """The gallery's secret: encryption key and template-protection seed."""
         return self.root / "gallery.key"
 
+    @property
+    def osdp_scbk(self) -> Path:
+        """The OSDP Secure Channel base key shared with the site's panel ([door] mode = "osdp")."""
+        return self.root / "osdp-scbk.key"
+
     # trust anchors
     @property
     def trust_dir(self) -> Path:

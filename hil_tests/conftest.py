@@ -37,6 +37,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     wiegand.addoption("--wiegand-format", default="H10301", help="the test card's format (default H10301)")
     wiegand.addoption("--wiegand-card", default="1191993", help="the test card's number (its data bits, decimal)")
     wiegand.addoption("--wiegand-keypad", action="store_true", help="the reader has a keypad: test PIN entry")
+    osdp = parser.getgroup("OSDP HIL")
+    osdp.addoption("--osdp-port", default=None, help="RS-485 adapter on a real panel's reader port (e.g. /dev/ttyUSB0)")
+    osdp.addoption("--osdp-baud", type=int, default=9600, help="the panel's reader port speed (default 9600)")
+    osdp.addoption("--osdp-address", type=int, default=0, help="this reader's address in the panel (default 0)")
+    osdp.addoption(
+        "--osdp-scbk-file", default=None, help="file holding the panel's key for this reader (32 hex digits)"
+    )
+    osdp.addoption("--osdp-card", type=int, default=4242, help="a number the panel grants (its data bits, decimal)")
+    osdp.addoption("--osdp-format", default="H10301", help="the panel's card format (default H10301)")
     group = parser.getgroup("fingerprint HIL")
     group.addoption("--fp-port", default=None, help="serial port or pyserial URL of a real EF01 module")
     group.addoption("--fp-model", default="r503", choices=sorted(MODELS), help="model of the module (or to simulate)")

@@ -31,7 +31,7 @@ def storage(state: StateDir) -> CheckResult:
         problems.append((f"{state.root} is mode {mode:04o}", f"chmod 700 {state.root}"))
     if state.root.stat().st_uid != os.geteuid():
         problems.append((f"{state.root} belongs to another user", f"chown the directory to uid {os.geteuid()}"))
-    for secret in (state.identity_key, state.gallery_key):
+    for secret in (state.identity_key, state.gallery_key, state.osdp_scbk):
         if secret.exists() and secret.stat().st_mode & 0o077:
             problems.append((f"{secret.name} is readable by others", f"chmod 600 {secret}"))
     probe = state.root / ".selftest-write"
@@ -243,3 +243,87 @@ def models_check(verify: Callable[[], object], timed_inference: Callable[[], flo
         return CheckResult("pass", detail)
 
     return Check("models", run)
+
+
+def osdp_check(open_door: Callable[[], Any], *, secure: bool, key_path: Any, wait_s: float = 8.0) -> Check:
+    """[door] mode = "osdp": the panel polls this reader and, with ``secure``, the Secure Channel comes up."""
+
+    def run(state: StateDir) -> CheckResult:
+        from edge.osdp import scbk
+
+        key = ""
+        if key_path.exists():
+            try:
+                key = f", key id {scbk.key_id(scbk.read(key_path))}"
+            except EdgeError:
+                key = ""
+        try:
+            door = open_door()
+        except EdgeError as exc:
+            return CheckResult("fail", f"OSDP reader: {exc}", exc.hint or "check [door] and `edge-provision osdp-key`")
+        try:
+            pd = door.pd
+            status = pd.wait(secure=secure, timeout_s=wait_s)
+            where = f"address {pd.address}"
+            if not status.online:
+                return CheckResult(
+                    "fail",
+                    f"no poll from the panel at {where} in {wait_s:.0f} s"
+                    + (f" ({status.port_error})" if status.port_error else ""),
+                    "check RS-485 A/B (swap them if unsure), ground, termination, and that the panel's reader port "
+                    "uses this address and [door] baud",
+                )
+            if secure and not status.secure:
+                return CheckResult(
+                    "fail",
+                    f"the panel polls {where} but refuses the Secure Channel: the installed key{key or ' (none)'} is "
+                    "not the panel's key for this reader",
+                    "edge-provision osdp-key --force --hex-stdin with the panel's key (or --install-mode)",
+                )
+            if not secure:
+                return CheckResult(
+                    "warn",
+                    f"PLAIN MODE: panel polling {where}; card numbers cross the bus in clear"
+                    + (", Secure Channel up all the same" if status.secure else ""),
+                    "install the panel's key (edge-provision osdp-key) and set [door] secure = true",
+                )
+            return CheckResult("pass", f"panel polling {where}, Secure Channel up{key}")
+        finally:
+            door.close()
+
+    return Check("osdp", run)
+
+
+def wiegand_out_check(open_door: Callable[[], Any]) -> Check:
+    """[door] mode = "wiegand-out": the output lines can be driven (a Wiegand panel sends nothing back)."""
+
+    def run(state: StateDir) -> CheckResult:
+        try:
+            door = open_door()
+        except EdgeError as exc:
+            return CheckResult("fail", f"Wiegand output: {exc}", exc.hint or "check gpio.wiegand_out_d0/d1")
+        door.close()
+        return CheckResult("pass", "Wiegand output lines idle (no reply to check: present a test card at the panel)")
+
+    return Check("wiegand out", run)
+
+
+def tamper_check(open_switch: Callable[[], Any]) -> Check:
+    """The case switch's state now; a case open during the check is a warning (close it when done)."""
+
+    def run(state: StateDir) -> CheckResult:
+        try:
+            switch, close = open_switch()
+        except EdgeError as exc:
+            return CheckResult("fail", f"tamper switch: {exc}", exc.hint or "check gpio.tamper")
+        try:
+            if switch is None:
+                return CheckResult("not wired", "no tamper switch in the profile (gpio.tamper)", "")
+            text = switch.describe()
+            if "OPEN" in text:
+                return CheckResult("warn", text, "close the case; an open case raises a tamper alarm")
+            return CheckResult("pass", text)
+        finally:
+            close()
+
+    return Check("tamper", run)

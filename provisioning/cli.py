@@ -15,6 +15,10 @@ COMMANDS = {
     "profile": ("provisioning.cmd_profile:profile_cmd", "Choose and validate the device profile."),
     "broker": ("provisioning.cmd_broker:broker_cmd", "Set the broker URL and credentials; test the connection."),
     "selftest": ("provisioning.cmd_selftest:selftest_cmd", "Check camera, sensor, models, broker, clock, storage."),
+    "osdp-key": (
+        "provisioning.cmd_osdp_key:osdp_key_cmd",
+        "Install the OSDP Secure Channel key shared with the panel.",
+    ),
     "enrol": ("provisioning.cmd_enrol:enrol_cmd", "Enrol a consenting subject (face or finger)."),
     "export": ("provisioning.cmd_export:export_cmd", "Print the device id and public key for the site registry."),
     "status": ("provisioning.cmd_status:status_cmd", "Show what is provisioned and what is missing."),

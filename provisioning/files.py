@@ -32,6 +32,7 @@ SECTION_ORDER = (
     "consent",
     "mqtt",
     "credentials",
+    "door",
     "metrics",
 )
 

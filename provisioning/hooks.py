@@ -125,6 +125,31 @@ def device_checks(state: StateDir) -> list[Check]:
     open_reader = subsystems.credential_factory(config, state, profile)
     if open_reader is not None:
         checks.append(card_reader_check(open_reader))
+    checks += door_checks(state, config, profile)
+    return checks
+
+
+def door_checks(state: StateDir, config: Any, profile: Any) -> list[Check]:
+    """The panel link of a reader mode, and the case switch (issue 15)."""
+    from edge.door.modes import door_lines, open_configured_door, open_tamper
+    from provisioning.checks import osdp_check, tamper_check, wiegand_out_check
+
+    def open_door(start: bool = True) -> Any:
+        return open_configured_door(
+            config.door, profile, scbk_path=state.osdp_scbk, exit_pulse_s=config.policy.door_pulse_s, start=start
+        )
+
+    checks: list[Check] = []
+    if config.door.mode == "osdp":
+        checks.append(osdp_check(open_door, secure=config.door.secure, key_path=state.osdp_scbk))
+    elif config.door.mode == "wiegand-out":
+        checks.append(wiegand_out_check(open_door))
+
+    def open_switch() -> tuple[Any, Any]:
+        lines = door_lines(config.door, profile, exit_pulse_s=config.policy.door_pulse_s)
+        return open_tamper(lines), lines.close
+
+    checks.append(tamper_check(open_switch))
     return checks
 
 

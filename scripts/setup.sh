@@ -30,6 +30,12 @@ echo "setup: installing the project and its test tools into .venv"
 # face_recognition (the dlib peer for evaluation) declares a dependency on the `dlib` sdist, which
 # compiles for a long time; dlib-bin provides the same module, so install it without dependencies.
 .venv/bin/python -m pip install -q --no-deps "face-recognition==1.3.0" "face-recognition-models==0.3.0"
+# The independent OSDP control panel the tests play the site's panel with (osdp 1.6, pure Python).
+# Its import name, `osdp`, is also libosdp's wrapper module, so it lives in its own folder and
+# edge.testing.osdp_peer loads it under another name.
+if [ ! -f .venv/peers/osdp-python/osdp/__init__.py ]; then
+  .venv/bin/python -m pip install -q --no-deps --target .venv/peers/osdp-python "osdp==1.6"
+fi
 
 if [ -f edge/models/build.py ]; then
   echo "setup: building the model bundle (cached in models/)"

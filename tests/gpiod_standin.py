@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import enum
 import sys
+import time
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,6 +26,9 @@ class Request:
         self.batches = batches
         self.values = values
         self.released = False
+        #: (line, value, clock()) for every set_value, in order; ``clock`` may be a test's virtual one
+        self.writes: list[tuple[Any, Any, int]] = []
+        self.clock: Callable[[], int] = time.monotonic_ns
 
     def wait_edge_events(self, timeout: float) -> bool:
         return bool(self.batches)
@@ -33,6 +38,10 @@ class Request:
 
     def get_value(self, line: Any) -> Any:
         return self.values[line]
+
+    def set_value(self, line: Any, value: Any) -> None:
+        self.values[line] = value
+        self.writes.append((line, value, self.clock()))
 
     def get_values(self) -> list[Any]:
         return [self.values[o] for o in self.offsets]
@@ -45,6 +54,7 @@ def install(monkeypatch: pytest.MonkeyPatch, request: Request) -> tuple[types.Mo
     """Put the stand-in in ``sys.modules``; returns ``gpiod.line`` and a record of the request made."""
     line_mod = types.ModuleType("gpiod.line")
     line_mod.Bias = enum.Enum("Bias", "PULL_UP")  # type: ignore[attr-defined]
+    line_mod.Direction = enum.Enum("Direction", "INPUT OUTPUT")  # type: ignore[attr-defined]
     line_mod.Edge = enum.Enum("Edge", "FALLING RISING BOTH")  # type: ignore[attr-defined]
     line_mod.Value = enum.Enum("Value", "ACTIVE INACTIVE")  # type: ignore[attr-defined]
     made: dict[str, Any] = {}

@@ -23,6 +23,7 @@ PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 CODE = re.compile(r"[a-z][a-z0-9_\-]{0,47}")
 IDENT = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,31}")
 HEX16 = re.compile(r"[0-9a-f]{16}")
+KEY_ID = re.compile(r"[0-9a-f]{8}")  # edge.osdp.scbk.key_id
 HEX64 = re.compile(r"[0-9a-f]{64}")
 HEX32 = re.compile(r"[0-9a-f]{32}")
 GATE = re.compile(r"gw-[0-9a-f]{16}")
@@ -220,6 +221,16 @@ KINDS: dict[str, dict[str, Value]] = {
         "previous_head_seq": integer(),
         "previous_head_hash": text(HEX64),
         "archive": text(FILE_NAME),
+    },
+    # issue 15: the case switch, and the OSDP Secure Channel key (its id only, never the key)
+    "tamper": {
+        "opened": boolean(),
+        "erased": listof(enum("gallery_key", "sensor_library"), 2, required=False),
+        "at": number(0, 2**40, required=False),
+    },
+    "osdp_key": {
+        "how": enum("hex", "generated", "install_mode", "panel_keyset"),
+        "key_id": text(KEY_ID),
     },
 }
 KINDS["consent_fresh"] = KINDS["consent_stale"]

@@ -97,7 +97,17 @@ def gpio_lines_unique(
     problems = []
     owners = [
         (name, getattr(profile.gpio, name))
-        for name in ("door_relay", "request_to_exit", "door_contact", "status_led", "wiegand_d0", "wiegand_d1")
+        for name in (
+            "door_relay",
+            "request_to_exit",
+            "door_contact",
+            "status_led",
+            "wiegand_d0",
+            "wiegand_d1",
+            "wiegand_out_d0",
+            "wiegand_out_d1",
+            "tamper",
+        )
     ]
     if profile.fingerprint is not None:
         owners += [
@@ -167,12 +177,78 @@ def uart_names_unique(
     return problems
 
 
+def door_mode_needs_wiring(
+    path: str, doc: dict[str, Any], profile: Profile, lines: dict[KeyPath, int]
+) -> list[ConfigProblem]:
+    """[door] mode against the profile: OSDP needs a port (or a profile UART fast enough for the
+    baud rate), Wiegand-out needs the two output lines (issue 15; self-contained for the device plan)."""
+    section = _section(doc, "door")
+    mode = section.get("mode", "relay")
+    where = line_of(lines, ("door", "mode"))
+    if mode == "osdp":
+        if section.get("port"):
+            return []
+        wanted = section.get("uart")
+        names = [u.name for u in profile.uarts]
+        if wanted is None:
+            return [
+                ConfigProblem(
+                    path,
+                    "door.port",
+                    "the RS-485 port for mode = 'osdp' (door.port, e.g. /dev/serial/by-id/usb-..., or door.uart "
+                    f"naming one of the profile's UARTs: {', '.join(names) or 'none'})",
+                    "nothing",
+                    where,
+                )
+            ]
+        if wanted not in names:
+            close = difflib.get_close_matches(str(wanted), names, n=1)
+            return [
+                ConfigProblem(
+                    path,
+                    "door.uart",
+                    f"a UART the profile offers ({', '.join(names) or 'none'})",
+                    repr(wanted),
+                    line_of(lines, ("door", "uart")),
+                    close[0] if close else "",
+                )
+            ]
+        uart = next(u for u in profile.uarts if u.name == wanted)
+        baud = section.get("baud", 9600)
+        if isinstance(baud, int) and baud > uart.max_baud:
+            return [
+                ConfigProblem(
+                    path,
+                    "door.baud",
+                    f"a speed UART {uart.name!r} supports (max {uart.max_baud})",
+                    str(baud),
+                    line_of(lines, ("door", "baud")),
+                )
+            ]
+        return []
+    if mode == "wiegand-out" and not (profile.gpio.simulated or profile.gpio.chip == "sim"):
+        missing = [name for name in ("wiegand_out_d0", "wiegand_out_d1") if getattr(profile.gpio, name) is None]
+        if missing:
+            return [
+                ConfigProblem(
+                    path,
+                    "door.mode",
+                    f"a profile with Wiegand output lines (gpio.{' and gpio.'.join(missing)} not set in profile "
+                    f"{profile.board.id})",
+                    "'wiegand-out'",
+                    where,
+                )
+            ]
+    return []
+
+
 DRIVER_NEEDS: dict[str, Check] = {
     "fingerprint": fingerprint_needs_uart,
     "camera": camera_needs_source,
     "gpio": gpio_lines_unique,
     "card_reader": card_reader_needs_wiring,
     "uarts": uart_names_unique,
+    "door": door_mode_needs_wiring,
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 CONFIG_VERSION = 1
 PROFILE_VERSION = 1
@@ -80,6 +80,21 @@ class GpioOffer(Strict):
     status_led: GpioLine | None = None
     wiegand_d0: GpioLine | None = Field(None, description="Wiegand reader D0 (through a 5 V -> 3.3 V level shifter)")
     wiegand_d1: GpioLine | None = Field(None, description="Wiegand reader D1")
+    wiegand_out_d0: GpioLine | None = Field(
+        None, description="[door] mode = 'wiegand-out': the line to the panel's D0 input (through a level shifter)"
+    )
+    wiegand_out_d1: GpioLine | None = Field(None, description="[door] mode = 'wiegand-out': the panel's D1 input")
+    wiegand_out_inverted: bool = Field(
+        False,
+        description="Wiegand-out lines drive an inverting stage (an NPN or open-collector transistor per line): "
+        "the GPIO goes high to pull the panel's line low",
+    )
+    tamper: GpioLine | None = Field(None, description="The case (tamper) switch")
+    tamper_open_level: Literal["high", "low"] = Field(
+        "high",
+        description="The tamper line's level while the case is open: 'high' for a normally closed switch to "
+        "ground (the internal pull-up lifts the line when the case opens), 'low' for a normally open one",
+    )
     relay_active_high: bool = True
     simulated: bool = False
 
@@ -190,6 +205,48 @@ class CredentialsSection(Strict):
     )
 
 
+DoorMode = Literal["relay", "osdp", "wiegand-out"]
+CardFormat = Literal["H10301", "W34", "H10304", "H10302", "raw"]
+OSDP_BAUDS = (9600, 19200, 38400, 57600, 115200, 230400)
+
+
+class DoorSection(Strict):
+    mode: DoorMode = Field(
+        "relay",
+        description="relay: the terminal releases the lock itself; osdp: it is an OSDP reader under the site's "
+        "panel; wiegand-out: it sends the panel a Wiegand frame. In the last two the panel decides",
+    )
+    port: str | None = Field(
+        None, description="mode = 'osdp': the RS-485 adapter's device (prefer /dev/serial/by-id/...) or a pyserial URL"
+    )
+    uart: str | None = Field(None, description="mode = 'osdp': a UART of the profile's [[uarts]] (when no port)")
+    baud: int = Field(9600, description="mode = 'osdp': the bus speed the panel polls at (9600 is usual)")
+    address: int = Field(0, ge=0, le=126, description="mode = 'osdp': this reader's address on the bus (0-126)")
+    secure: bool = Field(
+        True,
+        description="mode = 'osdp': require the Secure Channel (the key from `edge-provision osdp-key`); false is "
+        "plain mode, card numbers in clear on the bus, and flagged by selftest",
+    )
+    rs485_rts: bool = Field(
+        False,
+        description="mode = 'osdp': drive the transceiver's DE/RE from RTS (a UART with a MAX485-style chip); "
+        "false for USB-RS485 adapters, which switch direction themselves",
+    )
+    card_format: CardFormat = Field(
+        "H10301",
+        description="The card format the panel expects for a person's panel number: H10301 (26 bits), W34, "
+        "H10304 or H10302 (37 bits), or raw (card_bits bits, no parity); OSDP and Wiegand-out alike",
+    )
+    card_bits: int = Field(32, ge=1, le=64, description="card_format = 'raw': how many bits")
+
+    @field_validator("baud")
+    @classmethod
+    def _baud(cls, value: int) -> int:
+        if value not in OSDP_BAUDS:
+            raise ValueError(f"one of {', '.join(map(str, OSDP_BAUDS))}")
+        return value
+
+
 class MetricsSection(Strict):
     enabled: bool = True
     bind: str = "127.0.0.1"
@@ -207,4 +264,5 @@ class AgentConfig(Strict):
     consent: ConsentSection = Field(default_factory=ConsentSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     credentials: CredentialsSection = Field(default_factory=CredentialsSection)
+    door: DoorSection = Field(default_factory=DoorSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)

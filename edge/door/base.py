@@ -42,6 +42,9 @@ class DoorLines(Protocol):
     def set_status_led(self, on: bool) -> None:
         """Light the terminal's status LED (a no-op when the profile wires none)."""
 
+    def tamper_open(self) -> bool | None:
+        """True while the case switch reports the case open (None: no switch wired)."""
+
     def close(self) -> None: ...
 
 
@@ -88,16 +91,28 @@ class DoorController:
         self.pulses: list[tuple[float, float]] = []  # (start, seconds): kept for tests and status
         self._alarmed = False
         self._led: bool | None = None
+        self._hold = False
+        #: set by a panel that drives the LED (OSDP reader mode); None: the door's own indication
+        self.led_override: bool | None = None
         self.lines.set_relay(False)
 
     @property
     def relay_energised(self) -> bool:
-        return self._until is not None
+        return self._until is not None or self._hold
+
+    def hold_relay(self, on: bool, now: float) -> None:
+        """Keep the relay energised until told otherwise (a panel's output control in reader mode)."""
+        if on == self._hold:
+            return
+        self._hold = on
+        if not on and self._until is None:
+            self._released_at = now
+        self.lines.set_relay(on or self._until is not None)
 
     def pulse(self, seconds: float, now: float) -> None:
         if seconds <= 0:
             raise ValueError("a door pulse must last more than 0 s")
-        if self._until is None:
+        if self._until is None and not self._hold:
             self.lines.set_relay(True)
         self._until = max(self._until or now, now + seconds)
         self.pulses.append((now, seconds))
@@ -111,14 +126,17 @@ class DoorController:
 
     def service(self, now: float) -> list[DoorEvent]:
         led = not self._alarmed or int(now / self.BLINK_S) % 2 == 0
+        if self.led_override is not None:
+            led = self.led_override
         if led != self._led:
             self.lines.set_status_led(led)
             self._led = led
         events: list[DoorEvent] = []
         if self._until is not None and now >= self._until:
-            self.lines.set_relay(False)
+            if not self._hold:
+                self.lines.set_relay(False)
+                self._released_at = now
             self._until = None
-            self._released_at = now
         rte = bool(self.lines.request_to_exit())
         if rte and not self._rte_was:
             events.append(DoorEvent("request_to_exit", now))
@@ -154,6 +172,7 @@ class DoorController:
             self.lines.set_status_led(False)  # a dark LED: the agent is not running
         finally:
             self._until = None
+            self._hold = False
             self.lines.close()
 
 
@@ -176,5 +195,7 @@ def open_door(gpio: GpioOffer, *, exit_pulse_s: float = 3.0) -> DoorController:
         door_contact=gpio.door_contact,
         status_led=gpio.status_led,
         relay_active_high=gpio.relay_active_high,
+        tamper=gpio.tamper,
+        tamper_open_high=gpio.tamper_open_level == "high",
     )
     return DoorController(lines, exit_pulse_s=exit_pulse_s)

@@ -7,6 +7,7 @@ another process holds is a ``HardwareError`` that says what to do; never a silen
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from edge.errors import HardwareError
@@ -53,18 +54,23 @@ def request_lines(chip: str, config: dict[Any, Any], *, what: str, **options: An
 
 
 class GpiodLines:
-    """Implements ``DoorLines`` on one request holding the relay output and both inputs."""
+    """Implements ``DoorLines`` on one request holding the relay output, the LED and the inputs.
+
+    The relay may be absent (a reader-mode terminal whose panel drives the lock); the tamper line
+    is read from other threads too, so every use of the request holds one lock."""
 
     def __init__(
         self,
         chip: str,
         *,
-        relay: int | str,
+        relay: int | str | None,
         request_to_exit: int | str | None = None,
         door_contact: int | str | None = None,
         status_led: int | str | None = None,
         relay_active_high: bool = True,
         inputs_active_low: bool = True,
+        tamper: int | str | None = None,
+        tamper_open_high: bool = True,
     ) -> None:
         gpiod = import_gpiod()
         from gpiod.line import Bias, Direction, Value
@@ -75,11 +81,13 @@ class GpiodLines:
         self.rte = request_to_exit
         self.contact = door_contact
         self.led = status_led
-        config: dict[int | str, Any] = {
-            relay: gpiod.LineSettings(
+        self.tamper = tamper
+        self._lock = threading.Lock()
+        config: dict[int | str, Any] = {}
+        if relay is not None:
+            config[relay] = gpiod.LineSettings(
                 direction=Direction.OUTPUT, output_value=Value.INACTIVE, active_low=not relay_active_high
             )
-        }
         if status_led is not None:  # an LED (with its resistor) from the line to ground
             config[status_led] = gpiod.LineSettings(direction=Direction.OUTPUT, output_value=Value.INACTIVE)
         for line in (request_to_exit, door_contact):
@@ -88,27 +96,41 @@ class GpiodLines:
                 config[line] = gpiod.LineSettings(
                     direction=Direction.INPUT, bias=Bias.PULL_UP, active_low=inputs_active_low
                 )
-        self._request = request_lines(chip, config, what="a door relay")
+        if tamper is not None:  # active means open, whatever the switch's level when open
+            config[tamper] = gpiod.LineSettings(
+                direction=Direction.INPUT, bias=Bias.PULL_UP, active_low=not tamper_open_high
+            )
+        self._request = request_lines(chip, config, what="the door's lines")
+
+    def _get(self, line: int | str | None) -> bool | None:
+        if line is None:
+            return None
+        with self._lock:
+            return bool(self._request.get_value(line) == self._active)
+
+    def _set(self, line: int | str | None, on: bool) -> None:
+        if line is not None:
+            with self._lock:
+                self._request.set_value(line, self._active if on else self._inactive)
 
     def set_relay(self, energised: bool) -> None:
-        self._request.set_value(self.relay, self._active if energised else self._inactive)
+        self._set(self.relay, energised)
 
     def set_status_led(self, on: bool) -> None:
-        if self.led is not None:
-            self._request.set_value(self.led, self._active if on else self._inactive)
+        self._set(self.led, on)
 
     def request_to_exit(self) -> bool | None:
-        if self.rte is None:
-            return None
-        return bool(self._request.get_value(self.rte) == self._active)
+        return self._get(self.rte)
 
     def door_closed(self) -> bool | None:
-        if self.contact is None:
-            return None
-        return bool(self._request.get_value(self.contact) == self._active)
+        return self._get(self.contact)
+
+    def tamper_open(self) -> bool | None:
+        return self._get(self.tamper)
 
     def close(self) -> None:
         try:
-            self._request.set_value(self.relay, self._inactive)
+            self._set(self.relay, False)
         finally:
-            self._request.release()
+            with self._lock:
+                self._request.release()

@@ -9,7 +9,7 @@ import time
 class SimLines:
     """Implements ``DoorLines``; thread-safe so a demo thread can press the button."""
 
-    def __init__(self, *, contact_wired: bool = True, rte_wired: bool = True) -> None:
+    def __init__(self, *, contact_wired: bool = True, rte_wired: bool = True, tamper_wired: bool = True) -> None:
         self._lock = threading.Lock()
         self.energised = False
         self.history: list[tuple[float, bool]] = []  # (monotonic time, relay state) at each change
@@ -18,6 +18,7 @@ class SimLines:
         self.closed_lines = False
         self.status_led = False
         self.led_history: list[tuple[float, bool]] = []  # (monotonic time, LED state) at each change
+        self._tamper_open = False if tamper_wired else None
 
     def _record(self, history: list[tuple[float, bool]], was: bool, now: bool) -> None:
         """Refuse use after close; note a change of an output (the first setting too)."""
@@ -43,6 +44,16 @@ class SimLines:
     def door_closed(self) -> bool | None:
         with self._lock:
             return self._closed
+
+    def tamper_open(self) -> bool | None:
+        with self._lock:
+            return self._tamper_open
+
+    def open_case(self, opened: bool = True) -> None:
+        """Open (or close again) the terminal's case: the tamper switch follows."""
+        with self._lock:
+            if self._tamper_open is not None:
+                self._tamper_open = opened
 
     def press_exit(self, pressed: bool = True) -> None:
         with self._lock:

@@ -490,7 +490,148 @@ def targets() -> list[Target]:
         Target("config.load", gen_config, run_config),
         Target("site.registry", gen_registry, run_registry),
         Target("consent.roster", gen_roster, run_roster),
+        *_osdp_targets(),
     ]
+
+
+# --------------------------------------------------------------------------- OSDP byte streams
+
+
+def osdp_crc(data: bytes) -> int:
+    """OSDP's CRC-16 (CCITT polynomial, start 0x1D0F): only to make hostile frames that pass it."""
+    crc = 0x1D0F
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+#: command code -> a data length libosdp accepts for it (so hostile values reach the command path)
+OSDP_LENGTHS = {0x60: 0, 0x61: 1, 0x62: 1, 0x69: 14, 0x6A: 5, 0x68: 4, 0x6B: 6, 0x75: 18, 0x6E: 5, 0x76: 8, 0x77: 16}
+
+
+def osdp_frame(ch: Chooser, seq: int = 0, address: int = 1, *, clean: bool = False) -> bytes:
+    """One command frame with a correct CRC and hostile contents (code, sequence, security block, data)."""
+    code = pick(ch, (*tuple(bytes([c]) for c in OSDP_LENGTHS), b"\x80", b"|", b"\x00"))
+    size = OSDP_LENGTHS.get(code[0], 0)
+    if code[0] == 0x6B:
+        size += ch.integer(0, 40)
+    data = (
+        bytes(ch.integer(0, 9) for _ in range(size))
+        if clean
+        else _one_of(
+            ch,
+            lambda: bytes(ch.integer(0, 9) for _ in range(size)),  # small values: most get past the range checks
+            lambda: ch.raw(size),
+            lambda: ch.raw(ch.integer(0, 80)),
+        )
+    )
+    body = code + data
+    control = (seq if clean or ch.integer(0, 5) else ch.integer(0, 3)) | 0x04
+    scb = b""
+    if not clean and ch.integer(0, 5) == 0:
+        control |= 0x08
+        scb_len = ch.integer(2, 18)
+        scb = bytes([scb_len, ch.integer(0x11, 0x18)]) + ch.raw(scb_len - 2)
+    addr = address if clean or ch.integer(0, 4) else ch.integer(0, 255)
+    length = 5 + len(scb) + len(body) + 2
+    head = bytes([0x53, addr, length & 0xFF, length >> 8, control])
+    frame = head + scb + body
+    crc = osdp_crc(frame)
+    frame += bytes([crc & 0xFF, crc >> 8])
+    if not clean and ch.integer(0, 7) == 0:
+        frame = mutate(ch, frame)
+    return (b"\xff" if ch.integer(0, 1) else b"") + frame
+
+
+def _osdp_stream(ch: Chooser, *, clean: bool = False) -> bytes:
+    count = ch.integer(1, 8)
+    return b"".join(osdp_frame(ch, seq=0 if i == 0 else 1 + (i - 1) % 3, clean=clean) for i in range(count))
+
+
+def gen_osdp(ch: Chooser) -> bytes:
+    """A mode byte (s: Secure Channel required, p: plain / install mode), then the stream."""
+    mode = pick(ch, (b"s", b"p"))
+    return mode + _one_of(
+        ch,
+        lambda: _osdp_stream(ch),
+        lambda: _osdp_stream(ch, clean=True),
+        lambda: ch.raw(ch.integer(0, 400)),
+        lambda: b"\x53" * ch.integer(1, 3000),  # a start byte, again and again
+        lambda: b"\x53\x01\xff\xff\x04" + ch.raw(ch.integer(0, 600)),  # declares 65535 bytes
+        lambda: osdp_frame(ch) + ch.raw(ch.integer(0, 40)) + osdp_frame(ch),
+    )
+
+
+class _MemoryChannel:
+    """A line that delivers ``data`` in pieces (as a UART would) and swallows the replies."""
+
+    id = 0
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+        self.written = 0
+
+    def read(self, max_bytes: int) -> bytes:
+        size = min(max_bytes, 1 + (self.pos * 7 + len(self.data)) % 23)
+        out = self.data[self.pos : self.pos + size]
+        self.pos += len(out)
+        return out
+
+    def write(self, data: bytes) -> int:
+        self.written += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        return None
+
+
+def _osdp_targets() -> list[Target]:
+    """The reader (libosdp PD behind the frame gate and the typed command path), fed hostile streams.
+    Absent when libosdp is not installed."""
+    try:
+        import osdp_sys  # noqa: F401
+    except ImportError:
+        return []
+    from edge.osdp.channel import FrameGate
+    from edge.osdp.pd import OsdpPeripheral
+
+    key = bytes(range(16))
+
+    class GatedMemory(_MemoryChannel):
+        def __init__(self, data: bytes) -> None:
+            super().__init__(data)
+            self.gate = FrameGate(stale_s=0.01)
+            self.now = 0.0  # a virtual clock: each read is 1 ms later
+
+        def read(self, max_bytes: int) -> bytes:
+            self.now += 0.001
+            self.gate.feed(super().read(512), self.now)
+            return self.gate.take(max_bytes, self.now)
+
+    def run_osdp(data: bytes) -> object:
+        secure = data[:1] == b"s"
+        stream = data[1:]
+        received: list[object] = []
+        pd = OsdpPeripheral(
+            GatedMemory(stream),
+            address=1,
+            scbk=key if secure else None,
+            secure=secure,
+            outputs=1,
+            on_command=received.append,
+            on_keyset=received.append,
+            lib_log_level="emergency",
+        )
+        for _ in range(len(stream) // 8 + 16):  # bounded: the PD must return from every pass
+            pd.step()
+        state = pd.status()
+        pd.close()
+        return state
+
+    return [Target("osdp.pd_stream", gen_osdp, run_osdp)]
 
 
 def run_one(target: Target, data: bytes) -> str | None:

@@ -79,14 +79,23 @@ def keygen_cmd(ctx: click.Context, site: str | None, rotate: bool, finish_rotati
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="The site's device registry: its gates, keys and zones go into this and every later list.",
 )
+@click.option("--timezone", help="IANA zone the roster's schedules are in (e.g. Asia/Shanghai); kept for later lists.")
 @click.pass_context
 def issue_cmd(
-    ctx: click.Context, roster: Path | None, renew: bool, valid_for: str, out: Path | None, registry_path: Path | None
+    ctx: click.Context,
+    roster: Path | None,
+    renew: bool,
+    valid_for: str,
+    out: Path | None,
+    registry_path: Path | None,
+    timezone: str | None,
 ) -> int:
     """Sign a snapshot list from ROSTER (CSV or JSON; card/PIN/QR values are hashed, never kept).
 
     CSV columns: subject, purposes (;-separated), modalities (face;fingerprint), granted_at,
-    expires_at (epoch seconds or ISO 8601 with zone), status (active|withdrawn), card, pin, qr.
+    expires_at (epoch seconds or ISO 8601 with zone), status (active|withdrawn), card, pin, qr,
+    scope (zones or gate ids, ;-separated), schedule (e.g. mon-fri 08:00-18:00; sat 09:00-12:00),
+    panel (the number the site's access panel knows the person by; sealed, never kept in clear).
     """
     from edge.consent.authority import Authority
 
@@ -95,6 +104,8 @@ def issue_cmd(
     seconds = parse_duration(valid_for)
     if renew == (roster is not None):
         raise click.UsageError("give a ROSTER file or --renew")
+    if timezone is not None:
+        auth.set_timezone(timezone)
     if registry_path is not None:
         from edge.site.registry import Registry
 

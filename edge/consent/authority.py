@@ -19,6 +19,7 @@ import csv
 import json
 import logging
 import math
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from nacl.signing import SigningKey
 
 from edge.consent.listformat import (
     MAX_SCOPE,
+    MAX_WINDOWS,
     MODALITIES,
     ConsentList,
     CredentialGrant,
@@ -38,6 +40,7 @@ from edge.consent.listformat import (
     KeyAnnouncement,
     ListFormatError,
     ListKind,
+    Window,
     _entry,
     _entry_to_cbor,
     gate_from_cbor,
@@ -47,6 +50,8 @@ from edge.consent.listformat import (
 )
 from edge.consent.signing import MAX_VERSION, sign_list
 from edge.credentials.hashing import KEY_SIZE, CredentialFormatError, credential_digest
+from edge.credentials.panel_number import MAX_NUMBER as MAX_PANEL_NUMBER
+from edge.credentials.panel_number import seal_panel_number
 from edge.crypto.keys import key_id, load_signing_key, read_secret, write_secret
 from edge.errors import ConsentError, StorageError
 
@@ -74,11 +79,15 @@ class AuthorityState:
     entries: dict[str, Entry]
     #: the site's gate roster carried in every list (None: lists carry none)
     gates: dict[str, Gate] | None = None
+    #: the IANA zone schedules are written in (None: UTC, not carried)
+    timezone: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         def entry_json(e: Entry) -> dict[str, Any]:
             raw = _entry_to_cbor(e)
             raw["credentials"] = [{"kind": c["kind"], "digest": c["digest"].hex()} for c in raw["credentials"]]
+            if "panel" in raw:
+                raw["panel"] = raw["panel"].hex()
             return raw
 
         return {
@@ -99,6 +108,7 @@ class AuthorityState:
                 }
                 for g in sorted(self.gates.values(), key=lambda g: g.id)
             ],
+            "timezone": self.timezone,
         }
 
     @classmethod
@@ -107,6 +117,8 @@ class AuthorityState:
         for item in doc["entries"]:
             raw = dict(item)
             raw["credentials"] = [{"kind": c["kind"], "digest": bytes.fromhex(c["digest"])} for c in raw["credentials"]]
+            if "panel" in raw:
+                raw["panel"] = bytes.fromhex(raw["panel"])
             entry = _entry(raw, scoped=True)
             entries[entry.subject] = entry
         gates: dict[str, Gate] | None = None
@@ -131,6 +143,7 @@ class AuthorityState:
             doc.get("retiring_kid"),
             entries,
             gates,
+            doc.get("timezone"),
         )
 
 
@@ -255,6 +268,7 @@ class Authority:
             remove=tuple(sorted(remove)),
             keys=KeyAnnouncement(successors, retire),
             gates=None if state.gates is None else tuple(state.gates.values()),
+            timezone=state.timezone,
         )
         message = sign_list(self.signing_key(state.active_kid), lst)
         self.lists_dir().mkdir(parents=True, exist_ok=True)
@@ -273,6 +287,21 @@ class Authority:
         state.entries = dict(roster)
         self.save_state(state)
         return message, path
+
+    def set_timezone(self, name: str | None) -> None:
+        """The IANA zone every later list's schedules are written in (None: UTC)."""
+        if name is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(name)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ConsentError(
+                    f"unknown time zone {name[:64]!r}", hint="an IANA name, e.g. Asia/Shanghai"
+                ) from None
+        state = self.load_state()
+        state.timezone = name
+        self.save_state(state)
 
     def set_gates(self, gates: Iterable[Gate]) -> None:
         """The site's gate roster (ids, keys, zones) that every later list carries."""
@@ -322,6 +351,8 @@ class Authority:
             "withdrawn",
             entry.credentials,
             entry.scope,
+            entry.schedule,
+            entry.panel,
         )
         roster = dict(state.entries)
         roster[subject] = updated
@@ -399,7 +430,20 @@ def _time(where: str, name: str, value: object, default: int | None) -> int | No
 
 
 def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) -> Entry:
-    known = {"subject", "purposes", "modalities", "granted_at", "expires_at", "status", "card", "pin", "qr", "scope"}
+    known = {
+        "subject",
+        "purposes",
+        "modalities",
+        "granted_at",
+        "expires_at",
+        "status",
+        "card",
+        "pin",
+        "qr",
+        "scope",
+        "schedule",
+        "panel",
+    }
     if isinstance(row, Mapping) and "credentials" in row and isinstance(row["credentials"], Mapping):
         row = {**{k: v for k, v in row.items() if k != "credentials"}, **row["credentials"]}
     unknown = set(row) - known
@@ -448,4 +492,46 @@ def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) ->
         status,
         tuple(sorted(grants, key=lambda g: (g.kind, g.digest))),
         frozenset(scope_items) if scope_items else None,
+        _roster_schedule(where, row.get("schedule")),
+        _roster_panel(where, subject, row.get("panel"), key),
     )
+
+
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def _roster_schedule(where: str, value: object) -> tuple[Window, ...] | None:
+    """``mon-fri 08:00-18:00; sat 09:00-13:00`` (days, then a span; ;-separated); empty: always."""
+    text = "" if value is None else str(value).strip().lower()
+    if not text:
+        return None
+    windows: list[Window] = []
+    for part in (p.strip() for p in text.split(";") if p.strip()):
+        match = re.fullmatch(r"([a-z,\-]+)\s+(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})", part)
+        if match is None:
+            raise RosterError(where, "schedule windows look like `mon-fri 08:00-18:00; sat 09:00-13:00`")
+        days: set[int] = set()
+        for span in match.group(1).split(","):
+            ends = span.split("-")
+            if len(ends) > 2 or not all(e in _DAYS for e in ends):
+                raise RosterError(where, f"schedule days are {', '.join(_DAYS)} or a range like mon-fri")
+            first, last = _DAYS.index(ends[0]), _DAYS.index(ends[-1])
+            days.update(range(first, last + 1) if first <= last else [*range(first, 7), *range(last + 1)])
+        h1, m1, h2, m2 = (int(match.group(i)) for i in range(2, 6))
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        if m1 > 59 or m2 > 59 or not 0 <= start < end <= 1440:
+            raise RosterError(where, "a schedule window starts before it ends, between 00:00 and 24:00")
+        windows.append(Window(frozenset(days), start, end))
+    if len(windows) > MAX_WINDOWS:
+        raise RosterError(where, f"at most {MAX_WINDOWS} schedule windows")
+    return tuple(windows)
+
+
+def _roster_panel(where: str, subject: str, value: object, key: bytes) -> bytes | None:
+    """The panel number, sealed with the site credential key (never kept in clear)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > MAX_PANEL_NUMBER:
+        raise RosterError(where, f"panel is the number the site's panel knows the person by (0..{MAX_PANEL_NUMBER})")
+    return seal_panel_number(key, subject, int(text))

@@ -19,7 +19,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import cbor2
 from nacl.signing import VerifyKey
@@ -39,6 +42,7 @@ from edge.consent.listformat import (
 )
 from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
+from edge.credentials.panel_number import PanelNumberError, open_panel_number
 from edge.crypto.keys import read_secret
 from edge.crypto.strictcbor import COSE as _COSE_PROFILE
 from edge.errors import StorageError
@@ -75,6 +79,10 @@ CREATE TABLE IF NOT EXISTS gates (
     id TEXT PRIMARY KEY,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS list_settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
 
 
@@ -109,6 +117,11 @@ class ListInfo:
     message: bytes = field(repr=False)
 
 
+@lru_cache(maxsize=8)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 def _digest_prefix(message: bytes) -> str:
     return hashlib.sha256(message).hexdigest()[:16]
 
@@ -129,6 +142,7 @@ class ConsentLedger:
         #: this gate's device id: with the zones the list's roster gives it, its ``place``
         self.device = device
         self._gates: dict[str, Gate] = {}
+        self._timezone: str | None = None
         self.grace_period_s = float(grace_period_s)
         self.audit = audit
         self._conn = conn
@@ -193,6 +207,8 @@ class ConsentLedger:
                     if gate.id != gate_id:
                         raise StorageError(f"{self.state.consent_db}: a gate row does not match its key")
                     gates[gate_id] = gate
+                row_tz = self._conn.execute("SELECT value FROM list_settings WHERE name = 'timezone'").fetchone()
+                timezone = None if row_tz is None else str(row_tz[0])
                 info: ListInfo | None = ListInfo(
                     str(row[0]),
                     int(row[1]),
@@ -206,8 +222,10 @@ class ConsentLedger:
             else:
                 info = None
                 gates = {}
+                timezone = None
             self._info = info
             self._gates = gates
+            self._timezone = timezone
             self._entries = entries
             self._raw = raws
             self.generation += 1
@@ -250,6 +268,33 @@ class ConsentLedger:
     def gates(self) -> dict[str, Gate]:
         """The site's gates as the list in force names them (empty without a roster)."""
         return dict(self._gates)
+
+    @property
+    def timezone(self) -> str:
+        """The zone the list's schedules are written in (UTC unless the list names one)."""
+        return self._timezone or "UTC"
+
+    def in_schedule(self, subject: str, now: float) -> bool:
+        """Whether ``subject`` may pass now by their schedule (True without one, or without an entry:
+        the other checks decide those). Evaluated on this device's clock in the list's zone."""
+        entry = self._entries.get(subject)
+        if entry is None or entry.schedule is None:
+            return True
+        local = datetime.fromtimestamp(now, _zone(self.timezone))
+        return entry.in_schedule(local.weekday(), local.hour * 60 + local.minute)
+
+    def panel_number(self, subject: str) -> int | None:
+        """The number the site's panel knows ``subject`` by (reader mode), or None when the entry
+        carries none or this device lacks the site credential key. Never logged."""
+        entry = self._entries.get(subject)
+        key = self._load_credential_key()
+        if entry is None or entry.panel is None or key is None:
+            return None
+        try:
+            return open_panel_number(key, subject, entry.panel)
+        except PanelNumberError:
+            log.error("a panel number in the list does not open with this device's credential key")
+            return None
 
     @property
     def place(self) -> Place:
@@ -340,6 +385,11 @@ class ConsentLedger:
                 hint="pin the site's consent authority key with `edge-provision trust`",
             )
         lst, kid = verify_list(message, keys, self._raw)
+        if lst.timezone is not None:
+            try:
+                _zone(lst.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ListRejected("malformed-body", "the list's time zone is unknown on this device") from None
         if lst.site != self.site:
             raise ListRejected("wrong-site", f"the list is for site {lst.site!r}, this device serves {self.site!r}")
         info = self._info
@@ -389,6 +439,8 @@ class ConsentLedger:
         # a snapshot replaces the roster (none: no roster); a delta without one keeps the one in force
         keep = lst.gates is None and lst.kind == "delta"
         gates = self._gates if keep else {g.id: g for g in lst.gates or ()}
+        keep_tz = lst.timezone is None and lst.kind == "delta"
+        timezone = self._timezone if keep_tz else lst.timezone
         if self._place_of(gates) != self.place:
             affected = frozenset(old) | frozenset(new)  # this gate moved: every scoped consent may change
         keys_blob = (
@@ -404,6 +456,10 @@ class ConsentLedger:
                 "ON CONFLICT(subject) DO UPDATE SET body = excluded.body",
                 [(e.subject, bytes(cbor2.dumps(encoded[e.subject], canonical=True))) for e in upserts],
             )
+            if timezone != self._timezone:
+                self._conn.execute("DELETE FROM list_settings WHERE name = 'timezone'")
+                if timezone is not None:
+                    self._conn.execute("INSERT INTO list_settings (name, value) VALUES ('timezone', ?)", (timezone,))
             if gates is not self._gates:
                 self._conn.execute("DELETE FROM gates")
                 self._conn.executemany(
@@ -433,6 +489,7 @@ class ConsentLedger:
         self._info = ListInfo(lst.site, lst.version, lst.kind, lst.issued_at, lst.valid_until, kid, now, bytes(message))
         self._entries = new
         self._gates = gates
+        self._timezone = timezone
         self.generation += 1
         raws = self._raw if lst.kind == "delta" else {s: r for s, r in self._raw.items() if s in new}
         for subject in removed:

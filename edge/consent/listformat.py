@@ -26,7 +26,15 @@ Body (CBOR map, text keys, canonical encoding as RFC 8949 section 4.2.3 "length-
     entry = {subject: text, purposes: [text], modalities: ["face" | "fingerprint"],
              granted_at: uint, expires_at: uint | null, status: "active" | "withdrawn",
              credentials: [{kind: "card" | "pin" | "qr", digest: bytes 32}],
-             ? scope: [text]}                                       (format 2 only)
+             ? scope: [text],                                       (format 2 only)
+             ? schedule: [{days: [0..6], from: minute, to: minute}], (format 2 only)
+             ? panel: bytes}                                        (format 2 only)
+    timezone     text          (format 2, optional) IANA zone the schedules are in; default UTC
+
+``schedule``: the times of week the person may pass at all (any modality), as windows of minutes
+after local midnight (``from`` < ``to`` <= 1440) on the listed weekdays (0 = Monday); absent:
+always. ``panel``: the number the site's access panel knows the person by, sealed with the site
+credential key (``edge.credentials.panel_number``): gates in reader mode send it to the panel.
 
 ``format`` is 1, or 2 when any entry carries a ``scope`` or the list carries ``gates``. A scope
 names the zones (``lobby``, ``car-park``) and/or gate device ids (``gw-`` + 16 hex) where the
@@ -59,6 +67,9 @@ FORMAT_SCOPED = 2  # entries may carry a scope
 FORMATS = frozenset({FORMAT_VERSION, FORMAT_SCOPED})
 MAX_SCOPE = 64
 MAX_GATES = 10_000
+MAX_WINDOWS = 32
+MAX_PANEL = 160
+_TZ_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]{0,31}(/[A-Za-z0-9_+\-]{1,32}){0,2}")
 MODALITIES = frozenset({"face", "fingerprint"})
 STATUSES = frozenset({"active", "withdrawn"})
 CREDENTIAL_KINDS = frozenset({"card", "pin", "qr"})
@@ -140,6 +151,14 @@ class Entry:
     credentials: tuple[CredentialGrant, ...] = ()
     #: zones and gate ids the biometric consent covers; None: the whole site
     scope: frozenset[str] | None = None
+    #: when the person may pass (any modality); None: always
+    schedule: tuple[Window, ...] | None = None
+    #: the panel number, sealed with the site credential key; None: none assigned
+    panel: bytes | None = field(default=None, repr=False)
+
+    def in_schedule(self, weekday: int, minute: int) -> bool:
+        """Whether local ``weekday`` (0 = Monday) and ``minute`` after midnight fall in a window."""
+        return self.schedule is None or any(w.covers(weekday, minute) for w in self.schedule)
 
     def consent_active(self, now: float) -> bool:
         """Biometric consent in force at ``now``: active status, granted, not yet expired."""
@@ -157,6 +176,18 @@ class Entry:
 
     def __repr__(self) -> str:  # subject ids stay out of reprs that could reach a log line
         return f"Entry(status={self.status!r}, modalities={sorted(self.modalities)}, purposes={len(self.purposes)})"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Weekdays (0 = Monday) and a span of minutes after local midnight, ``start`` <= m < ``end``."""
+
+    days: frozenset[int]
+    start: int
+    end: int
+
+    def covers(self, weekday: int, minute: int) -> bool:
+        return weekday in self.days and self.start <= minute < self.end
 
 
 @dataclass(frozen=True)
@@ -196,6 +227,8 @@ class ConsentList:
     keys: KeyAnnouncement = field(default_factory=KeyAnnouncement)
     #: the gate roster; None: the list carries none (a delta keeps the one in force)
     gates: tuple[Gate, ...] | None = None
+    #: the IANA time zone schedules are written in; None: UTC
+    timezone: str | None = None
 
     def __repr__(self) -> str:
         return (
@@ -222,6 +255,13 @@ def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
     }
     if entry.scope is not None:
         raw["scope"] = sorted(entry.scope)
+    if entry.schedule is not None:
+        raw["schedule"] = [
+            {"days": sorted(w.days), "from": w.start, "to": w.end}
+            for w in sorted(entry.schedule, key=lambda w: (sorted(w.days), w.start, w.end))
+        ]
+    if entry.panel is not None:
+        raw["panel"] = entry.panel
     return raw
 
 
@@ -236,7 +276,11 @@ def gate_to_cbor(gate: Gate) -> dict[str, Any]:
 
 def encode_body(lst: ConsentList) -> bytes:
     """The canonical CBOR body of ``lst``; validates it first so the authority cannot sign junk."""
-    scoped = lst.gates is not None or any(e.scope is not None for e in lst.entries)
+    scoped = (
+        lst.gates is not None
+        or lst.timezone is not None
+        or any(e.scope is not None or e.schedule is not None or e.panel is not None for e in lst.entries)
+    )
     body: dict[str, Any] = {
         "format": FORMAT_SCOPED if scoped else FORMAT_VERSION,
         "site": lst.site,
@@ -253,6 +297,8 @@ def encode_body(lst: ConsentList) -> bytes:
         body["keys"] = {"successors": list(lst.keys.successors), "retire": list(lst.keys.retire)}
     if lst.gates is not None:
         body["gates"] = [gate_to_cbor(g) for g in sorted(lst.gates, key=lambda g: g.id)]
+    if lst.timezone is not None:
+        body["timezone"] = lst.timezone
     data = bytes(cbor2.dumps(body, canonical=True))
     decode_body(data)  # the same checks the device applies
     return data
@@ -291,7 +337,7 @@ def _text_list(value: object, what: str) -> list[str]:
 
 
 def _entry(raw: object, scoped: bool = False) -> Entry:
-    optional = frozenset({"scope"}) if scoped else frozenset()
+    optional = frozenset({"scope", "schedule", "panel"}) if scoped else frozenset()
     m = _map(
         raw,
         "entry",
@@ -334,9 +380,45 @@ def _entry(raw: object, scoped: bool = False) -> Entry:
         if not items or len(items) > MAX_SCOPE or not all(valid_scope_item(i) for i in items):
             raise ListFormatError("entry scope is empty, too long, or names something that is neither zone nor gate")
         scope = frozenset(items)
+    schedule = _schedule(m["schedule"]) if "schedule" in m else None
+    panel: bytes | None = None
+    if "panel" in m:
+        panel = m["panel"]
+        if not isinstance(panel, bytes) or not 41 <= len(panel) <= MAX_PANEL:
+            raise ListFormatError("entry panel is not a sealed panel number")
     return Entry(
-        subject, frozenset(purposes), frozenset(modalities), granted_at, expires_at, status, tuple(grants), scope
+        subject,
+        frozenset(purposes),
+        frozenset(modalities),
+        granted_at,
+        expires_at,
+        status,
+        tuple(grants),
+        scope,
+        schedule,
+        panel,
     )
+
+
+def _schedule(raw: object) -> tuple[Window, ...]:
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_WINDOWS:
+        raise ListFormatError(f"entry schedule is not a list of 1 to {MAX_WINDOWS} windows")
+    windows: list[Window] = []
+    for item in raw:
+        w = _map(item, "schedule window", {"days", "from", "to"})
+        days = w["days"]
+        if (
+            not isinstance(days, list)
+            or not days
+            or any(isinstance(d, bool) or not isinstance(d, int) or not 0 <= d <= 6 for d in days)
+            or days != sorted(set(days))
+        ):
+            raise ListFormatError("schedule days are not sorted unique weekdays 0..6")
+        start, end = _uint(w["from"], "schedule from"), _uint(w["to"], "schedule to")
+        if not start < end <= 1440:
+            raise ListFormatError("a schedule window must start before it ends, within one day")
+        windows.append(Window(frozenset(days), start, end))
+    return tuple(windows)
 
 
 def gate_from_cbor(raw: object) -> Gate:
@@ -406,7 +488,7 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
     except strictcbor.CborProfileError as exc:
         raise ListFormatError(f"body is not CBOR (strict profile: {exc.reason})") from None
     base_keys = {"format", "site", "kind", "version", "issued_at", "valid_until", "entries"}
-    m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys", "gates"}))
+    m = _map(raw, "body", base_keys, frozenset({"base", "remove", "keys", "gates", "timezone"}))
     list_format = m["format"]
     if isinstance(list_format, bool) or list_format not in FORMATS:
         raise ListFormatError("unsupported list format")
@@ -462,10 +544,15 @@ def decode_body(data: bytes, known: Mapping[str, tuple[dict[str, Any], Entry]] |
         if not scoped:
             raise ListFormatError("a gate roster needs list format 2")
         gates = _gates(m["gates"])
+    timezone: str | None = None
+    if "timezone" in m:
+        timezone = m["timezone"]
+        if not scoped or not isinstance(timezone, str) or not _TZ_RE.fullmatch(timezone):
+            raise ListFormatError("timezone is not an IANA zone name (or the list is not format 2)")
     # The encoding itself is not re-checked here: the authority encodes canonically (encode_body),
     # the signature makes the bytes its own, and re-encoding a 10k-entry body would cost a third
     # of the time a device spends applying it.
-    return ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys, gates)
+    return ConsentList(site, kind, version, issued_at, valid_until, entries, base, remove, keys, gates, timezone)
 
 
 def make_entry(
@@ -477,6 +564,8 @@ def make_entry(
     status: str = "active",
     credentials: Iterable[CredentialGrant] = (),
     scope: Iterable[str] | None = None,
+    schedule: Iterable[Window] | None = None,
+    panel: bytes | None = None,
 ) -> Entry:
     return Entry(
         subject,
@@ -487,6 +576,8 @@ def make_entry(
         status,
         tuple(credentials),
         None if scope is None else frozenset(scope),
+        None if schedule is None else tuple(schedule),
+        panel,
     )
 
 

@@ -12,13 +12,12 @@ Exit is never refused (people must always be able to leave); a person never seen
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge.errors import StorageError
+from edge.state import open_store
 
 Direction = Literal["in", "out"]
 ANTI_PASSBACK = "anti_passback"
@@ -55,13 +54,7 @@ class PassbackLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the anti-passback log {path}: {exc}") from None
+        self._db = open_store(path, _SCHEMA, "anti-passback log")
 
     def close(self) -> None:
         with self._lock:

@@ -151,6 +151,7 @@ def exact_report(faiss_threads: int | None = None) -> dict[str, Any]:
             exact[f"verify/{backend}"] = verified
             exact[f"duplicate/{backend}"] = duplicate
     exact["detect_ties"] = _detect_ties()
+    exact["lfw_scores"] = _lfw_scores()
     return {"platform": platform_info(), "exact": exact, "fast": fast}
 
 
@@ -170,6 +171,16 @@ def _detect_ties() -> list[list[str]]:
         scores[other] = 3.0 if i % 2 else 1.0
     found = decode(raw, scores, np.zeros((4 * n, 2), np.float32), 1, 0.5)
     return [[float(v).hex() for v in box] for box, _kps, _score in found]
+
+
+def _lfw_scores() -> list[str]:
+    """``edge models evaluate``'s pair scores (cosine and Euclidean) for fixed embeddings."""
+    from edge.models.lfw import Pair, score_pairs
+
+    vecs = unit_rows(11, 40) * np.float32(3.0)
+    emb: dict[str, tuple[np.ndarray | None, dict[str, float]]] = {f"i{n}": (v, {}) for n, v in enumerate(vecs)}
+    pairs = [Pair(n % 5, f"i{n}", f"i{(n * 7 + 3) % 40}", n % 2 == 0) for n in range(40)]
+    return [float(v).hex() for metric in ("cosine", "euclidean") for v in score_pairs(pairs, emb, metric).sims]
 
 
 def platform_info() -> dict[str, Any]:

@@ -7,6 +7,7 @@ subsystem that writes them. Nothing here holds raw biometrics in plaintext.
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,3 +113,17 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def open_store(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    """A small store's SQLite database: WAL, ``synchronous=FULL`` (a commit survives a power cut),
+    usable from several threads (the caller serialises with its own lock), ``schema`` applied.
+    Failure is a ``StorageError`` naming ``what`` and the file."""
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(schema)
+    except sqlite3.Error as exc:
+        raise StorageError(f"cannot open the {what} {path}: {exc}", hint="check the state directory") from None
+    return db

@@ -26,17 +26,29 @@ def registry_group() -> None:
 @registry_group.command("add")
 @_REGISTRY
 @click.option("--zones", default="", help="Zones these gates stand in, ;-separated (e.g. lobby;car-park).")
+@click.option(
+    "--passback",
+    default="",
+    help="Anti-passback: AREA:in or AREA:out (this gate leads into or out of AREA, e.g. car-park:in).",
+)
 @click.argument("exports", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False, exists=True))
-def add_cmd(registry_path: Path, zones: str, exports: tuple[Path, ...]) -> int:
+def add_cmd(registry_path: Path, zones: str, passback: str, exports: tuple[Path, ...]) -> int:
     """Add or update gates from EXPORTS, each the output of `edge-provision export --json`.
 
     The zones decide where consent scoped to zones applies; they reach the gates in the signed
     consent list (`edge-site consent issue --registry`).
     """
+    from edge.consent.listformat import Passback
     from edge.crypto.keys import load_box_public, load_verify_key
     from edge.site.registry import Registry
 
     registry = Registry.load(registry_path) if registry_path.exists() else Registry()
+    pb: Passback | None = None
+    if passback:
+        area, _, direction = passback.partition(":")
+        if direction not in ("in", "out"):
+            raise click.BadParameter("AREA:in or AREA:out, e.g. car-park:in", param_hint="--passback")
+        pb = Passback(area, "in" if direction == "in" else "out")
     for path in exports:
         try:
             doc = json.loads(path.read_text())
@@ -49,7 +61,7 @@ def add_cmd(registry_path: Path, zones: str, exports: tuple[Path, ...]) -> int:
         public = load_verify_key(str(doc["public_key"]))
         box = load_box_public(str(doc["box_key"])) if doc.get("box_key") else None
         names = [z.strip() for z in zones.replace(",", ";").split(";") if z.strip()]
-        device = registry.add(doc["site"], public, box, names)
+        device = registry.add(doc["site"], public, box, names, pb)
         if doc.get("device_id") not in (None, device.device_id):
             raise StorageError(
                 f"{path}: device_id does not belong to its public key (the key's id is {device.device_id})",

@@ -106,6 +106,11 @@ class AuthorityState:
                     "public_key": g.public_key.hex(),
                     "box_key": g.box_key.hex() if g.box_key is not None else None,
                     "zones": sorted(g.zones),
+                    **(
+                        {"passback": {"area": g.passback.area, "direction": g.passback.direction}}
+                        if g.passback is not None
+                        else {}
+                    ),
                 }
                 for g in sorted(self.gates.values(), key=lambda g: g.id)
             ],
@@ -133,6 +138,7 @@ class AuthorityState:
                         "public_key": bytes.fromhex(item["public_key"]),
                         "box_key": bytes.fromhex(box) if box is not None else None,
                         "zones": list(item["zones"]),
+                        **({"passback": dict(item["passback"])} if item.get("passback") else {}),
                     }
                 )
                 gates[gate.id] = gate

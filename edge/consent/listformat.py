@@ -192,6 +192,14 @@ class Window:
 
 
 @dataclass(frozen=True)
+class Passback:
+    """A gate's part in an anti-passback area: ``in`` gates lead into ``area``, ``out`` gates out."""
+
+    area: str
+    direction: Literal["in", "out"]
+
+
+@dataclass(frozen=True)
 class Gate:
     """One gate of the site as the roster in the list names it."""
 
@@ -199,6 +207,8 @@ class Gate:
     public_key: bytes = field(repr=False)
     box_key: bytes | None = field(default=None, repr=False)
     zones: frozenset[str] = frozenset()
+    #: anti-passback: the area this gate leads into or out of, and which way; None: no passback
+    passback: Passback | None = None
 
     def place(self) -> Place:
         return Place(self.id, self.zones)
@@ -267,12 +277,15 @@ def _entry_to_cbor(entry: Entry) -> dict[str, Any]:
 
 
 def gate_to_cbor(gate: Gate) -> dict[str, Any]:
-    return {
+    raw: dict[str, Any] = {
         "id": gate.id,
         "public_key": gate.public_key,
         "box_key": gate.box_key,
         "zones": sorted(gate.zones),
     }
+    if gate.passback is not None:
+        raw["passback"] = {"area": gate.passback.area, "direction": gate.passback.direction}
+    return raw
 
 
 def encode_body(lst: ConsentList) -> bytes:
@@ -424,7 +437,7 @@ def _schedule(raw: object) -> tuple[Window, ...]:
 
 def gate_from_cbor(raw: object) -> Gate:
     """One roster row; its id must be the one its public key derives (``edge.crypto.keys.device_id``)."""
-    m = _map(raw, "gate", {"id", "public_key", "box_key", "zones"})
+    m = _map(raw, "gate", {"id", "public_key", "box_key", "zones"}, frozenset({"passback"}))
     gid, public, box = m["id"], m["public_key"], m["box_key"]
     if not isinstance(gid, str) or not _GATE_RE.fullmatch(gid):
         raise ListFormatError("gate id is not gw- and 16 hex digits")
@@ -437,7 +450,16 @@ def gate_from_cbor(raw: object) -> Gate:
     zones = _text_list(m["zones"], "gate zones")
     if len(zones) > MAX_SCOPE or not all(valid_zone(z) for z in zones):
         raise ListFormatError("gate zones are too many or not zone names")
-    return Gate(gid, public, box, frozenset(zones))
+    passback: Passback | None = None
+    if "passback" in m:
+        pb = _map(m["passback"], "gate passback", {"area", "direction"})
+        area, direction = pb["area"], pb["direction"]
+        if not isinstance(area, str) or not valid_zone(area):
+            raise ListFormatError("gate passback area is not a zone name")
+        if direction not in ("in", "out"):
+            raise ListFormatError("gate passback direction is neither in nor out")
+        passback = Passback(area, "in" if direction == "in" else "out")
+    return Gate(gid, public, box, frozenset(zones), passback)
 
 
 def _gates(raw: object) -> tuple[Gate, ...]:

@@ -12,6 +12,14 @@
 Rows keep their order when rows are removed, so the caller's row -> subject map can be compacted
 with the same mask. FAISS runs a single probe fastest on one OpenMP thread; its backends set that.
 The numpy backend holds OpenBLAS to one thread for the product only (``one_blas_thread``).
+
+The same answer on every CPU: a BLAS or FAISS score depends in its last bits on the SIMD kernel
+(AVX2, AVX-512, NEON) and thread count, so it only shortlists. Every row whose fast score lies
+within twice a proven error bound (``edge.numeric.blas_bound``, 7.6e-6 for 128 dimensions) of the
+cut is re-scored with ``edge.numeric.dot_rows`` (exact products, fixed-order float64 sum), and
+rows are ranked by (that score descending, row ascending). Scores returned by ``top`` and
+``best_subjects`` are those float64 values: bit-identical for the same rows and probe on every
+machine, and numpy and faiss, which hold the same float32 rows, return the same scores.
 """
 
 from __future__ import annotations
@@ -29,10 +37,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.errors import StorageError
+from edge.numeric import U32, blas_bound, dot_rows
 
 log = logging.getLogger(__name__)
 
 F32 = NDArray[np.float32]
+F64 = NDArray[np.float64]
 BACKENDS = ("numpy", "faiss", "faiss-sq8")
 
 
@@ -55,8 +65,9 @@ class SearchBackend(Protocol):
     def rows(self, index: NDArray[np.int64]) -> F32:
         """The float32 rows ``index`` (a copy)."""
 
-    def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
-        """The ``m`` best rows by inner product, best first: (scores, rows)."""
+    def top(self, probe: F32, m: int) -> tuple[F64, NDArray[np.int64]]:
+        """The ``m`` best rows by exact inner product, best first, equal scores in row order:
+        (float64 scores from ``edge.numeric.dot_rows``, rows). The same on every CPU."""
 
 
 class NumpyBackend:
@@ -122,13 +133,12 @@ class NumpyBackend:
             np.matmul(q, self._buf[:, : self._n], out=self._scores)
         return self._scores
 
-    def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
-        scores = self.scores(probe)
+    def top(self, probe: F32, m: int) -> tuple[F64, NDArray[np.int64]]:
         m = min(m, self._n)
         if m <= 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        rows = _top_rows(scores, m)
-        return scores[rows].copy(), rows
+            return np.empty(0, np.float64), np.empty(0, np.int64)
+        scores = self.scores(probe)
+        return _exact_top(self, probe, _band_rows(scores, m, blas_bound(self.dim)), m)
 
 
 class _Rows:
@@ -278,23 +288,21 @@ class FaissFlatBackend:
         picked: F32 = self.vectors()[index]
         return picked
 
-    def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
+    def top(self, probe: F32, m: int) -> tuple[F64, NDArray[np.int64]]:
         m = min(m, len(self))
         if m <= 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
-        # FAISS's heap returns equal scores in no defined order: ask for one more than needed, and
-        # for more while the last one returned still ties the m-th, then order (score, row) ourselves
-        n, k = len(self), m + 1
+            return np.empty(0, np.float64), np.empty(0, np.int64)
+        # FAISS's scores depend on its SIMD level and its heap keeps no order among equal scores:
+        # ask for more rows while the last one returned still lies within the band below the m-th,
+        # then re-score the band exactly
+        n, k, band = len(self), m + 1, 2 * blas_bound(self.dim)
         while True:
             found, cand = self.index.search(probe.reshape(1, -1), min(k, n))
             scores, rows = found[0], cand[0].astype(np.int64)
-            if len(rows) == n or scores[-1] < scores[m - 1]:
+            if len(rows) == n or scores[-1] < scores[m - 1] - band:
                 break
             k *= 4
-        keep = scores >= scores[m - 1]
-        scores, rows = scores[keep], rows[keep]
-        order = np.lexsort((rows, -scores))[:m]
-        return scores[order], rows[order]
+        return _exact_top(self, probe, rows[scores >= scores[m - 1] - band], m)
 
 
 class FaissSQ8Backend:
@@ -403,39 +411,111 @@ class FaissSQ8Backend:
     def vectors(self) -> F32:
         return self.rows(np.arange(len(self), dtype=np.int64))
 
-    def top(self, probe: F32, m: int) -> tuple[F32, NDArray[np.int64]]:
+    def fine_bound(self) -> float:
+        """How far the int8 x float32 re-score can lie from the exact score of ``rows()``.
+
+        The product sums 3 * dim float32 terms whose magnitudes add up to at most
+        sum |x_i q_i| + 0.0079 sum |q_i| <= 1 + 0.0079 sqrt(dim) (c1 rounds 127 x, |c2|, |c3| <= 127),
+        the weights carry one rounding each, and ``rows()`` rounds each component once more."""
+        terms = 3 * self.dim + 2
+        gamma = terms * U32 / (1.0 - terms * U32)
+        return float((gamma * (1.0 + 0.0079 * self.dim**0.5) + 2 * U32) * 1.01)
+
+    def top(self, probe: F32, m: int) -> tuple[F64, NDArray[np.int64]]:
         n = len(self)
         m = min(m, n)
         if m <= 0:
-            return np.empty(0, np.float32), np.empty(0, np.int64)
+            return np.empty(0, np.float64), np.empty(0, np.int64)
         short = min(n, max(self.SHORTLIST, 4 * m))
         # the byte distance computer truncates the probe to integers, so it takes the codes' scale
         np.multiply(self._probe_scales, probe, out=self._scratch)
-        _, cand = self.index.search(self._query, short)
-        # After the scan as few numpy calls as possible (see the class note). short <= n rows
-        # exist, so FAISS fills every slot (no -1); rows < n index the buffer without a slice.
-        rows = cand[0]
-        exact: F32 = np.matmul(self._fine._buf[rows], self._weights)
+        # its scores are integers (exact on every CPU), but its heap keeps no order among equal
+        # ones: rows tying the last place are all taken, so the shortlist is the same everywhere
+        k = short + 1
+        while True:
+            found, cand = self.index.search(self._query, min(k, n))
+            if len(cand[0]) == n or found[0, -1] < found[0, short - 1]:
+                break
+            k *= 4
+        rows = cand[0][found[0] >= found[0, short - 1]]
+        # After the scan as few numpy calls as possible (see the class note). Every row asked for
+        # exists, so FAISS fills every slot (no -1); rows < n index the buffer without a slice.
+        fine: F32 = np.matmul(self._fine._buf[rows], self._weights)
+        band = 2 * self.fine_bound()
         if m == 1:
-            tied = np.flatnonzero(exact == exact.max())  # FAISS's shortlist order is not row order
-            best = int(tied[np.argmin(rows[tied])])
-            return exact[best : best + 1], rows[best : best + 1]
-        order = np.lexsort((rows, -exact))[:m]
-        return exact[order], rows[order]
+            keep = rows[fine >= fine.max() - band]
+        else:
+            keep = rows[fine >= np.partition(fine, len(fine) - m)[len(fine) - m] - band]
+        return _exact_top(self, probe, keep.astype(np.int64), m)
 
 
-def _top_rows(scores: F32, m: int) -> NDArray[np.int64]:
-    """The ``m`` best rows, best first, equal scores in row order, whatever the CPU.
-
-    ``argpartition``/``argsort`` keep no order among equal keys on some SIMD paths (numpy's AVX-512
-    sorting networks), so the m-th best score is found first, every row at least that good is taken
-    in row order, and those few are ordered by (score descending, row ascending) explicitly.
-    """
+def _band_rows(scores: F32, m: int, bound: float) -> NDArray[np.int64]:
+    """Every row whose fast score could, within ``bound`` of error on each score, be among the
+    ``m`` best exactly: at least the m-th best fast score minus twice the bound."""
     if m == 1:
-        return np.array([int(np.argmax(scores))], dtype=np.int64)  # argmax: the first of equal maxima
-    kth = scores[np.argpartition(scores, -m)[-m:]].min()
-    cand = np.flatnonzero(scores >= kth)
-    return cand[np.lexsort((cand, -scores[cand]))[:m]].astype(np.int64)
+        cut = float(scores[int(np.argmax(scores))])
+    else:
+        cut = float(scores[np.argpartition(scores, len(scores) - m)[len(scores) - m]])
+    return np.flatnonzero(scores >= cut - 2 * bound).astype(np.int64)
+
+
+def _exact_top(backend: SearchBackend, probe: F32, rows: NDArray[np.int64], m: int) -> tuple[F64, NDArray[np.int64]]:
+    """The ``m`` best of ``rows`` by exact score, equal scores in row order (whatever the CPU)."""
+    exact = dot_rows(backend.rows(rows), probe)
+    order = np.lexsort((rows, -exact))[:m]
+    return exact[order], rows[order]
+
+
+def best_subjects(
+    backend: SearchBackend,
+    probe: F32,
+    owners: NDArray[np.integer],
+    k: int,
+    per_owner: int,
+) -> list[tuple[int, float]]:
+    """The ``k`` best owners of rows (an owner's score is its best row's exact score), best first;
+    equal scores go to the owner of the lower row. ``owners[row]`` owns ``row``; an owner has at
+    most ``per_owner`` rows. The same answer on every CPU and from every exact backend.
+    """
+    n = len(backend)
+    if n == 0 or k < 1:
+        return []
+    if isinstance(backend, NumpyBackend):
+        # One product, then argmax passes over the scratch buffer, masking only the rows taken:
+        # a subject has at most per_owner rows, so finding k distinct owners costs at most
+        # k * per_owner cheap passes and no O(n) mask. Once k owners are found (the k-th at fast
+        # score s), every row above s - 2 * bound is taken too: any row among the exact best
+        # lies there. Those few are re-scored exactly.
+        scores = backend.scores(probe)
+        band = 2 * blas_bound(backend.dim)
+        taken: list[int] = []
+        seen: set[int] = set()
+        floor = -np.inf
+        while len(taken) < n:
+            row = int(np.argmax(scores))
+            fast = float(scores[row])
+            if fast < floor:
+                break
+            scores[row] = -np.inf
+            taken.append(row)
+            owner = int(owners[row])
+            if owner not in seen:
+                seen.add(owner)
+                if len(seen) == k:
+                    floor = fast - band
+        exact_scores, rows = _exact_top(backend, probe, np.array(taken, dtype=np.int64), len(taken))
+    else:
+        exact_scores, rows = backend.top(probe, (k - 1) * per_owner + 1)  # holds k distinct owners
+    found: list[tuple[int, float]] = []
+    chosen: set[int] = set()
+    for score, row in zip(exact_scores.tolist(), rows.tolist(), strict=True):
+        owner = int(owners[row])
+        if owner not in chosen:  # rows come best first, equal scores in row order
+            chosen.add(owner)
+            found.append((owner, float(score)))
+            if len(found) == k:
+                break
+    return found
 
 
 def _fill(target: F32, chunks: Iterable[F32]) -> None:

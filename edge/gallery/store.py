@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from edge.config.schema import GallerySection
 from edge.errors import IntegrityError, StorageError
-from edge.gallery.backends import BACKENDS, NumpyBackend, SearchBackend, make_backend
+from edge.gallery.backends import BACKENDS, SearchBackend, best_subjects, make_backend
 from edge.gallery.protect import Protector
 from edge.gallery.sealed import (
     GalleryKey,
@@ -46,6 +46,7 @@ from edge.gallery.sealed import (
 )
 from edge.gallery.subjects import SubjectTable, tag_key
 from edge.modality import BIOMETRIC, Modality, in_order, parse
+from edge.numeric import dot_rows, fixed_sum
 from edge.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -425,43 +426,11 @@ class Gallery:
             rows = np.flatnonzero(self._row_subject == index).astype(np.int64)
             if not len(rows):
                 return -math.inf
-            return float(np.max(self._backend.rows(rows) @ q))
+            return float(np.max(dot_rows(self._backend.rows(rows), q)))
 
     def _best_subjects(self, q: NDArray[np.float32], k: int) -> list[tuple[str, float]]:
-        n = len(self._backend)
-        if n == 0:
-            return []
-        found: list[tuple[str, float]] = []
-        if isinstance(self._backend, NumpyBackend):
-            # One product, then argmax passes over the scratch buffer, masking only the rows taken:
-            # a subject has at most templates_per_subject rows, so finding k distinct subjects
-            # costs at most k * templates_per_subject cheap SIMD passes and no O(n) mask.
-            scores = self._backend.scores(q)
-            seen: set[int] = set()
-            while len(found) < k:
-                row = int(np.argmax(scores))
-                best = float(scores[row])
-                if best == -np.inf:
-                    break
-                scores[row] = -np.inf
-                owner = int(self._row_subject[row])
-                if owner not in seen:
-                    seen.add(owner)
-                    found.append((str(self._subjects.name(owner)), best))
-            return found
-        m = (k - 1) * self.templates_per_subject + 1  # enough rows to contain k distinct subjects
-        scores, rows = self._backend.top(q, m)
-        owners = self._row_subject[rows].tolist()
-        if m == 1:  # the common top-1 query, in as few steps as can be (they run with cold caches)
-            return [(str(self._subjects.name(owners[0])), float(scores[0]))]
-        seen = set()
-        for score, owner in zip(scores.tolist(), owners, strict=True):
-            if owner not in seen:
-                seen.add(owner)
-                found.append((str(self._subjects.name(owner)), float(score)))
-                if len(found) == k:
-                    break
-        return found
+        found = best_subjects(self._backend, q, self._row_subject, k, self.templates_per_subject)
+        return [(str(self._subjects.name(owner)), score) for owner, score in found]
 
     # ------------------------------------------------------------------ changes
 
@@ -747,7 +716,7 @@ def _unit(vector: NDArray[np.floating[Any]], dim: int) -> NDArray[np.float32]:
     if v.shape[0] != dim:
         raise ValueError(f"template has {v.shape[0]} dimensions, the gallery holds {dim}")
     v64 = v.astype(np.float64)  # no overflow or underflow for any float32 input
-    norm2 = float(np.dot(v64, v64))
+    norm2 = float(fixed_sum(v64 * v64))  # the same bits on every CPU (edge.numeric)
     if not 0.0 < norm2 < math.inf:  # false for NaN too
         raise ValueError("template is zero or not finite")
     unit: NDArray[np.float32] = (v64 * (1.0 / math.sqrt(norm2))).astype(np.float32)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import ConfigError, ConfigProblem
+from edge.numeric import dot_rows, norm
 
 
 @dataclass(frozen=True)
@@ -196,10 +197,11 @@ def score_pairs(
         a, b = emb[p.a][0], emb[p.b][0]
         if a is None or b is None:
             continue
+        # fixed-order sums (edge.numeric): the same figure on every CPU for the same embeddings
         if metric == "cosine":
-            sims[i] = float(np.dot(a, b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+            sims[i] = float(dot_rows(a, b)) / (norm(a) * norm(b))
         else:
-            sims[i] = -float(np.linalg.norm(a - b))
+            sims[i] = -norm(np.asarray(a, np.float64) - np.asarray(b, np.float64))
     return Scores(sims, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from nacl.public import PublicKey
 from nacl.signing import VerifyKey
 
-from edge.consent.listformat import Gate, valid_zone
+from edge.consent.listformat import Gate, Passback, valid_zone
 from edge.crypto.keys import device_id as derive_device_id
 from edge.crypto.keys import key_id
 from edge.errors import StorageError
@@ -41,6 +41,7 @@ class Device:
     public_key: VerifyKey
     box_key: PublicKey | None = None
     zones: frozenset[str] = frozenset()
+    passback: Passback | None = None
 
     @property
     def kid(self) -> bytes:
@@ -57,6 +58,7 @@ class Registry:
         public_key: VerifyKey | bytes,
         box_key: PublicKey | bytes | None = None,
         zones: Iterable[str] = (),
+        passback: Passback | None = None,
     ) -> Device:
         key = public_key if isinstance(public_key, VerifyKey) else VerifyKey(bytes(public_key))
         box = box_key if isinstance(box_key, PublicKey) or box_key is None else PublicKey(bytes(box_key))
@@ -66,7 +68,11 @@ class Registry:
             raise StorageError(
                 f"{bad[0][:40]!r} is not a zone name", hint="lower case letters, digits, '.', '_' or '-'; at most 32"
             )
-        device = Device(device_id=derive_device_id(key), site=site, public_key=key, box_key=box, zones=names)
+        if passback is not None and (not valid_zone(passback.area) or passback.direction not in ("in", "out")):
+            raise StorageError("anti-passback needs an area name and a direction in or out")
+        device = Device(
+            device_id=derive_device_id(key), site=site, public_key=key, box_key=box, zones=names, passback=passback
+        )
         self.devices[device.device_id] = device
         return device
 
@@ -80,7 +86,13 @@ class Registry:
     def roster(self, site: str) -> list[Gate]:
         """``site``'s gates as the signed consent list carries them."""
         return [
-            Gate(d.device_id, bytes(d.public_key), bytes(d.box_key) if d.box_key is not None else None, d.zones)
+            Gate(
+                d.device_id,
+                bytes(d.public_key),
+                bytes(d.box_key) if d.box_key is not None else None,
+                d.zones,
+                d.passback,
+            )
             for d in sorted(self.site_gates(site).values(), key=lambda d: d.device_id)
         ]
 
@@ -91,6 +103,8 @@ class Registry:
                 out["box_key"] = bytes(d.box_key).hex()
             if d.zones:
                 out["zones"] = sorted(d.zones)
+            if d.passback is not None:
+                out["passback"] = {"area": d.passback.area, "direction": d.passback.direction}
             return out
 
         devices = {d.device_id: entry(d) for d in sorted(self.devices.values(), key=lambda d: d.device_id)}
@@ -152,13 +166,24 @@ class Registry:
                     raise StorageError(f"{where}: box_key is not hex") from None
                 if len(box) != 32:
                     raise StorageError(f"{where}: box_key must be 32 bytes (64 hex characters)")
-            unknown = set(entry) - {"site", "public_key", "box_key", "zones"}
+            unknown = set(entry) - {"site", "public_key", "box_key", "zones", "passback"}
             if unknown:
                 raise StorageError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}")
             zones = entry.get("zones", [])
             if not isinstance(zones, list) or not all(isinstance(z, str) and valid_zone(z) for z in zones):
                 raise StorageError(f"{where}: zones must be a list of zone names (lower case, e.g. lobby)")
-            device = registry.add(entry["site"], raw, box, zones)
+            passback: Passback | None = None
+            if "passback" in entry:
+                pb = entry["passback"]
+                if (
+                    not isinstance(pb, dict)
+                    or set(pb) != {"area", "direction"}
+                    or not isinstance(pb["area"], str)
+                    or pb["direction"] not in ("in", "out")
+                ):
+                    raise StorageError(f"{where}: passback must be {{'area': ..., 'direction': 'in' or 'out'}}")
+                passback = Passback(pb["area"], pb["direction"])
+            device = registry.add(entry["site"], raw, box, zones, passback)
             if device.device_id != dev_id:
                 raise StorageError(
                     f"{where}: this id does not belong to its public key (the key's id is {device.device_id})",

@@ -8,12 +8,11 @@ A parcel id is applied at most once, whatever the broker redelivers.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import StorageError
+from edge.state import open_store
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS received (
@@ -55,13 +54,7 @@ class SyncStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot open the sync store {path}: {exc}", hint="check the state directory") from None
+        self._db = open_store(path, _SCHEMA, "sync store")
 
     def close(self) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ camera), the subject's left eye, the nose tip, the mouth centre, the right and l
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return result
 
 
+def _logit(p: float) -> float:
+    """The logit at which a sigmoid reaches ``p`` (0.5 -> 0.0)."""
+    return math.log(p / (1.0 - p))
+
+
 def decode(
     raw_boxes: np.ndarray, raw_scores: np.ndarray, anchor_xy: np.ndarray, size: int, min_score: float
 ) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -86,23 +92,25 @@ def decode(
 
     Overlapping candidates (IoU > 0.3) are merged by MediaPipe's weighted suppression: their boxes and
     keypoints are averaged with the scores as weights, and the best score is kept.
+
+    Which candidates pass and the order suppression visits them in are decided on the model's raw
+    logits (``sigmoid(x) >= p`` exactly when ``x >= logit(p)``), best first and equal logits in
+    anchor order, so neither depends on the CPU: numpy's sigmoid (``exp``) differs in its last bits
+    between SIMD paths, and its default sort keeps no order among equal keys on AVX-512.
     """
     logits = raw_scores.reshape(-1)
-    # sigmoid(x) >= min_score  <=>  x >= logit(min_score): the sigmoid is taken only for candidates
-    near = np.nonzero(logits >= np.log(min_score / (1.0 - min_score)) - 1e-6)[0]
-    s = 1.0 / (1.0 + np.exp(-np.clip(logits[near].astype(np.float64), -100.0, 100.0)))
-    passed = s >= min_score
-    keep, s = near[passed], s[passed]
+    keep = np.flatnonzero(logits >= _logit(min_score))
     if keep.size == 0:
         return []
+    order = np.lexsort((keep, -logits[keep].astype(np.float64)))  # best first, ties by anchor
+    keep = keep[order]
+    s = 1.0 / (1.0 + np.exp(-np.clip(logits[keep].astype(np.float64), -100.0, 100.0)))
     raw = raw_boxes.reshape(-1, 16)[keep] / size
     a = anchor_xy[keep]
     cx, cy = raw[:, 0] + a[:, 0], raw[:, 1] + a[:, 1]
     w, h = raw[:, 2], raw[:, 3]
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     kps = raw[:, 4:].reshape(-1, 6, 2) + a[:, None, :]
-    order = np.argsort(-s)
-    boxes, kps, s = boxes[order], kps[order], s[order]
     out: list[tuple[np.ndarray, np.ndarray, float]] = []
     remaining = np.arange(len(s))
     while remaining.size:

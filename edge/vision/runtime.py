@@ -1,12 +1,17 @@
 """TFLite runtime: ``ai-edge-litert`` where it exists, ``tflite-runtime`` on older images.
 
 Both apply the XNNPACK delegate by default for float models (their builtin op resolver); the thread
-count comes from the device profile.
+count comes from the device profile. ``reference_kernels()`` switches to TFLite's portable reference
+kernels (no XNNPACK, no SIMD) for parity checks only (``edge.testing.parity``): they are many times
+slower. Embeddings from XNNPACK on any CPU and thread count, and from the reference kernels, agree
+within the tolerance docs/face.md states.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +29,20 @@ class Interpreter(Protocol):
     def set_tensor(self, index: int, value: np.ndarray) -> None: ...
     def get_tensor(self, index: int) -> np.ndarray: ...
     def invoke(self) -> None: ...
+
+
+_reference = False  # set only inside reference_kernels()
+
+
+@contextmanager
+def reference_kernels() -> Iterator[None]:
+    """Interpreters loaded inside this block use TFLite's reference kernels instead of XNNPACK."""
+    global _reference  # noqa: PLW0603 - a switch for parity tools, never set by the agent
+    before, _reference = _reference, True
+    try:
+        yield
+    finally:
+        _reference = before
 
 
 def runtime_name() -> str:
@@ -55,12 +74,15 @@ def load_interpreter(path: Path, threads: int = 2) -> Interpreter:
             ) from None
     try:
         factory = module.Interpreter
-        interpreter = factory(model_path=str(path), num_threads=max(1, int(threads)))
+        options: dict[str, Any] = {}
+        if _reference:
+            options["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_REF
+        interpreter = factory(model_path=str(path), num_threads=max(1, int(threads)), **options)
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(
             f"{path}: the TFLite runtime cannot load it ({exc})", hint="rebuild: edge models build"
         ) from None
-    log.debug("loaded %s with %s threads", path.name, threads)
+    log.debug("loaded %s with %s threads%s", path.name, threads, " (reference kernels)" if _reference else "")
     result: Interpreter = interpreter
     return result

@@ -289,3 +289,17 @@ def test_the_gate_roster_travels_in_format_2_and_each_id_must_belong_to_its_key(
     body["gates"][0]["zones"] = ["Lobby"]
     with pytest.raises(ListFormatError, match="zone"):
         decode_body(cbor2.dumps(body, canonical=True))
+
+
+def test_a_gates_anti_passback_area_and_direction_travel_in_the_roster() -> None:
+    from dataclasses import replace
+
+    from edge.consent.listformat import Passback
+
+    gate = replace(_gate(5, {"car-park"}), passback=Passback("car-park", "in"))  # type: ignore[type-var]
+    lst = ConsentList("site-a", "snapshot", 3, 1000, 2000, (), gates=(gate,))  # type: ignore[arg-type]
+    assert decode_body(encode_body(lst)).gates == (gate,)
+    body = cbor2.loads(encode_body(lst))
+    body["gates"][0]["passback"]["direction"] = "sideways"
+    with pytest.raises(ListFormatError, match="neither in nor out"):
+        decode_body(cbor2.dumps(body, canonical=True))

@@ -32,6 +32,55 @@ def test_decode_merges_overlapping_candidates_by_score() -> None:
     assert kps.shape == (6, 2)
 
 
+def _tied_chain(n: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` candidates with one equal logit, boxes 0.05 wide every 0.02 along a line (each overlaps
+    its neighbours at IoU 0.43 and the next but one at 0.11), between which come separate small
+    boxes with higher and lower logits, and anchors below the minimum score."""
+    total = 4 * n
+    raw = np.zeros((total, 16), np.float32)
+    scores = np.full(total, -8.0, np.float32)
+    for i in range(n):
+        at = 4 * i + 1  # tied candidates at scattered anchor indices, in position order
+        raw[at, 0], raw[at, 1] = 0.1 + 0.02 * i, 0.5
+        raw[at, 2:4] = 0.05
+        scores[at] = 2.0
+        other = 4 * i + 2 + (i % 2)  # a lone small box elsewhere, better or worse than the tie
+        raw[other, 0], raw[other, 1] = 0.1 + 0.02 * i, 0.1 if i % 2 else 0.9
+        raw[other, 2:4] = 0.005
+        scores[other] = 3.0 if i % 2 else 1.0
+    return raw, scores, np.zeros((total, 2), np.float32)
+
+
+def test_suppression_visits_equal_scores_in_anchor_order() -> None:
+    # Visited in anchor order, candidate 0 absorbs 1, 2 absorbs 3, ...: 20 faces, each the mean of a
+    # pair. numpy's default argsort (the code before) visits equal keys in another order on AVX-512
+    # whenever other scores are mixed in, and merged other pairs there.
+    raw, scores, anchor_xy = _tied_chain(40)
+    found = decode(raw, scores, anchor_xy, 1, 0.5)
+    assert [round(score, 4) for *_, score in found] == [0.9526] * 20 + [0.8808] * 20 + [0.7311] * 20
+    for j, (box, _kps, _score) in enumerate(found[20:40]):
+        centre = (box[0] + box[2]) / 2
+        assert abs(centre - (0.1 + 0.02 * (2 * j) + 0.01)) < 1e-6, j
+
+
+def test_candidates_pass_on_the_logit_so_no_sigmoid_rounding_decides() -> None:
+    from edge.vision.detect import MODEL_CONFIG, _logit
+
+    # sigmoid(x) >= p exactly when x >= logit(p); deciding on float32 logits against the float64
+    # logit leaves nothing to a last-bit difference of exp() between CPUs, provided no float32 lies
+    # within a few float64 ulps of the logit (then a libm differing by an ulp could not matter)
+    for _size, _strides, _per, min_score in MODEL_CONFIG.values():
+        t = _logit(min_score)
+        nearest = float(np.float32(t))
+        assert nearest == t or abs(nearest - t) > 1e-12, min_score
+        scores = np.array([np.nextafter(np.float32(t), np.float32(-1)), np.float32(t) if nearest >= t else 9.0])
+        raw = np.zeros((2, 16), np.float32)
+        raw[:, 2:4] = 0.1
+        raw[1, 0] = 0.5
+        found = decode(raw, scores.astype(np.float32), np.zeros((2, 2), np.float32), 1, min_score)
+        assert len(found) == 1
+
+
 def test_both_models_load_despite_different_output_names(models_dir: Path, lfw_images: list[Path]) -> None:
     import cv2
 

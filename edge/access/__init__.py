@@ -1,0 +1,1 @@
+"""Standalone access rules a gate applies beyond consent: schedules, anti-passback, duress."""

@@ -27,7 +27,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.crypto.keys import device_id
 from edge.events.envelope import EventSigner, MemorySeqStore
+from edge.events.kinds import Access
 from edge.events.outbox_sink import OutboxSink
+from edge.modality import Modality
 from edge.site.registry import Registry
 from edge.site.verifier import Verifier
 from edge.testing.mosquitto import Mosquitto
@@ -35,7 +37,8 @@ from edge.transport import topics
 from edge.transport.mqtt import MqttPublisher, MqttSettings
 from edge.transport.outbox import Outbox
 
-BODY = {"decision": "granted", "modality": "face", "subject": "p-000123", "reason": "match", "latency_ms": 180}
+ACCESS = Access("granted", Modality.face, "p-000123", "match", latency_ms=180)
+BODY = ACCESS.body()
 
 
 def client(settings: MqttSettings, name: str) -> paho.Client:
@@ -164,11 +167,11 @@ def run(settings: MqttSettings, tmp: Path, n: int, n_awaited: int) -> None:
     start = time.perf_counter()
     with outbox.batch():  # one commit for the whole fill; per-event commits are measured below
         for _ in range(n):
-            sink.emit("access", BODY)
+            sink.emit(ACCESS)
     fill = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(200):
-        sink.emit("access", BODY)
+        sink.emit(ACCESS)
     commit_each = 200 / (time.perf_counter() - start)
     publisher = MqttPublisher(settings, outbox, site="bench", device_id=dev)
     start = time.perf_counter()

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from edge.errors import EdgeError
+from edge.modality import BIOMETRIC, in_order
 from provisioning.common import EXIT_OK, json_option, print_json, state_of, state_option, table
 
 FACE_TIMEOUT_S = 30.0
@@ -15,7 +16,7 @@ FACE_TIMEOUT_S = 30.0
 
 @click.command("enrol")
 @click.argument("subject")
-@click.option("--modality", type=click.Choice(["face", "fingerprint"]), required=True)
+@click.option("--modality", type=click.Choice([m.value for m in in_order(BIOMETRIC)]), required=True)
 @click.option("--frames", type=int, help="Good face frames to keep [default: [face] enrol_frames, 5].")
 @click.option("--captures", type=int, help="Finger captures to merge [default: [fingerprint] enrol_captures, 2].")
 @click.option(

@@ -26,7 +26,9 @@ from edge.agent.ports import (
     FingerEnrolPort,
 )
 from edge.errors import EdgeError, HardwareError
+from edge.events.kinds import Enrolment
 from edge.events.sink import EventSink
+from edge.modality import Modality
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +45,9 @@ class EnrolReport:
     rejected: dict[str, int] = field(default_factory=dict)  # quality reason -> frames refused for it
 
 
-def _enrolled(subject: str, modality: str, duplicate_of: str | None) -> dict[str, object]:
-    """The published enrolment event (``edge.events.schema``): no counts of templates, no template."""
-    body: dict[str, object] = {"subject": subject, "modality": modality, "result": "enrolled"}
-    if duplicate_of:
-        body["reason"] = "possible_duplicate"
-    return body
+def _enrolled(subject: str, modality: Modality, duplicate_of: str | None) -> Enrolment:
+    """The published enrolment event: no counts of templates, no template."""
+    return Enrolment(subject, modality, "enrolled", "possible_duplicate" if duplicate_of else None)
 
 
 def _flagged(result: EnrolResultLike) -> bool:
@@ -114,7 +113,7 @@ def enrol_face(
         embeddings.clear()
     report.stored = wanted
     report.duplicate_of = result.duplicate_of
-    sink.emit("enrolment", _enrolled(subject, "face", result.duplicate_of))
+    sink.emit(_enrolled(subject, Modality.face, result.duplicate_of))
     return report
 
 
@@ -160,5 +159,5 @@ def enrol_finger(
     except BaseException:
         sensor.delete(slot)  # no orphan template left in the sensor
         raise
-    sink.emit("enrolment", _enrolled(subject, "fingerprint", result.duplicate_of))
+    sink.emit(_enrolled(subject, Modality.fingerprint, result.duplicate_of))
     return EnrolReport("fingerprint", 1, sensor_slot=slot, duplicate_of=result.duplicate_of)

@@ -8,15 +8,14 @@ failures. It is the product's one decision policy; the gate loop depends on ``Po
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from edge.config.schema import PolicySection
-
-Modality = Literal["face", "fingerprint", "card", "pin", "qr"]
-BIOMETRIC: frozenset[str] = frozenset({"face", "fingerprint"})
+from edge.modality import BIOMETRIC, Modality
 
 # Reason codes carried in access events (documented in docs/operations.md).
 GRANTED = "granted"
+GRANTED_TWO_FACTOR = "granted_two_factor"
 NO_MATCH = "no_match"
 LOW_MARGIN = "low_margin"
 NO_CONSENT = "no_consent"
@@ -30,7 +29,7 @@ AWAITING_SECOND_FACTOR = "awaiting_second_factor"
 class Evidence:
     """One factor presented at the lane. ``subject`` is the best candidate (not yet a match) or None."""
 
-    modality: str
+    modality: Modality
     subject: str | None
     score: float | None = None
     margin: float | None = None
@@ -43,10 +42,17 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Decision:
+    """A decision by ``modality``; a two-factor grant names its other factor in ``second``."""
+
     granted: bool
-    modality: str
+    modality: Modality
     subject: str | None
     reason: str
+    second: Modality | None = None
+
+    @property
+    def factors(self) -> tuple[Modality, ...]:
+        return (self.modality,) if self.second is None else (self.modality, self.second)
 
 
 class PolicyPort(Protocol):
@@ -68,15 +74,16 @@ class LanePolicy:
     second_factor_window_s: float = 10.0
     # A face stays in view for many frames: failures closer together than this are one attempt.
     attempt_gap_s: float = 2.0
-    _last_failure: dict[str, float] = field(default_factory=dict)
+    _last_failure: dict[Modality, float] = field(default_factory=dict)
     _backoff: _Backoff = field(default_factory=_Backoff)
-    _pending: dict[str, tuple[str, float]] = field(default_factory=dict)  # subject -> (modality, at)
+    _pending: dict[str, tuple[Modality, float]] = field(default_factory=dict)  # subject -> (modality, at)
 
-    def _required(self) -> tuple[str, str] | None:
+    def _required(self) -> tuple[Modality, Modality] | None:
+        """The two factors of a two-factor mode, the biometric one first."""
         if self.section.mode == "face_and_card":
-            return ("face", "card")
+            return (Modality.face, Modality.card)
         if self.section.mode == "finger_and_card":
-            return ("fingerprint", "card")
+            return (Modality.fingerprint, Modality.card)
         return None
 
     def in_backoff(self, now: float) -> bool:
@@ -97,9 +104,9 @@ class LanePolicy:
                 state.failures = 0
         return Decision(False, evidence.modality, None, reason)
 
-    def _grant(self, modality: str, subject: str) -> Decision:
+    def _grant(self, modality: Modality, subject: str, second: Modality | None = None) -> Decision:
         self._backoff = _Backoff()
-        return Decision(True, modality, subject, GRANTED)
+        return Decision(True, modality, subject, GRANTED if second is None else GRANTED_TWO_FACTOR, second)
 
     def decide(self, evidence: Evidence, now: float) -> Decision | None:
         if evidence.modality in BIOMETRIC and self.in_backoff(now):
@@ -107,7 +114,7 @@ class LanePolicy:
         if evidence.subject is None:
             reason = NO_MATCH if evidence.modality in BIOMETRIC else UNKNOWN_CREDENTIAL
             return self._fail(evidence, reason, now)
-        if evidence.modality == "face":
+        if evidence.modality == Modality.face:
             if evidence.score is None or evidence.score < self.face_threshold:
                 return self._fail(evidence, NO_MATCH, now)
             if (evidence.margin or 0.0) < self.section.margin:
@@ -127,6 +134,6 @@ class LanePolicy:
         pending = self._pending.get(evidence.subject)
         if pending is not None and pending[0] != evidence.modality:
             del self._pending[evidence.subject]
-            return self._grant("+".join(required), evidence.subject)
+            return self._grant(required[0], evidence.subject, required[1])
         self._pending[evidence.subject] = (evidence.modality, now)
         return None

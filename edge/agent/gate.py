@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from edge.agent.decide import (
-    BIOMETRIC,
-    CONSENT_STALE,
-    Decision,
-    Evidence,
-    PolicyPort,
-)
-from edge.agent.ports import (
-    ConsentPort,
-    CredentialLike,
-    GalleryPort,
-    SearchHit,
-)
+from edge.agent.decide import CONSENT_STALE, Decision, Evidence, PolicyPort
+from edge.agent.ports import ConsentPort, CredentialLike, GalleryPort, HostPort, SearchHit
 from edge.credentials.authorise import CredentialAuthoriser
 from edge.door.base import DoorOutput
+from edge.events.kinds import Access, Alarm, AnyEvent, Health, Severity, Verdict
 from edge.events.sink import EventSink
 from edge.fingerprint.api import Match, NoMatch
+from edge.modality import ALL, BIOMETRIC, CREDENTIALS, Modality
+from edge.ops.host import QuietHost
 from edge.ops.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -57,7 +49,13 @@ class GateSettings:
     deny_interval_s: float = 2.0  # one denial event per modality and reason per interval (a face stays in view)
     regrant_s: float = 5.0  # the same subject granted again by the same modality is not a new passage
     health_interval_s: float = 60.0
-    credential_kinds: frozenset[str] = frozenset({"card", "pin", "qr"})  # [credentials] enables these
+    credential_kinds: frozenset[Modality] = frozenset(CREDENTIALS)  # [credentials] enables these
+
+
+#: The device threads (``edge.agent.runner``) and the modality each one serves.
+DEVICE_MODALITY = {"camera": Modality.face, "fingerprint": Modality.fingerprint, "credential": Modality.card}
+#: Alarms a guard must see at once; every other alarm is a warning.
+CRITICAL_ALARMS = frozenset({"door_forced_open", "tamper"})
 
 
 @dataclass
@@ -71,6 +69,7 @@ class GateCore:
     sink: EventSink
     settings: GateSettings = field(default_factory=GateSettings)
     clock: Clock = field(default_factory=SystemClock)
+    host: HostPort = field(default_factory=QuietHost)  # what a health event reports about the terminal
     metrics: Metrics | None = None
     protect: Callable[[str], None] = lambda _subject: None  # the log redactor learns every subject id
     devices: dict[str, str] = field(default_factory=dict)  # name -> "up" | "down"
@@ -90,31 +89,30 @@ class GateCore:
 
     # ----------------------------------------------------------------- events
 
-    def _emit(self, kind: str, body: Mapping[str, object]) -> None:
+    def _emit(self, event: AnyEvent) -> None:
         """Hand an event to the sink; a failing sink is counted and logged, never stops the gate."""
         try:
-            self.sink.emit(kind, {"gate": self.settings.gate, **body})
+            self.sink.emit(event)
         except Exception as exc:  # the door decision is already made; losing the gate would be worse
-            log.error("event sink refused a %s event: %s", kind, exc.__class__.__name__)
+            log.error("event sink refused a %s event: %s", event.kind, exc.__class__.__name__)
             if self.metrics is not None:
                 self.metrics.sink_errors.inc()
 
-    def _alarm(self, name: str, active: bool, **details: object) -> None:
+    def _alarm(self, code: str, active: bool, device: str | None = None) -> None:
+        """Raise or clear alarm ``code`` (per ``device`` where one is named); an unchanged state is no event."""
+        name = code if device is None else f"{code}:{device}"
         if active == (name in self._alarms):
             return
         if active:
             self._alarms.add(name)
             log.warning("alarm raised: %s", name)
             if self.metrics is not None:
-                self.metrics.alarms.labels(alarm=name.split(":", maxsplit=1)[0]).inc()
+                self.metrics.alarms.labels(alarm=code).inc()
         else:
             self._alarms.discard(name)
             log.info("alarm cleared: %s", name)
-        alarm, _, device = name.partition(":")
-        body: dict[str, object] = {"alarm": alarm, "active": active, **details}
-        if device:
-            body["device"] = device
-        self._emit("alarm", body)
+        severity: Severity = "critical" if code in CRITICAL_ALARMS else "warning"
+        self._emit(Alarm(code, severity, "raised" if active else "cleared", device))
 
     @property
     def active_alarms(self) -> set[str]:
@@ -129,7 +127,7 @@ class GateCore:
         log.warning("%s failed (%s); other modalities keep working", device, error.__class__.__name__)
         if self.metrics is not None:
             self.metrics.device_up.labels(device=device).set(0)
-        self._alarm(f"device_failed:{device}", True, error=error.__class__.__name__)
+        self._alarm("device_failed", True, device)
 
     def device_ok(self, device: str) -> None:
         previous = self.devices.get(device)
@@ -138,7 +136,7 @@ class GateCore:
             self.metrics.device_up.labels(device=device).set(1)
         if previous == "down":
             log.info("%s recovered", device)
-            self._alarm(f"device_failed:{device}", False)
+            self._alarm("device_failed", False, device)
 
     # ----------------------------------------------------------------- inputs
 
@@ -148,7 +146,7 @@ class GateCore:
         self._stale = self.consent.is_stale(self.clock.wall())
         return self._stale
 
-    def _biometric(self, modality: str, subject: str | None, score: float | None, margin: float | None) -> None:
+    def _biometric(self, modality: Modality, subject: str | None, score: float | None, margin: float | None) -> None:
         if subject is not None:
             self.protect(subject)
         if self._consent_stale():
@@ -161,16 +159,20 @@ class GateCore:
 
     def on_face(self, hit: SearchHit) -> None:
         """A good face the camera thread searched (``face_seen``): its best candidate and margin."""
-        self._biometric("face", hit.subject, float(hit.score), float(hit.margin))
+        self._biometric(Modality.face, hit.subject, float(hit.score), float(hit.margin))
 
     def on_finger(self, match: Match | NoMatch) -> None:
         """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt."""
         if isinstance(match, Match):
-            self._biometric("fingerprint", self.gallery.subject_for_slot(match.slot), float(match.score), None)
+            self._biometric(Modality.fingerprint, self.gallery.subject_for_slot(match.slot), float(match.score), None)
         else:
-            self._biometric("fingerprint", None, 0.0, None)
+            self._biometric(Modality.fingerprint, None, 0.0, None)
 
     def on_credential(self, credential: CredentialLike) -> None:
+        kind = next((m for m in CREDENTIALS if m.value == credential.kind), None)
+        if kind is None:  # the readers make only card, PIN and QR credentials
+            log.warning("a credential of an unknown kind was ignored (expected card, pin or qr)")
+            return
         now = self.clock.wall()
         authoriser = CredentialAuthoriser(
             self.consent, purpose=self.settings.purpose, kinds=self.settings.credential_kinds
@@ -180,15 +182,15 @@ class GateCore:
             self.protect(verdict.subject)
         if verdict.reason in ("kind-disabled", "purpose-not-allowed"):
             # a kind this gate does not accept, or a subject whose entry does not cover its purpose
-            self._conclude(Decision(False, credential.kind, None, verdict.reason.replace("-", "_")))
+            self._conclude(Decision(False, kind, None, verdict.reason.replace("-", "_")))
             return
         subject = verdict.subject
         alternative = subject is not None and not any(
             self.consent.allows(subject, m, self.settings.purpose, now) for m in BIOMETRIC
         )
-        self._decide(Evidence(credential.kind, subject, alternative_path=alternative))
+        self._decide(Evidence(kind, subject, alternative_path=alternative))
 
-    def _recently_granted(self, modality: str, subject: str) -> bool:
+    def _recently_granted(self, modality: Modality, subject: str) -> bool:
         at = self._last_grant.get((modality, subject))
         return at is not None and self.clock.mono() - at < self.settings.regrant_s
 
@@ -207,14 +209,12 @@ class GateCore:
             self._last_denial[key] = now
         else:
             assert decision.subject is not None
-            if all(
-                m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.modality.split("+")
-            ):
+            if all(m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.factors):
                 # a face or finger still in view after a grant: the same passage. Judged only after
                 # the policy accepted the match, so a stranger whose best candidate was just let in
                 # is denied. Every card, PIN or QR presentation is a new passage.
                 return
-            for modality in decision.modality.split("+"):
+            for modality in decision.factors:
                 self._last_grant[(modality, decision.subject)] = now
             try:
                 self.door.pulse(self.settings.door_pulse_s, now)
@@ -226,21 +226,21 @@ class GateCore:
                 if self.metrics is not None:
                     self.metrics.door_pulses.inc()
         self.decisions += 1
+        verdict: Verdict = "granted" if decision.granted else "denied"
         if self.metrics is not None:
-            self.metrics.decisions.labels(
-                modality=decision.modality, outcome="granted" if decision.granted else "denied"
-            ).inc()
-        log.info(
-            "access %s by %s (%s)", "granted" if decision.granted else "denied", decision.modality, decision.reason
-        )
+            # the label names both factors of a two-factor grant (``face+card``): a display string, never parsed
+            label = "+".join(m.value for m in decision.factors)
+            self.metrics.decisions.labels(modality=label, outcome=verdict).inc()
+        log.info("access %s by %s (%s)", verdict, decision.modality, decision.reason)
         self._emit(
-            "access",
-            {
-                "granted": decision.granted,
-                "modality": decision.modality,
-                "subject": decision.subject,
-                "reason": decision.reason,
-            },
+            Access(
+                verdict,
+                decision.modality,
+                decision.subject,
+                decision.reason,
+                door=self.settings.gate or None,
+                consent_version=self.consent.version,
+            )
         )
 
     # ----------------------------------------------------------------- periodic
@@ -272,13 +272,23 @@ class GateCore:
             self._next_health = now + self.settings.health_interval_s
             self.emit_health()
 
+    def working(self) -> tuple[Modality, ...]:
+        """The modalities whose device is up now, in the product's order."""
+        up = {
+            DEVICE_MODALITY[name] for name, state in self.devices.items() if state == "up" and name in DEVICE_MODALITY
+        }
+        return tuple(m for m in ALL if m in up)
+
     def emit_health(self) -> None:
+        host = self.host
         self._emit(
-            "health",
-            {
-                "uptime_s": int(self.clock.mono() - self._started),
-                "devices": dict(sorted(self.devices.items())),
-                "alarms": sorted(self._alarms),
-                "decisions": self.decisions,
-            },
+            Health(
+                uptime_s=int(self.clock.mono() - self._started),
+                outbox_depth=host.outbox_depth(),
+                modalities=self.working(),
+                consent_version=self.consent.version,
+                software=host.software(),
+                load1=host.load1(),
+                disk_free_mb=host.disk_free_mb(),
+            )
         )

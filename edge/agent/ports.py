@@ -109,6 +109,10 @@ class GalleryPort(Protocol):
 
 
 class ConsentPort(Protocol):
+    @property
+    def version(self) -> int | None:
+        """The applied list's version (events name it), None before the first list."""
+
     def allows(self, subject: str, modality: str, purpose: str, now: float) -> bool: ...
 
     def is_stale(self, now: float) -> bool: ...
@@ -132,6 +136,21 @@ class CredentialReaderPort(Protocol):
     def read(self, timeout_s: float) -> CredentialLike | None: ...
 
     def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- the terminal
+
+
+class HostPort(Protocol):
+    """What a health event reports about the terminal (``edge.ops.host.Host``)."""
+
+    def outbox_depth(self) -> int: ...
+
+    def software(self) -> str | None: ...
+
+    def load1(self) -> float | None: ...
+
+    def disk_free_mb(self) -> int | None: ...
 
 
 # --------------------------------------------------------------------------- device checks for selftest

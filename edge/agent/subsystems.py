@@ -3,7 +3,7 @@
 Order of assembly (each later part uses the earlier ones):
 
 1. the signed event path: device key -> ``AuditLog`` -> ``Outbox`` -> ``EventSigner`` ->
-   ``OutboxSink`` (guard, sign, commit) behind ``SchemaSink`` (the gate's bodies in schema form);
+   ``OutboxSink`` (guard, sign, commit typed events);
 2. the gallery (``edge.gallery``) and its two ``BiometricStore`` views, one per modality; deleting a
    subject's fingerprint record queues its sensor slots for erasure on the sensor;
 3. consent: ``ConsentLedger`` + ``Enforcer`` over those stores, reconciled once at start, then a
@@ -25,16 +25,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.agent.events import EventContext, SchemaSink, _code
 from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerprintPort
 from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
 from edge.errors import EdgeError, HardwareError
+from edge.events.fields import as_code
+from edge.events.kinds import AnyEvent, ConsentApplied, ConsentRejected
+from edge.ops.host import Host
 from edge.state import StateDir
 
 if TYPE_CHECKING:
@@ -215,22 +217,20 @@ class ConsentService:
         except ListRejected as exc:
             self.rejected += 1
             log.warning("consent list rejected: %s", exc.reason)
-            self._emit("consent_rejected", {"version": None, "reason": _code(exc.reason)})
+            self._emit(ConsentRejected(None, as_code(exc.reason)))
             return
         if outcome.changed:
             self.applied += 1
             info = self.enforcer.ledger.info
             log.info("consent list version %s applied (%s)", outcome.version, outcome.kind)
-            body: dict[str, object] = {"version": int(outcome.version), "entries": len(self.enforcer.ledger.entries())}
-            if info is not None:
-                body["issued_at"] = int(info.issued_at)
-            self._emit("consent_applied", body)
+            issued = int(info.issued_at) if info is not None else None
+            self._emit(ConsentApplied(int(outcome.version), len(self.enforcer.ledger.entries()), issued))
 
-    def _emit(self, kind: str, body: Mapping[str, object]) -> None:
+    def _emit(self, event: AnyEvent) -> None:
         try:
-            self.sink.emit(kind, body)
+            self.sink.emit(event)
         except Exception as exc:
-            log.error("event sink refused a %s event: %s", kind, exc.__class__.__name__)
+            log.error("event sink refused a %s event: %s", event.kind, exc.__class__.__name__)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="consent", daemon=True)
@@ -262,25 +262,17 @@ class ConsentService:
 # =========================================================================== assembly
 
 
-def _software() -> str:
-    try:
-        from importlib.metadata import version
-
-        return "gate-edge-" + version("gate-edge")
-    except Exception:
-        return ""
-
-
 @dataclass
 class EventPath:
-    """The device key, audit log, outbox, consent ledger and the schema-translating signed sink."""
+    """The device key, audit log, outbox, consent ledger and the signed sink."""
 
     key: Any
     device_id: str
     audit: Any
     outbox: Any
     ledger: Any
-    sink: SchemaSink
+    sink: Any
+    host: Host
 
     def close(self) -> None:
         self.ledger.close()
@@ -316,14 +308,8 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
         audit.close()
         raise
     signer = EventSigner(key, dev, outbox, audit=audit)
-    ctx = EventContext(
-        outbox_depth=outbox.depth,
-        consent_version=lambda: ledger.version,
-        software=_software(),
-        disk_path=state.root,
-    )
-    sink = SchemaSink(OutboxSink(signer, outbox, config.device.site, audit=audit), ctx)
-    return EventPath(key, dev, audit, outbox, ledger, sink)
+    sink = OutboxSink(signer, outbox, config.device.site, audit=audit)
+    return EventPath(key, dev, audit, outbox, ledger, sink, Host(outbox.depth, state.root))
 
 
 def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipeline: Any = None) -> Wired:
@@ -435,6 +421,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             fingerprint=fingerprint,
             credentials=credentials,
             subjects=subjects,
+            host=path.host,
             closers=closers,
         )
     except BaseException:

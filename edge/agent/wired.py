@@ -15,9 +15,11 @@ from edge.agent.ports import (
     FacePipelinePort,
     FingerprintPort,
     GalleryPort,
+    HostPort,
 )
 from edge.door.base import DoorOutput
 from edge.events.sink import EventSink
+from edge.ops.host import QuietHost
 
 
 @dataclass
@@ -34,4 +36,5 @@ class Wired:
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None
     subjects: Callable[[], list[str]] = list  # known subject ids, taught to the log redactor at start
+    host: HostPort = field(default_factory=QuietHost)  # what health events report about the terminal
     closers: list[Callable[[], None]] = field(default_factory=list)

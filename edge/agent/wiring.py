@@ -95,6 +95,7 @@ def run_agent(
                 credential_kinds=enabled_kinds(config.credentials.card, config.credentials.pin, config.credentials.qr),
             ),
             clock=clock or SystemClock(),
+            host=wired.host,
             metrics=metrics,
             protect=lambda subject: teach(subject, "subject"),
         )

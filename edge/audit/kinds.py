@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from edge.errors import EdgeError
+from edge.modality import BIOMETRIC, in_order
 
 PSEUDONYM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
 CODE = re.compile(r"[a-z][a-z0-9_\-]{0,47}")
@@ -117,7 +118,7 @@ LIST_REASONS = (
     "bad-key-announcement",
     "oversize",
 )
-MODALITY = enum("face", "fingerprint")
+MODALITY = enum(*(m.value for m in in_order(BIOMETRIC)))
 #: Why a template parcel from another gate was not stored (edge.sync).
 SYNC_REFUSALS = (
     "malformed",

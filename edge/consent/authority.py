@@ -54,6 +54,7 @@ from edge.credentials.panel_number import MAX_NUMBER as MAX_PANEL_NUMBER
 from edge.credentials.panel_number import seal_panel_number
 from edge.crypto.keys import key_id, load_signing_key, read_secret, write_secret
 from edge.errors import ConsentError, StorageError
+from edge.modality import CREDENTIALS
 
 log = logging.getLogger(__name__)
 
@@ -470,7 +471,7 @@ def _roster_entry(where: str, row: Mapping[str, Any], key: bytes, now: float) ->
     if status not in ("active", "withdrawn"):
         raise RosterError(where, "status must be active or withdrawn")
     grants: list[CredentialGrant] = []
-    for kind in ("card", "pin", "qr"):
+    for kind in (m.value for m in CREDENTIALS):
         value = row.get(kind)
         if value is None or str(value).strip() == "":
             continue

@@ -7,8 +7,10 @@ check and its write.
 
 Reconciliation (at start-up, after every list change, when an entry expires) deletes every
 template of every subject whose consent for that store's modality and the device's purpose is not
-in force, and emits one ``deletion_receipt`` per subject: subject id, what each store deleted
-(counts or slots), when, under which list version. Never template bytes.
+in force. Each subject's deletion is one ``Deletion``: audited in the enforcer's words (what each
+store deleted, counts or slots; the precise cause) and published as one signed
+``DeletionReceipt`` (which modalities, how many records, the reason a person reads, when, under
+which list version). Never template bytes.
 
 Staleness (list older than its validity plus the grace period) stops enrolment and matching but
 does not delete: an unreachable authority must not wipe a site's gallery. It raises an ``alarm``.
@@ -19,12 +21,15 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from edge.audit.log import AuditLog
 from edge.consent.ledger import ApplyOutcome, ConsentLedger, ListRejected
 from edge.errors import ConsentError
+from edge.events.kinds import Alarm, DeletionReceipt, ReceiptReason
 from edge.events.sink import EventSink
+from edge.modality import ALL, Modality
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +77,74 @@ def store_name(store: Store) -> str:
 def store_modality(store: Store) -> str | None:
     modality = getattr(store, "modality", None)
     return str(modality) if modality is not None else None
+
+
+#: The enforcer's precise cause of a deletion (audited) -> the reason the receipt gives the person.
+#: Not consented for this modality, purpose or place any more is, to the person, a withdrawal.
+RECEIPT_REASONS: dict[str, ReceiptReason] = {
+    "withdrawn": "withdrawn",
+    "expired": "expired",
+    "not-in-list": "not_listed",
+    "admin": "admin",
+}
+
+
+def _count(value: object) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (list, tuple)):
+        return len(value)
+    return 0
+
+
+#: One store's part of a deletion: its name, its modality (if it has one) and what it reported.
+StorePart = tuple[str, str | None, Mapping[str, object]]
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What the enforcer deleted for one subject: audited in its own words (``deleted``, the precise
+    ``reason``), published as one ``DeletionReceipt`` (``receipt()``)."""
+
+    subject: str
+    parts: tuple[StorePart, ...]
+    reason: str  # the precise cause: withdrawn, expired, not-in-list, out-of-scope, ...
+    list_version: int | None
+    at: float
+
+    @property
+    def deleted(self) -> dict[str, Mapping[str, object]]:
+        """Store name -> what that store reported (counts, slots): the audit record's ``deleted``."""
+        return {name: result for name, _modality, result in self.parts}
+
+    @property
+    def modalities(self) -> tuple[Modality, ...]:
+        """The kinds of template that went: each store's own modality, and any its report lists."""
+        found: set[str] = set()
+        for _name, modality, result in self.parts:
+            if modality is not None:
+                found.add(modality)
+            listed = result.get("modalities")
+            if isinstance(listed, (list, tuple)):
+                found.update(str(m) for m in listed)
+        return tuple(m for m in ALL if m.value in found)
+
+    @property
+    def records(self) -> int:
+        """Stored records removed: face templates plus sensor slots."""
+        return sum(_count(r.get("templates", 0)) + _count(r.get("slots", ())) for _n, _m, r in self.parts)
+
+    def receipt(self) -> DeletionReceipt:
+        return DeletionReceipt(
+            subject=self.subject,
+            deleted=self.modalities,
+            records=self.records,
+            reason=RECEIPT_REASONS.get(self.reason, "withdrawn"),
+            consent_version=self.list_version or 0,
+            deleted_at=int(self.at),
+        )
 
 
 def _held(store: Store, subjects: Iterable[str]) -> list[str]:
@@ -180,17 +253,17 @@ class Enforcer:
             self._check_stale(now)
             return outcome
 
-    def startup(self, now: float) -> list[dict[str, object]]:
+    def startup(self, now: float) -> list[Deletion]:
         """Reconcile on start: templates left by a crash or an old list are purged now."""
         with self._lock:
             receipts = self.reconcile(now)
             self._check_stale(now)
             return receipts
 
-    def tick(self, now: float) -> list[dict[str, object]]:
+    def tick(self, now: float) -> list[Deletion]:
         """Call about once a second: picks up lists applied by other processes and expiries."""
         with self._lock:
-            receipts: list[dict[str, object]] = []
+            receipts: list[Deletion] = []
             self.ledger.reload_if_changed()
             if self._seen != self.ledger.generation or self._expiry_due(now):
                 receipts = self.reconcile(now)
@@ -218,7 +291,7 @@ class Enforcer:
     def _expiry_due(self, now: float) -> bool:
         return self._next_expiry is not None and now >= self._next_expiry
 
-    def reconcile(self, now: float, subjects: Iterable[str] | None = None) -> list[dict[str, object]]:
+    def reconcile(self, now: float, subjects: Iterable[str] | None = None) -> list[Deletion]:
         """Purge every subject without active consent from every store; one receipt per subject.
 
         With ``subjects``, only those are checked (after a list change that named them); without,
@@ -229,7 +302,7 @@ class Enforcer:
             if full:
                 self.ledger.reload_if_changed()
             version = self.ledger.version
-            deleted: dict[str, dict[str, object]] = {}
+            deleted: dict[str, list[StorePart]] = {}
             reasons: dict[str, str] = {}
             queued = 0
             for store in self.stores:
@@ -242,8 +315,8 @@ class Enforcer:
                         # the template is erased later by the device's owner: its receipt follows then
                         queued += store.schedule_deletion(subject, reason, version or 0)
                         continue
-                    result = dict(store.delete_subject(subject))
-                    deleted.setdefault(subject, {})[store_name(store)] = result
+                    part = (store_name(store), modality, dict(store.delete_subject(subject)))
+                    deleted.setdefault(subject, []).append(part)
             receipts = [
                 self._receipt(subject, deleted[subject], reasons[subject], version, now) for subject in sorted(deleted)
             ]
@@ -257,26 +330,25 @@ class Enforcer:
             return receipts
 
     def _receipt(
-        self, subject: str, deleted: dict[str, object], reason: str, version: int | None, now: float
-    ) -> dict[str, object]:
+        self,
+        subject: str,
+        deleted: Sequence[StorePart],
+        reason: str,
+        version: int | None,
+        now: float,
+    ) -> Deletion:
         """Audit and sign one deletion receipt for what was actually deleted."""
-        body: dict[str, object] = {
-            "subject": subject,
-            "deleted": deleted,
-            "reason": reason,
-            "at": float(now),
-            "list_version": version,
-        }
+        done = Deletion(subject, tuple(deleted), reason, version, float(now))
         if self.audit is not None:
             self.audit.append(
                 "deletion",
-                {"subject": subject, "deleted": deleted, "reason": reason, "list_version": version},
+                {"subject": subject, "deleted": done.deleted, "reason": reason, "list_version": version},
                 at=now,
             )
-        self.sink.emit("deletion_receipt", body)
-        return body
+        self.sink.emit(done.receipt())
+        return done
 
-    def erased(self, done: Sequence[ErasedSlot], now: float) -> list[dict[str, object]]:
+    def erased(self, done: Sequence[ErasedSlot], now: float) -> list[Deletion]:
         """Receipts for sensor slots the device's owner has just erased (one per subject and reason).
 
         Called from the thread that erased them; orphans (no subject) owe nobody a receipt.
@@ -288,7 +360,7 @@ class Enforcer:
         receipts = []
         for (subject, reason, version), slots in sorted(groups.items()):
             result: dict[str, object] = {"templates": 0, "slots": sorted(slots), "modalities": ["fingerprint"]}
-            receipts.append(self._receipt(subject, {"fingerprint": result}, reason, version, now))
+            receipts.append(self._receipt(subject, [("fingerprint", "fingerprint", result)], reason, version, now))
         return receipts
 
     def _check_stale(self, now: float) -> None:
@@ -300,21 +372,21 @@ class Enforcer:
         if first and not stale:
             return
         info = self.ledger.info
-        body: dict[str, object] = {
-            "alarm": "consent_stale",
-            "active": stale,
-            "list_version": info.version if info else None,
-            "valid_until": info.valid_until if info else None,
-            "grace_period_s": self.ledger.grace_period_s,
-            "at": float(now),
-        }
         if stale:
             log.warning("consent list is stale: biometric enrolment and matching stopped (fail closed)")
         else:
             log.info("consent list is fresh again: biometric enrolment and matching resume")
         if self.audit is not None:
-            self.audit.append("consent_stale" if stale else "consent_fresh", dict(body), at=now)
-        self.sink.emit("alarm", body)
+            details: dict[str, object] = {
+                "alarm": "consent_stale",
+                "active": stale,
+                "list_version": info.version if info else None,
+                "valid_until": info.valid_until if info else None,
+                "grace_period_s": self.ledger.grace_period_s,
+                "at": float(now),
+            }
+            self.audit.append("consent_stale" if stale else "consent_fresh", details, at=now)
+        self.sink.emit(Alarm("consent_stale", "warning", "raised" if stale else "cleared", "consent"))
 
     # ------------------------------------------------------------------ enrolment and matching
 

@@ -61,6 +61,7 @@ import cbor2
 
 from edge.crypto import strictcbor
 from edge.errors import IntegrityError
+from edge.modality import BIOMETRIC, CREDENTIALS
 
 FORMAT_VERSION = 1
 FORMAT_SCOPED = 2  # entries may carry a scope
@@ -70,9 +71,9 @@ MAX_GATES = 10_000
 MAX_WINDOWS = 32
 MAX_PANEL = 160
 _TZ_RE = re.compile(r"[A-Za-z][A-Za-z0-9_+\-]{0,31}(/[A-Za-z0-9_+\-]{1,32}){0,2}")
-MODALITIES = frozenset({"face", "fingerprint"})
+MODALITIES = frozenset(m.value for m in BIOMETRIC)
 STATUSES = frozenset({"active", "withdrawn"})
-CREDENTIAL_KINDS = frozenset({"card", "pin", "qr"})
+CREDENTIAL_KINDS = frozenset(m.value for m in CREDENTIALS)
 DIGEST_SIZE = 32
 KID_SIZE = 8
 PUBLIC_KEY_SIZE = 32

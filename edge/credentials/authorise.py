@@ -14,6 +14,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from edge.modality import CREDENTIALS, Modality
+
 log = logging.getLogger(__name__)
 
 
@@ -27,15 +29,15 @@ class CredentialDecision:
         return f"CredentialDecision(granted={self.granted}, reason={self.reason!r})"
 
 
-def enabled_kinds(card: str, pin: bool, qr: bool) -> frozenset[str]:
+def enabled_kinds(card: str, pin: bool, qr: bool) -> frozenset[Modality]:
     """The credential kinds the config's ``[credentials]`` section turns on."""
     kinds = set()
     if card != "none":
-        kinds.add("card")
+        kinds.add(Modality.card)
     if pin:
-        kinds.add("pin")
+        kinds.add(Modality.pin)
     if qr:
-        kinds.add("qr")
+        kinds.add(Modality.qr)
     return frozenset(kinds)
 
 
@@ -61,7 +63,7 @@ class CredentialBook(Protocol):
 
 
 class CredentialAuthoriser:
-    def __init__(self, ledger: CredentialBook, *, purpose: str, kinds: Iterable[str] = ("card", "pin", "qr")) -> None:
+    def __init__(self, ledger: CredentialBook, *, purpose: str, kinds: Iterable[str] = CREDENTIALS) -> None:
         self.ledger = ledger
         self.purpose = purpose
         self.kinds = frozenset(kinds)

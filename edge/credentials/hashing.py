@@ -14,10 +14,11 @@ import hmac
 import re
 
 from edge.errors import ConsentError
+from edge.modality import CREDENTIALS
 
 KEY_SIZE = 32
 KEY_FILE_NAME = "consent-credential.key"
-KINDS = ("card", "pin", "qr")
+KINDS: tuple[str, ...] = tuple(m.value for m in CREDENTIALS)
 
 _CARD_RE = re.compile(r"[0-9A-F]{1,64}")
 _PIN_RE = re.compile(r"[0-9]{4,12}")

@@ -2,7 +2,8 @@
 
 ``emit`` only writes SQLite (one transaction) and returns; the ``MqttPublisher`` thread delivers.
 A body the egress guard refuses raises ``EgressRefused`` after the refusal is audited; nothing is
-queued and no sequence number is used.
+queued and no sequence number is used. ``publish(kind, body)`` is the same path for a body that is
+already a map (tools replaying bodies, the guard's own tests); producers build typed events.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 
 from edge.events.envelope import EventSigner
 from edge.events.guard import AuditLog, check
+from edge.events.kinds import AnyEvent
 from edge.transport import topics
 from edge.transport.outbox import Outbox
 
@@ -25,15 +27,15 @@ class OutboxSink:
         self.site = site
         self.audit = audit if audit is not None else signer.audit
         if outbox.on_alarm is None:
-            outbox.on_alarm = self._outbox_alarm
+            outbox.on_alarm = self.emit  # the outbox's own alarms (high, dropped, rejected) are events too
 
     def topic(self, kind: str) -> str:
         return topics.for_event(self.site, self.signer.device_id, kind)
 
-    def emit(self, kind: str, body: Mapping[str, object]) -> None:
+    def emit(self, event: AnyEvent) -> None:
+        self.publish(event.kind, event.body())
+
+    def publish(self, kind: str, body: Mapping[str, object]) -> None:
         clean = check(kind, body, audit=self.audit)
         topic = self.topic(kind)
         self.outbox.append(topic, lambda seq: self.signer.sign_with_seq(topic, kind, clean, seq))
-
-    def _outbox_alarm(self, code: str, details: Mapping[str, object]) -> None:
-        self.emit("alarm", {"code": code, "component": "outbox", **details})

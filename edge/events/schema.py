@@ -1,10 +1,10 @@
 """The schema of every event body the device may publish: a pure table, no I/O.
 
-Each event kind lists its fields; each field has a narrow type (an enum, a short token, a bounded
-integer, one scalar number, a short list of enum values). Nothing in this table can hold a byte
-string, a nested map, a list of numbers or a long free-form string, so no field can carry an image,
-an embedding or a sensor template. ``docs/events.md`` gives the same schema in CDDL; a test checks
-that the two agree.
+The table is derived from the event dataclasses (``edge.events.kinds``: one per kind, each field
+annotated with its wire type from ``edge.events.fields``). Nothing in it can hold a byte string, a
+nested map, a list of numbers or a long free-form string, so no field can carry an image, an
+embedding or a sensor template. ``docs/events.md`` gives the same schema in CDDL; a test checks
+that the two agree. ``validate`` is what the egress guard and the verifier run.
 """
 
 from __future__ import annotations
@@ -12,117 +12,30 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
-#: Pseudonymous subject ids issued by the consent authority (never names or card numbers).
-PSEUDONYM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-#: Reason and alarm codes: short snake_case tokens.
-CODE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
-#: Short identifiers (door, software version).
-IDENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
-#: A SHA-256 digest in lowercase hex (the consent list digest).
-HEX256 = re.compile(r"^[0-9a-f]{64}$")
+from edge.events.fields import CODE, HEX256, IDENT, INT_MAX, PSEUDONYM, Field
+from edge.events.kinds import EVENT_TYPES, spec_of
+from edge.modality import ALL
 
-MODALITIES = ("face", "fingerprint", "card", "pin", "qr")
-INT_MAX = 2**53
+__all__ = [
+    "CODE",
+    "EVENT_KINDS",
+    "HEX256",
+    "IDENT",
+    "INT_MAX",
+    "MODALITIES",
+    "PSEUDONYM",
+    "Field",
+    "SchemaViolation",
+    "check_field",
+    "printable_name",
+    "validate",
+]
 
+MODALITIES = tuple(m.value for m in ALL)
 
-@dataclass(frozen=True)
-class Field:
-    """One field: its type name and constraints. ``nullable`` allows an explicit null."""
-
-    type: str  # "enum" | "text" | "int" | "number" | "bool" | "enum_list"
-    required: bool = True
-    nullable: bool = False
-    values: tuple[str, ...] = ()
-    pattern: re.Pattern[str] | None = None
-    minimum: float = 0
-    maximum: float = INT_MAX
-    max_items: int = 8
-
-
-def enum(*values: str, required: bool = True) -> Field:
-    return Field("enum", required=required, values=values)
-
-
-def text(pattern: re.Pattern[str], *, required: bool = True, nullable: bool = False) -> Field:
-    return Field("text", required=required, nullable=nullable, pattern=pattern)
-
-
-def integer(minimum: int = 0, maximum: int = INT_MAX, *, required: bool = True, nullable: bool = False) -> Field:
-    return Field("int", required=required, nullable=nullable, minimum=minimum, maximum=maximum)
-
-
-def number(minimum: float, maximum: float, *, required: bool = False) -> Field:
-    return Field("number", required=required, minimum=minimum, maximum=maximum)
-
-
-def enum_list(*values: str, required: bool = True) -> Field:
-    return Field("enum_list", required=required, values=values, max_items=len(values))
-
-
-EVENT_KINDS: dict[str, dict[str, Field]] = {
-    # A decision at the gate: who (pseudonym, or none), how, and why.
-    "access": {
-        "decision": enum("granted", "denied"),
-        "modality": enum(*MODALITIES, "none"),
-        "subject": text(PSEUDONYM, nullable=True),
-        "reason": text(CODE),
-        "door": text(IDENT, required=False),
-        "consent_version": integer(required=False),
-        "latency_ms": integer(0, 600_000, required=False),
-    },
-    "enrolment": {
-        "subject": text(PSEUDONYM),
-        "modality": enum("face", "fingerprint"),
-        "result": enum("enrolled", "refused", "failed"),
-        "reason": text(CODE, required=False),
-        "consent_version": integer(required=False),
-    },
-    # Proof that a subject's data was deleted: what, when, under which consent list version.
-    "deletion_receipt": {
-        "subject": text(PSEUDONYM),
-        "deleted": enum_list(*MODALITIES),
-        "records": integer(0, 1_000_000),
-        "reason": enum("withdrawn", "expired", "not_listed", "admin"),
-        "consent_version": integer(),
-        "deleted_at": integer(),
-    },
-    "consent_applied": {
-        "version": integer(),
-        "entries": integer(0, 10_000_000),
-        "issued_at": integer(required=False),
-        "digest": text(HEX256, required=False),
-    },
-    "consent_rejected": {
-        "version": integer(nullable=True),
-        "reason": text(CODE),
-    },
-    "tamper": {
-        "source": text(CODE),
-        "state": enum("raised", "cleared"),
-    },
-    "alarm": {
-        "code": text(CODE),
-        "severity": enum("info", "warning", "critical"),
-        "state": enum("raised", "cleared", required=False),
-        "component": text(CODE, required=False),
-        "count": integer(required=False),
-        "first_seq": integer(required=False),
-        "last_seq": integer(required=False),
-    },
-    "health": {
-        "uptime_s": integer(),
-        "outbox_depth": integer(),
-        "outbox_oldest_s": integer(required=False),
-        "modalities": enum_list(*MODALITIES, required=False),
-        "consent_version": integer(required=False, nullable=True),
-        "software": text(IDENT, required=False),
-        "cpu_temp_c": number(-60.0, 150.0),
-        "load1": number(0.0, 1000.0),
-        "disk_free_mb": integer(required=False),
-    },
-}
+#: kind -> field name -> wire type, for every event kind (derived from ``edge.events.kinds``).
+EVENT_KINDS: dict[str, dict[str, Field]] = {cls.kind: spec_of(cls) for cls in EVENT_TYPES}
 
 
 class SchemaViolation(ValueError):  # noqa: N818 - reads as what it is

@@ -1,33 +1,38 @@
 """Where components hand events to be signed and published.
 
-Components (consent, gallery, the gate loop) never sign or publish themselves: they call
-``EventSink.emit(kind, body)``. The agent wires the sink to the signer, the egress guard and the
-durable outbox (``edge.events`` and ``edge.transport``); tests use ``MemorySink``.
+Components (consent, gallery, the gate loop) never sign or publish themselves: they build a typed
+event (``edge.events.kinds``) and call ``EventSink.emit(event)``. The agent wires the sink to the
+egress guard, the signer and the durable outbox (``OutboxSink``); tests use ``MemorySink``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Protocol
+
+from edge.events.kinds import AnyEvent
 
 
 class EventSink(Protocol):
-    def emit(self, kind: str, body: Mapping[str, object]) -> None:
-        """Queue one event of ``kind`` (e.g. ``access``, ``deletion_receipt``) with a schema body."""
+    def emit(self, event: AnyEvent) -> None:
+        """Queue one event (an ``Access``, a ``DeletionReceipt``, ...) to be guarded, signed and published."""
 
 
 class MemorySink:
-    """Keeps emitted events in memory, for tests and dry runs."""
+    """Keeps emitted events in memory, for tests and dry runs: ``typed`` as emitted, ``events`` as
+    ``(kind, published body)``."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self.typed: list[AnyEvent] = []
         self.events: list[tuple[str, dict[str, object]]] = []
 
-    def emit(self, kind: str, body: Mapping[str, object]) -> None:
+    def emit(self, event: AnyEvent) -> None:
         with self._lock:
-            self.events.append((kind, dict(body)))
+            self.typed.append(event)
+            self.events.append((event.kind, event.body()))
 
     def of_kind(self, kind: str) -> list[dict[str, object]]:
+        """The published bodies of every event of ``kind``, in order."""
         with self._lock:
             return [body for k, body in self.events if k == kind]

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,13 +45,13 @@ from edge.gallery.sealed import (
     store_key,
 )
 from edge.gallery.subjects import SubjectTable, tag_key
+from edge.modality import BIOMETRIC, Modality, in_order, parse
 from edge.numeric import dot_rows, fixed_sum
 from edge.state import StateDir
 
 log = logging.getLogger(__name__)
 
-Modality = Literal["face", "fingerprint"]
-MODALITIES: tuple[Modality, ...] = ("face", "fingerprint")
+MODALITIES: tuple[Modality, ...] = in_order(BIOMETRIC)
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -384,7 +384,7 @@ class Gallery:
     def backend(self) -> str:
         return self._backend_name
 
-    def subjects(self, modality: Modality | None = None) -> set[str]:
+    def subjects(self, modality: str | None = None) -> set[str]:
         with self._lock:
             if modality is None:
                 return set(self._subjects)
@@ -437,7 +437,7 @@ class Gallery:
     def enrol(
         self,
         subject: str,
-        modality: Modality,
+        modality: str,
         *,
         templates: Sequence[NDArray[np.floating[Any]]] = (),
         sensor_slot: int | None = None,
@@ -449,25 +449,24 @@ class Gallery:
         """
         if not subject:
             raise ValueError("subject id must not be empty")
-        if modality == "face":
+        kind = parse(modality, BIOMETRIC)
+        if kind is Modality.face:
             if not templates:
                 raise ValueError("face enrolment needs at least one template")
             if sensor_slot is not None:
                 raise ValueError("a face enrolment takes no sensor slot")
             vecs = np.stack([_unit(t, self.dim) for t in templates])
-        elif modality == "fingerprint":
+        else:
             if sensor_slot is None or sensor_slot < 0:
                 raise ValueError("a fingerprint enrolment needs the sensor slot (>= 0) the sensor stored it in")
             if len(templates):
                 raise ValueError("fingerprint templates stay in the sensor; pass only sensor_slot")
             vecs = np.empty((0, self.dim), np.float32)
-        else:
-            raise ValueError(f"unknown modality {modality!r}; expected 'face' or 'fingerprint'")
         with self._lock:
             duplicate: tuple[str, float] | None = None
-            if modality == "face" and self.threshold is not None:
+            if kind is Modality.face and self.threshold is not None:
                 duplicate = self._duplicate(subject, vecs)
-            return self._enrol_locked(subject, modality, vecs, sensor_slot, model_id, duplicate)
+            return self._enrol_locked(subject, kind, vecs, sensor_slot, model_id, duplicate)
 
     def enrol_many(
         self, items: Sequence[tuple[str, Sequence[NDArray[np.floating[Any]]]]], *, model_id: str = ""
@@ -537,8 +536,8 @@ class Gallery:
             )
         tag = self._key.tag(subject)
         index = self._subjects.find(subject, tag)
-        old = self._read_record(tag, modality)
-        fields: dict[str, Any] = dict(old) if old else {"subject": subject, "modality": modality, "slots": []}
+        old = self._read_record(tag, modality.value)
+        fields: dict[str, Any] = dict(old) if old else {"subject": subject, "modality": modality.value, "slots": []}
         fields["enrolled_at"] = time.time()
         fields["model_id"] = model_id or fields.get("model_id", "")
         if sensor_slot is not None and sensor_slot not in fields["slots"]:
@@ -551,7 +550,7 @@ class Gallery:
         new_ids: list[int] = []
         with _transaction(conn):
             conn.execute(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (tag, modality, seal_record(self._key, fields))
+                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (tag, modality.value, seal_record(self._key, fields))
             )
             if dropped:
                 conn.executemany("DELETE FROM templates WHERE id = ?", [(i,) for i in dropped])
@@ -584,7 +583,7 @@ class Gallery:
             duplicate_score=duplicate[1] if duplicate else None,
         )
 
-    def delete_subject(self, subject: str, modality: Modality | None = None) -> DeletionReport:
+    def delete_subject(self, subject: str, modality: str | None = None) -> DeletionReport:
         """Remove the records and templates of ``subject`` now, and scrub the freed pages.
 
         ``modality``: only that modality's data (a withdrawal of face consent keeps the person's
@@ -592,8 +591,8 @@ class Gallery:
         The report's ``sensor_slots`` must be erased on the fingerprint sensor by the caller.
         Deleting an unknown subject is not an error (``found`` is False).
         """
-        if modality is not None and modality not in MODALITIES:
-            raise ValueError(f"unknown modality {modality!r}; expected 'face' or 'fingerprint'")
+        if modality is not None:
+            modality = parse(modality, BIOMETRIC).value
         with self._lock:
             conn = self._need_conn()
             tag = self._key.tag(subject)

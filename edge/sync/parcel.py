@@ -48,7 +48,6 @@ import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
 
 import cbor2
 from nacl.exceptions import CryptoError
@@ -59,6 +58,7 @@ from edge.crypto import strictcbor
 from edge.crypto.cose import CoseError, sign1, verify1
 from edge.crypto.keys import device_id, key_id
 from edge.errors import IntegrityError
+from edge.modality import BIOMETRIC, Modality
 
 CONTENT_TYPE = "application/gate-edge-parcel+cbor"
 FORMAT = 1
@@ -72,7 +72,6 @@ MAX_SENSOR_TEMPLATE = 8192
 OUTER = strictcbor.Profile(max_size=256 * 1024, max_depth=2, max_items=32)
 INNER = strictcbor.Profile(max_size=192 * 1024, max_depth=4, max_items=128, floats=False)
 
-Modality = Literal["face", "fingerprint"]
 _ID_RE = re.compile(r"gw-[0-9a-f]{16}")
 _SITE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,63}")
 _SUBJECT_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,63}")
@@ -202,7 +201,7 @@ def _inner(contents: Contents, sender: str, recipient: str, parcel_id: bytes) ->
         "recipient": recipient,
         "parcel": parcel_id,
         "subject": contents.subject,
-        "modality": contents.modality,
+        "modality": str(contents.modality),
         "enrolled_at": contents.enrolled_at,
         "consent_version": contents.consent_version,
     }
@@ -285,7 +284,7 @@ def _decode_contents(raw: bytes) -> tuple[Mapping[str, object], Contents]:
     if not isinstance(value, dict):
         raise ParcelError("malformed", "sealed contents must be a map")
     modality = value.get("modality")
-    if modality not in ("face", "fingerprint"):
+    if not isinstance(modality, str) or modality not in BIOMETRIC:
         raise ParcelError("bad-contents", "modality")
     body = _map(value, _INNER_BASE | {modality}, "sealed contents")
     face: FaceTemplates | None = None
@@ -301,7 +300,7 @@ def _decode_contents(raw: bytes) -> tuple[Mapping[str, object], Contents]:
         finger = SensorTemplate(_text(part, "family"), _bytes(part, "template"))
     contents = Contents(
         subject=_text(body, "subject"),
-        modality="face" if modality == "face" else "fingerprint",
+        modality=Modality(modality),
         enrolled_at=_uint(body, "enrolled_at"),
         consent_version=_uint(body, "consent_version"),
         face=face,

@@ -26,7 +26,7 @@ import queue
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from nacl.public import PrivateKey, PublicKey
@@ -38,7 +38,9 @@ from edge.consent.enforce import Enforcer, EnrolmentRefused
 from edge.consent.ledger import ConsentLedger
 from edge.crypto.keys import device_id
 from edge.errors import EdgeError
+from edge.events.kinds import AnyEvent, Enrolment
 from edge.events.sink import EventSink
+from edge.modality import Modality
 from edge.sync.parcel import (
     PARCEL_ID_SIZE,
     Contents,
@@ -67,7 +69,7 @@ class FaceGallery(Protocol):
     def enrol(
         self,
         subject: str,
-        modality: Literal["face", "fingerprint"],
+        modality: str,
         *,
         templates: Sequence[NDArray[np.floating[Any]]] = (),
         sensor_slot: int | None = None,
@@ -145,13 +147,13 @@ class SiteSync:
         raw = [np.asarray(v, dtype=np.float64) for v in vectors]
         units = tuple((v / np.linalg.norm(v)).astype("<f4").tobytes() for v in raw)
         templates = FaceTemplates(model, int(raw[0].shape[0]), units)
-        contents = Contents(subject, "face", enrolled_at, self._version(), face=templates)
+        contents = Contents(subject, Modality.face, enrolled_at, self._version(), face=templates)
         return self._share(contents, now)
 
     def share_fingerprint(self, subject: str, template: bytes, family: str, enrolled_at: int, now: float) -> list[str]:
         """Seal the sensor's own template (UpChar of the enrolled slot) for every in-scope gate."""
         contents = Contents(
-            subject, "fingerprint", enrolled_at, self._version(), fingerprint=SensorTemplate(family, template)
+            subject, Modality.fingerprint, enrolled_at, self._version(), fingerprint=SensorTemplate(family, template)
         )
         return self._share(contents, now)
 
@@ -329,16 +331,7 @@ class SiteSync:
     def _applied(self, topic: str, parcel: bytes, sender: str, contents: Contents, now: float) -> Outcome:
         self.store.record(parcel, sender, topic, APPLIED, now, subject=contents.subject, modality=contents.modality)
         self._clear(topic)
-        self._emit(
-            "enrolment",
-            {
-                "subject": contents.subject,
-                "modality": contents.modality,
-                "result": "enrolled",
-                "reason": "synced",
-                "consent_version": self._version(),
-            },
-        )
+        self._emit(Enrolment(contents.subject, contents.modality, "enrolled", "synced", self._version()))
         log.info("stored a %s enrolment synced from another gate", contents.modality)
         return Outcome(APPLIED)
 
@@ -374,8 +367,8 @@ class SiteSync:
         """An empty retained message: the broker drops the handled parcel."""
         self.outbox.put(topic, b"", retain=True)
 
-    def _emit(self, kind: str, body: Mapping[str, object]) -> None:
+    def _emit(self, event: AnyEvent) -> None:
         try:
-            self.sink.emit(kind, body)
+            self.sink.emit(event)
         except Exception as exc:
-            log.error("event sink refused a %s event: %s", kind, exc.__class__.__name__)
+            log.error("event sink refused a %s event: %s", event.kind, exc.__class__.__name__)

@@ -406,6 +406,7 @@ def targets() -> list[Target]:
 
     from edge.crypto.cose import sign1
     from edge.crypto.keys import device_id, key_id
+    from edge.modality import Modality
     from edge.sync.parcel import Contents, SensorTemplate, open_parcel, parcel_topic, seal
 
     recipient_box = PrivateKey(b"\x03" * 32)
@@ -414,7 +415,7 @@ def targets() -> list[Target]:
     parcel_topic_text = parcel_topic("hq", recipient_id, fx.device_id, parcel_id)
     parcel_aad = parcel_topic_text.encode()
     _, good_parcel = seal(
-        Contents("p-1", "fingerprint", 1, 1, fingerprint=SensorTemplate("r503", b"\x07" * 64)),
+        Contents("p-1", Modality.fingerprint, 1, 1, fingerprint=SensorTemplate("r503", b"\x07" * 64)),
         site="hq",
         sender_key=fx.device,
         recipient=recipient_id,

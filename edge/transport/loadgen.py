@@ -20,6 +20,7 @@ from pathlib import Path
 from edge.crypto.keys import device_id as derive_device_id
 from edge.crypto.keys import generate_signing_key, load_signing_key
 from edge.events.envelope import EventSigner
+from edge.events.kinds import Health
 from edge.events.outbox_sink import OutboxSink
 from edge.state import StateDir
 from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         next_at = time.monotonic()
         while not stopping and outbox.last_seq() < args.total:
             # The body carries the number this event will get, so a test can check seq and body agree.
-            sink.emit("health", {"uptime_s": int(time.monotonic() - started), "outbox_depth": outbox.depth()})
+            sink.emit(Health(uptime_s=int(time.monotonic() - started), outbox_depth=outbox.depth()))
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
         drained = publisher.wait_drained(args.drain_timeout) if not stopping else False

@@ -21,16 +21,17 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import StorageError
+from edge.events.kinds import Alarm
 
 log = logging.getLogger(__name__)
 
-AlarmCallback = Callable[[str, Mapping[str, object]], None]
+AlarmCallback = Callable[[Alarm], None]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -196,10 +197,8 @@ class Outbox:
             row = self._db.execute("SELECT seq FROM outbox WHERE id = ?", (row_id,)).fetchone()
             self._count -= self._db.execute("DELETE FROM outbox WHERE id = ?", (row_id,)).rowcount
         log.error("the broker refused event row %s (reason code 0x%02x); kept in the rejected table", row_id, reason)
-        self._alarm(
-            "outbox_rejected",
-            {"severity": "critical", "count": 1, "first_seq": row[0] if row else 0, "last_seq": row[0] if row else 0},
-        )
+        seq = row[0] if row else 0
+        self._alarm(Alarm("outbox_rejected", "critical", component="outbox", count=1, first_seq=seq, last_seq=seq))
 
     def depth(self) -> int:
         with self._lock:
@@ -263,8 +262,14 @@ class Outbox:
             seqs = sorted(int(s) for _, s in dropped)
             log.error("outbox bound reached: dropped %s oldest events (seq %s..%s)", len(seqs), seqs[0], seqs[-1])
             self._alarm(
-                "outbox_dropped",
-                {"severity": "critical", "count": len(seqs), "first_seq": seqs[0], "last_seq": seqs[-1]},
+                Alarm(
+                    "outbox_dropped",
+                    "critical",
+                    component="outbox",
+                    count=len(seqs),
+                    first_seq=seqs[0],
+                    last_seq=seqs[-1],
+                )
             )
         self._check_high()
         return len(dropped)
@@ -277,20 +282,20 @@ class Outbox:
         if not self._high and fill >= self.warn_fraction:
             self._high = True
             log.warning("outbox is %.0f%% full (by count or age); events will be dropped at 100%%", fill * 100)
-            self._alarm("outbox_high", {"severity": "warning", "state": "raised", "count": count})
+            self._alarm(Alarm("outbox_high", "warning", "raised", "outbox", count=count))
         elif self._high and fill < self.warn_fraction / 2:
             self._high = False
-            self._alarm("outbox_high", {"severity": "info", "state": "cleared", "count": count})
+            self._alarm(Alarm("outbox_high", "info", "cleared", "outbox", count=count))
 
-    def _alarm(self, code: str, details: Mapping[str, object]) -> None:
+    def _alarm(self, alarm: Alarm) -> None:
         # The alarm is itself an event queued here; an alarm raised while queueing it is only logged.
         if self.on_alarm is None or self._in_alarm:
             return
         self._in_alarm = True
         try:
-            self.on_alarm(code, details)
+            self.on_alarm(alarm)
         except Exception:
-            log.exception("outbox alarm callback failed for %s", code)
+            log.exception("outbox alarm callback failed for %s", alarm.code)
         finally:
             self._in_alarm = False
 

@@ -103,6 +103,7 @@ class MemoryConsent:
     stale: bool = False
     purpose: str = "access:main-gate"
     purposes: dict[str, set[str]] = field(default_factory=dict)  # subject -> purposes, where not the default
+    version: int | None = None  # the applied list's version (None: no list yet)
 
     def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
         return purpose == self.purpose and (subject, modality) in self.consents
@@ -170,7 +171,7 @@ class BrokenSink:
     def __init__(self) -> None:
         self.calls = 0
 
-    def emit(self, kind: str, body: object) -> None:
+    def emit(self, event: object) -> None:
         self.calls += 1
         raise OSError("disk full")
 

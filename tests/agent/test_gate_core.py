@@ -12,6 +12,7 @@ from edge.door import DoorController, SimLines
 from edge.errors import HardwareError
 from edge.events.sink import MemorySink
 from edge.fingerprint.api import NO_MATCH
+from edge.modality import Modality
 from edge.ops.metrics import Metrics
 from tests.agent.doubles import (
     BrokenSink,
@@ -77,7 +78,7 @@ def test_consenting_enrolled_face_opens_the_door_and_emits_a_grant() -> None:
     lane.consent.consents.add((ALICE, "face"))
     lane.face(0)
     assert lane.access() == [
-        {"gate": "lane-3", "granted": True, "modality": "face", "subject": ALICE, "reason": "granted"}
+        {"door": "lane-3", "decision": "granted", "modality": "face", "subject": ALICE, "reason": "granted"}
     ]
     assert lane.door.relay_energised
     lane.clock.advance(3.0)
@@ -90,11 +91,11 @@ def test_enrolled_face_without_face_consent_is_denied_and_named_nowhere() -> Non
     lane.consent.consents.add((BOB, "fingerprint"))  # Bob consented to fingerprints only
     lane.face(1)
     assert lane.access() == [
-        {"gate": "lane-3", "granted": False, "modality": "face", "subject": None, "reason": "no_consent"}
+        {"door": "lane-3", "decision": "denied", "modality": "face", "subject": None, "reason": "no_consent"}
     ]
     assert not lane.lines.history[-1][1], "the door opened for a face without consent"
     lane.core.on_finger(Match(8, 120))
-    assert lane.access()[-1]["granted"] is True
+    assert lane.access()[-1]["decision"] == "granted"
     assert lane.access()[-1]["modality"] == "fingerprint"
 
 
@@ -112,7 +113,7 @@ def test_a_face_in_view_for_many_frames_is_one_passage() -> None:
     for frame in range(20):
         lane.face(0, noise_seed=frame)
         lane.clock.advance(0.1)
-    assert [e["granted"] for e in lane.access()] == [True]
+    assert [e["decision"] for e in lane.access()] == ["granted"]
     assert len(lane.door.pulses) == 1
     lane.clock.advance(5.0)  # Alice comes back later: a new passage
     lane.face(0, noise_seed=99)
@@ -143,8 +144,8 @@ def test_repeated_unknown_faces_back_off_and_the_backoff_grows() -> None:
     lane.face(0)  # Alice, consenting and enrolled, while the lane backs off
     assert len(lane.access()) == 7
     assert lane.access()[-1] == {
-        "gate": "lane-3",
-        "granted": False,
+        "door": "lane-3",
+        "decision": "denied",
         "modality": "face",
         "subject": None,
         "reason": "backoff",
@@ -159,7 +160,7 @@ def test_repeated_unknown_faces_back_off_and_the_backoff_grows() -> None:
     assert lane.access()[-1]["reason"] == "backoff", "the second back-off did not grow to 60 s"
     lane.clock.advance(10.0)
     lane.face(0)
-    assert lane.access()[-1]["granted"] is True
+    assert lane.access()[-1]["decision"] == "granted"
 
 
 def test_low_margin_between_two_subjects_is_refused() -> None:
@@ -188,8 +189,8 @@ def test_stale_consent_list_stops_biometrics_but_not_cards() -> None:
     assert len(lane.lines.led_history) >= 1  # blinking: the LED changed state while stale
     lane.core.on_credential(Credential("card", "04A1B2"))
     assert lane.access()[-1] == {
-        "gate": "lane-3",
-        "granted": True,
+        "door": "lane-3",
+        "decision": "granted",
         "modality": "card",
         "subject": CAROL,
         "reason": "granted",
@@ -214,20 +215,20 @@ def test_a_credential_kind_the_config_disables_is_refused_even_when_known() -> N
     """``[credentials] pin = false`` / ``qr = false`` were read by nothing: a known PIN opened the door
     at a gate configured for cards only. Tried: a known PIN and a known card at a card-only gate."""
     lane = Lane()
-    lane.core.settings.credential_kinds = frozenset({"card"})
+    lane.core.settings.credential_kinds = frozenset({Modality.card})
     lane.consent.credentials[("pin", "482913")] = CAROL
     lane.consent.credentials[("card", "04A1B2")] = CAROL
     lane.core.on_credential(Credential("pin", "482913"))
     assert lane.access()[-1] == {
-        "gate": "lane-3",
-        "granted": False,
+        "door": "lane-3",
+        "decision": "denied",
         "modality": "pin",
         "subject": None,
         "reason": "kind_disabled",
     }
     assert not lane.door.pulses
     lane.core.on_credential(Credential("card", "04A1B2"))
-    assert lane.access()[-1]["granted"] is True
+    assert lane.access()[-1]["decision"] == "granted"
 
 
 def test_a_credential_whose_entry_does_not_cover_this_gates_purpose_is_refused() -> None:
@@ -255,12 +256,14 @@ def test_face_and_card_needs_both_factors_for_the_same_subject() -> None:
     assert not lane.door.pulses
     lane.clock.advance(1.0)
     lane.core.on_credential(Credential("card", "A"))
-    assert lane.access()[-1]["modality"] == "face+card"
+    # a two-factor grant: reported by its biometric factor, the reason naming both factors
+    assert (lane.access()[-1]["modality"], lane.access()[-1]["reason"]) == ("face", "granted_two_factor")
     assert lane.access()[-1]["subject"] == ALICE
+    assert b'gate_access_decisions_total{modality="face+card",outcome="granted"} 1.0' in lane.metrics.render()
     lane.core.on_credential(Credential("card", "C"))  # the non-biometric way through
     assert lane.access()[-1] == {
-        "gate": "lane-3",
-        "granted": True,
+        "door": "lane-3",
+        "decision": "granted",
         "modality": "card",
         "subject": CAROL,
         "reason": "granted",
@@ -277,25 +280,24 @@ def test_second_factor_outside_the_window_does_not_pair() -> None:
     assert not lane.door.pulses
 
 
-def test_device_failure_raises_an_alarm_once_and_recovery_clears_it() -> None:
+def test_device_failure_raises_an_alarm_once_and_recovery_clears_it(caplog: pytest.LogCaptureFixture) -> None:
     lane = Lane()
     lane.core.device_ok("camera")
     lane.core.device_failed("camera", HardwareError("unplugged"))
     lane.core.device_failed("camera", HardwareError("still unplugged"))
-    assert lane.alarms() == [
-        {"gate": "lane-3", "alarm": "device_failed", "active": True, "error": "HardwareError", "device": "camera"}
-    ]
+    assert lane.alarms() == [{"code": "device_failed", "severity": "warning", "state": "raised", "component": "camera"}]
+    assert "camera failed (HardwareError)" in caplog.text  # the error's class is logged, never published
     lane.core.emit_health()
     assert isinstance(lane.sink, MemorySink)
     health = lane.sink.of_kind("health")[-1]
-    assert health["devices"] == {"camera": "down"}
-    assert health["alarms"] == ["device_failed:camera"]
+    assert health["modalities"] == []  # the camera is down: no face
+    assert lane.core.active_alarms == {"device_failed:camera"}
     lane.core.device_ok("camera")
     assert lane.alarms()[-1] == {
-        "gate": "lane-3",
-        "alarm": "device_failed",
-        "active": False,
-        "device": "camera",
+        "code": "device_failed",
+        "severity": "warning",
+        "state": "cleared",
+        "component": "camera",
     }
     assert b'gate_device_up{device="camera"} 1.0' in lane.metrics.render()
 
@@ -317,10 +319,10 @@ def test_unknown_finger_is_a_failure_and_forced_door_is_an_alarm() -> None:
     lane.core.tick()
     lane.lines.set_door_closed(False)
     lane.core.tick()
-    assert lane.alarms()[-1] == {"gate": "lane-3", "alarm": "door_forced_open", "active": True}
+    assert lane.alarms()[-1] == {"code": "door_forced_open", "severity": "critical", "state": "raised"}
     lane.lines.set_door_closed(True)
     lane.core.tick()
-    assert lane.alarms()[-1]["active"] is False
+    assert lane.alarms()[-1]["state"] == "cleared"
 
 
 def test_exit_button_opens_without_an_access_event() -> None:
@@ -350,23 +352,25 @@ def test_passage_memory_is_pruned_over_time() -> None:
     assert lane.core._last_grant == {}
 
 
-def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported() -> None:
+def test_a_failing_door_relay_raises_an_alarm_and_the_decision_is_still_reported(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     lane = Lane()
     lane.consent.consents.add((ALICE, "fingerprint"))
     lane.lines.closed_lines = True  # the relay line is gone: set_relay raises
     lane.core.on_finger(Match(7, 120))
-    assert lane.access()[-1]["granted"] is True
+    assert lane.access()[-1]["decision"] == "granted"
     assert lane.alarms()[-1] == {
-        "gate": "lane-3",
-        "alarm": "device_failed",
-        "active": True,
-        "error": "RuntimeError",
-        "device": "door",
+        "code": "device_failed",
+        "severity": "warning",
+        "state": "raised",
+        "component": "door",
     }
+    assert "door failed (RuntimeError)" in caplog.text
     lane.lines.closed_lines = False
     lane.clock.advance(6.0)
     lane.core.on_finger(Match(7, 120))
-    assert lane.alarms()[-1]["active"] is False
+    assert lane.alarms()[-1]["state"] == "cleared"
     assert lane.lines.energised
 
 

@@ -75,10 +75,11 @@ class Rig:
         )
 
     def grants(self, modality: str) -> int:
-        return sum(1 for e in self.sink.of_kind("access") if e["granted"] and e["modality"] == modality)
+        return sum(1 for e in self.sink.of_kind("access") if e["decision"] == "granted" and e["modality"] == modality)
 
     def alarm_states(self, device: str) -> list[object]:
-        return [e["active"] for e in self.sink.of_kind("alarm") if e.get("device") == device]
+        """Per published alarm of ``device``: True raised, False cleared."""
+        return [e["state"] == "raised" for e in self.sink.of_kind("alarm") if e.get("component") == device]
 
 
 def test_camera_failure_degrades_to_fingerprint_and_recovers() -> None:
@@ -298,7 +299,7 @@ def test_close_fast_probes_are_re_embedded_and_clear_ones_are_not() -> None:
         assert wait_for(lambda: rig.pipeline.probes >= probes + 5)
         rig.frames.clear()
     assert rig.pipeline.escalations == escalations
-    denials = [e for e in rig.sink.of_kind("access") if not e["granted"] and e["modality"] == "face"]
+    denials = [e for e in rig.sink.of_kind("access") if e["decision"] == "denied" and e["modality"] == "face"]
     assert denials, "the clear stranger was not denied on its fast embedding"
 
 

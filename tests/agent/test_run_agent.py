@@ -87,7 +87,7 @@ def test_run_agent_notifies_feeds_the_watchdog_grants_and_stops(notify_socket: s
         notify_socket.close()
     assert codes == [0]
     assert not lines.energised
-    assert sink.of_kind("health")[0]["devices"] == {}  # the first health event precedes the devices
+    assert sink.of_kind("health")[0]["modalities"] == []  # the first health event precedes the devices
 
 
 def test_edge_run_stops_cleanly_on_sigterm_and_logs_no_subject(notify_socket: socket.socket, tmp_path: Path) -> None:

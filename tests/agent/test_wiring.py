@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 
 from edge.agent.decide import LanePolicy
-from edge.agent.events import SchemaSink, to_schema
 from edge.agent.gate import GateCore, GateSettings
 from edge.config.schema import PolicySection
+from edge.consent.enforce import Deletion
 from edge.door import DoorController, SimLines
 from edge.events.guard import check
+from edge.events.kinds import AnyEvent
 from edge.events.schema import validate
+from edge.modality import Modality
 from edge.testing.mosquitto import Mosquitto
+from provisioning.enrol import _enrolled
 from tests.agent.doubles import Credential, FakeClock, Match, MemoryConsent, MemoryGallery, near, unit
 
 
@@ -31,8 +34,8 @@ class GuardedSink:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict[str, object]]] = []
 
-    def emit(self, kind: str, body: Any) -> None:
-        self.events.append((kind, check(kind, body)))
+    def emit(self, event: AnyEvent) -> None:
+        self.events.append((event.kind, check(event.kind, event.body())))
 
 
 def test_every_event_the_gate_raises_passes_the_egress_guard() -> None:
@@ -52,7 +55,7 @@ def test_every_event_the_gate_raises_passes_the_egress_guard() -> None:
         consent=consent,
         policy=LanePolicy(PolicySection(), 0.6),
         door=DoorController(SimLines()),
-        sink=SchemaSink(guarded),
+        sink=guarded,
         settings=GateSettings(gate="north-1"),
         clock=clock,
     )
@@ -87,22 +90,40 @@ def test_every_event_the_gate_raises_passes_the_egress_guard() -> None:
     assert health["modalities"] == ["face"]
 
 
-def test_two_factor_grants_and_consent_bodies_translate_into_the_schema() -> None:
-    two = to_schema("access", {"gate": "g", "granted": True, "modality": "face+card", "subject": "s1", "reason": "x"})
-    assert validate("access", two)["reason"] == "granted_two_factor"
-    receipt = to_schema(
-        "deletion_receipt",
-        {
-            "subject": "s1",
-            "deleted": {
-                "face": {"templates": 3, "slots": [4], "modalities": ["face", "fingerprint"]},
-                "fingerprint": {},
-            },
-            "reason": "not-in-list",
-            "at": 1_800_000_000.5,
-            "list_version": 7,
-        },
+def test_two_factor_grants_receipts_and_stale_alarms_are_built_in_schema_form() -> None:
+    """The bodies used to be translated from the producers' own words (``face+card`` split again,
+    ``granted: True``); the producers now build the published events. Tried: a two-factor grant
+    through the real gate, a receipt for a face store that also reported a slot, and the
+    enforcer's stale-list alarm, each through the real egress guard."""
+    guarded = GuardedSink()
+    consent = MemoryConsent(consents={("s1", "face")}, credentials={("card", "77"): "s1"})
+    gallery = MemoryGallery()
+    gallery.faces["s1"] = unit(5)
+    core = GateCore(
+        gallery=gallery,
+        consent=consent,
+        policy=LanePolicy(PolicySection(mode="face_and_card"), 0.6),
+        door=DoorController(SimLines()),
+        sink=guarded,
+        settings=GateSettings(gate="g"),
+        clock=FakeClock(),
     )
+    core.on_face(gallery.search(near(unit(5), 1)))
+    core.on_credential(Credential("card", "77"))
+    (two,) = [b for k, b in guarded.events if k == "access"]
+    assert validate("access", two)["reason"] == "granted_two_factor"
+    assert (two["decision"], two["modality"], two["door"]) == ("granted", "face", "g")
+    deletion = Deletion(
+        "s1",
+        (
+            ("face", "face", {"templates": 3, "slots": [4], "modalities": ["face", "fingerprint"]}),
+            ("fingerprint", "fingerprint", {}),
+        ),
+        "not-in-list",
+        7,
+        1_800_000_000.5,
+    )
+    receipt = deletion.receipt().body()
     assert validate("deletion_receipt", receipt) == {
         "subject": "s1",
         "deleted": ["face", "fingerprint"],
@@ -111,14 +132,8 @@ def test_two_factor_grants_and_consent_bodies_translate_into_the_schema() -> Non
         "consent_version": 7,
         "deleted_at": 1_800_000_000,
     }
-    stale = to_schema("alarm", {"alarm": "consent_stale", "active": True, "list_version": None, "at": 1.0})
-    assert validate("alarm", stale) == {
-        "code": "consent_stale",
-        "severity": "warning",
-        "state": "raised",
-        "component": "consent",
-    }
-    enrolment = to_schema("enrolment", {"subject": "s1", "modality": "face", "templates": 5, "flagged": True})
+    # the enforcer's stale-list alarm: tests/consent/test_consent_enforce.py checks its whole body
+    enrolment = _enrolled("s1", Modality.face, duplicate_of="s2").body()
     assert validate("enrolment", enrolment)["reason"] == "possible_duplicate"
 
 
@@ -271,7 +286,7 @@ def test_a_stranger_right_after_a_grant_is_denied_not_taken_for_the_same_passage
         consent=MemoryConsent(consents={("alice", "face")}),
         policy=LanePolicy(PolicySection(), 0.6),
         door=DoorController(SimLines()),
-        sink=SchemaSink(guarded),
+        sink=guarded,
         clock=clock,
     )
     core.on_face(gallery.search(near(alice, 1)))
@@ -291,7 +306,7 @@ def test_every_card_presentation_is_a_new_passage() -> None:
         consent=MemoryConsent(credentials={("card", "1234"): "carol"}),
         policy=LanePolicy(PolicySection(), 0.6),
         door=DoorController(SimLines()),
-        sink=SchemaSink(guarded),
+        sink=guarded,
         clock=clock,
     )
     for _ in range(3):
@@ -310,7 +325,7 @@ def test_health_reports_every_device_that_is_up_the_fingerprint_sensor_included(
         consent=MemoryConsent(),
         policy=LanePolicy(PolicySection(), 0.6),
         door=DoorController(SimLines()),
-        sink=SchemaSink(guarded),
+        sink=guarded,
         clock=FakeClock(),
     )
     for device in ("camera", "fingerprint", "credential"):

@@ -66,13 +66,17 @@ def test_withdrawal_purges_every_store_and_emits_a_receipt(authority: Authority,
         (receipt,) = sink.of_kind("deletion_receipt")
         assert receipt["subject"] == "p-001"
         assert receipt["reason"] == "withdrawn"
-        assert receipt["list_version"] == 2
-        assert receipt["at"] == T0 + 10
-        deleted = receipt["deleted"]
+        assert receipt["consent_version"] == 2
+        assert receipt["deleted_at"] == int(T0 + 10)
+        assert receipt["deleted"] == ["face", "fingerprint"]
+        assert receipt["records"] == 3 + 1 + 1  # as the stores reported: 3 templates; 1 template and its slot
+        # what each store deleted, in the enforcer's words, is the audit record's
+        (audited,) = [r for r in device.audit.records() if r.kind == "deletion"]
+        deleted = audited.details["deleted"]
         assert isinstance(deleted, dict)
         assert deleted["gallery"] == {"templates": 3}
         assert deleted["sensor"] == {"templates": 1, "slots": [1]}
-        assert "deletion" in [r.kind for r in device.audit.records()]
+        assert (audited.details["reason"], audited.details["list_version"]) == ("withdrawn", 2)
         # withdrawn people cannot be matched any more; the others can
         assert not enforcer.ledger.allows("p-001", "face", PURPOSE, T0 + 11)
         assert enforcer.ledger.allows("p-002", "face", PURPOSE, T0 + 11)
@@ -89,13 +93,14 @@ def test_expiry_is_enforced_by_the_timer_and_restart_reconciles(authority: Autho
     assert enforcer.tick(T0 + 59) == []
     assert face.subjects() == {"p-001"}
     (receipt,) = enforcer.tick(T0 + 60)
-    assert receipt["reason"] == "expired"
+    assert receipt.reason == "expired"
     assert face.subjects() == set()
     # templates left by a crash (or a store restored from backup) are purged at start-up
     face.add("p-404", b"t")
     restarted, _ = _enforcer(device, face)
     (receipt,) = restarted.startup(T0 + 61)
-    assert receipt["reason"] == "not-in-list"
+    assert receipt.reason == "not-in-list"
+    assert receipt.receipt().reason == "not_listed"
     assert face.subjects() == set()
 
 
@@ -110,13 +115,13 @@ def test_stale_list_raises_one_alarm_and_stops_matching_without_deleting(authori
     enforcer.tick(late + 1)
     alarms = sink.of_kind("alarm")
     assert len(alarms) == 1
-    assert alarms[0]["alarm"] == "consent_stale"  # the one name (the gate raised its own before)
-    assert alarms[0]["active"] is True
+    # the one name (the gate raised its own before)
+    assert alarms[0] == {"code": "consent_stale", "severity": "warning", "state": "raised", "component": "consent"}
     assert not enforcer.ledger.allows("p-001", "face", PURPOSE, late)
     assert face.subjects() == {"p-001"}  # staleness stops use, not retention
     fresh, _ = authority.reissue(now=late)
     enforcer.apply(fresh, late + 2)
-    assert sink.of_kind("alarm")[-1]["active"] is False
+    assert sink.of_kind("alarm")[-1]["state"] == "cleared"
     assert enforcer.ledger.allows("p-001", "face", PURPOSE, late + 2)
 
 
@@ -148,7 +153,7 @@ def test_deletion_receipt_verifies_with_pycose(authority: Authority, device: Dev
     assert decoded.verify_signature()
     assert cbor2.loads(decoded.payload) == body
     # and a receipt altered after signing does not verify
-    tampered = cbor2.dumps({**body, "list_version": 1}, canonical=True)
+    tampered = cbor2.dumps({**body, "consent_version": 1}, canonical=True)
     forged = Sign1Message.decode(signed)
     forged.payload = tampered
     forged.external_aad = topic
@@ -220,7 +225,7 @@ def test_a_sensor_slot_is_receipted_only_once_the_sensor_has_erased_it(authority
     message, _ = authority.issue({"p-002": entry("p-002")}, now=T0 + 1)
     enforcer.apply(message, T0 + 1)
     receipts = sink.of_kind("deletion_receipt")
-    assert [(r["subject"], sorted(r["deleted"])) for r in receipts] == [("p-001", ["gallery"])]
+    assert [(r["subject"], r["deleted"]) for r in receipts] == [("p-001", ["face"])]
     assert queue.slots() == [4]
 
     def unplugged(slot: int) -> None:
@@ -232,11 +237,15 @@ def test_a_sensor_slot_is_receipted_only_once_the_sensor_has_erased_it(authority
     assert queue.drain(lambda slot: None, lambda done: enforcer.erased(done, T0 + 3)) == 1
     late = sink.of_kind("deletion_receipt")[-1]
     assert late["subject"] == "p-001"
-    assert late["deleted"] == {"fingerprint": {"templates": 0, "slots": [4], "modalities": ["fingerprint"]}}
-    assert late["reason"] == "not-in-list"
-    assert late["list_version"] == 2
+    assert (late["deleted"], late["records"]) == (["fingerprint"], 1)
+    assert late["reason"] == "not_listed"
+    assert late["consent_version"] == 2
     deletions = [r for r in device.audit.records() if r.kind == "deletion"]
     assert [sorted(r.details["deleted"]) for r in deletions] == [["gallery"], ["fingerprint"]]
+    assert deletions[-1].details["deleted"] == {
+        "fingerprint": {"templates": 0, "slots": [4], "modalities": ["fingerprint"]}
+    }
+    assert (deletions[-1].details["reason"], deletions[-1].details["list_version"]) == ("not-in-list", 2)
 
 
 def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: Authority, device: Device) -> None:
@@ -287,7 +296,9 @@ def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: A
     assert face.subjects() == {"p-003", "p-004"}
     (receipt,) = sink.of_kind("deletion_receipt")
     assert receipt["subject"] == "p-001"
-    assert receipt["reason"] == "out-of-scope"
+    assert receipt["reason"] == "withdrawn"  # to the person, consent that no longer covers this gate is withdrawn
+    (audited,) = [r for r in device.audit.records() if r.kind == "deletion"]
+    assert audited.details["reason"] == "out-of-scope"
     assert not device.ledger.allows("p-001", "face", PURPOSE, T0 + 6)
 
 

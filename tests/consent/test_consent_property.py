@@ -252,7 +252,7 @@ class ConsentMachine(RuleBasedStateMachine):
             event("deletion receipts emitted")
         for body in receipts:
             assert b"opaque-template" not in repr(body).encode()
-            assert set(body) == {"subject", "deleted", "reason", "at", "list_version"}
+            assert set(body) == {"subject", "deleted", "records", "reason", "consent_version", "deleted_at"}
 
 
 ConsentMachine.TestCase.settings = settings(

@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.events.guard import EgressRefused, Guard, check
+from edge.events.kinds import Access
 from edge.events.schema import EVENT_KINDS
+from edge.modality import Modality
 
 ACCESS = {"decision": "denied", "modality": "fingerprint", "subject": None, "reason": "no_match"}
 
@@ -172,7 +174,7 @@ def test_an_emitted_event_passes_the_guard_once(tmp_path: Path, monkeypatch: pyt
     outbox = Outbox(tmp_path / "outbox.sqlite3")
     try:
         sink = OutboxSink(EventSigner(key, device_id(key.verify_key), outbox), outbox, "hq")
-        sink.emit("access", {"decision": "denied", "modality": "card", "subject": None, "reason": "unknown_credential"})
+        sink.emit(Access("denied", Modality.card, None, "unknown_credential"))
         assert outbox.depth() == 1
     finally:
         outbox.close()

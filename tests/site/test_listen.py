@@ -15,7 +15,9 @@ from edge.cli.site import main as site_main
 from edge.cli.site_listen import Listener
 from edge.crypto.keys import device_id
 from edge.events.envelope import EventSigner
+from edge.events.kinds import Access
 from edge.events.outbox_sink import OutboxSink
+from edge.modality import Modality
 from edge.site.registry import Registry
 from edge.site.verifier import Verifier
 from edge.testing.mosquitto import Mosquitto
@@ -53,9 +55,7 @@ def test_two_listeners_in_one_share_group_split_the_events_exactly_once(tmp_path
         assert all(lst.subscribed.wait(10) for lst in listeners)
         publisher.start()
         for i in range(N):
-            sink.emit(
-                "access", {"decision": "denied", "modality": "pin", "subject": None, "reason": f"bad_pin_{i % 3}"}
-            )
+            sink.emit(Access("denied", Modality.pin, None, f"bad_pin_{i % 3}"))
         assert publisher.wait_drained(20)
         deadline = threading.Event()
         for _ in range(200):

@@ -13,6 +13,7 @@ from edge.crypto.cose import sign1
 from edge.crypto.keys import key_id
 from edge.errors import TransportError
 from edge.events.envelope import EventSigner
+from edge.events.kinds import Health
 from edge.events.outbox_sink import OutboxSink
 from edge.transport import topics
 from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings, close, connect, make_client, publish_once
@@ -26,14 +27,14 @@ def test_device_a_cannot_publish_on_device_b_topics(tmp_path: Path, production_b
     a, b = prod.ids["a"], prod.ids["b"]
     watcher = Collector(prod.password_settings("site-verifier"), "sites/+/gates/+/events/#")
     alarms: list[str] = []
-    outbox = Outbox(tmp_path / "a.sqlite3", on_alarm=lambda code, d: alarms.append(code))
+    outbox = Outbox(tmp_path / "a.sqlite3", on_alarm=lambda alarm: alarms.append(alarm.code))
     signer = EventSigner(prod.keys["a"], a, outbox)
     sink = OutboxSink(signer, outbox, "hq")
     body = {"uptime_s": 1, "outbox_depth": 0}
     # A tries B's topic: correctly signed by A for that topic, so only the ACL can stop it.
     b_topic = topics.for_event("hq", b, "health")
     outbox.put(b_topic, signer.sign(b_topic, "health", body), seq=0)
-    sink.emit("health", body)  # and A's own event, which must get through
+    sink.emit(Health(uptime_s=1, outbox_depth=0))  # and A's own event (the same body), which must get through
     publisher = MqttPublisher(prod.device_settings("a"), outbox, site="hq", device_id=a, backoff=Backoff(0.05, 0.3))
     try:
         publisher.start()

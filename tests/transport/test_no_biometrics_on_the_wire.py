@@ -123,12 +123,12 @@ def test_nothing_biometric_leaves_the_device(tmp_path: Path, mosquitto: Mosquitt
             for value in smuggling_values(art):
                 attempts += 1
                 with pytest.raises(EgressRefused):
-                    sink.emit(kind, {**GOOD[kind], field: value})
+                    sink.publish(kind, {**GOOD[kind], field: value})
     assert len(audit.records) == attempts
     assert all(kind == "egress_refused" for kind, _ in audit.records)
     assert outbox.depth() == 0  # nothing refused was queued, no sequence number used
     for kind, body in GOOD.items():
-        sink.emit(kind, body)
+        sink.publish(kind, body)
 
     proxy = RecordingProxy(mosquitto.port)
     collector = Collector(MqttSettings.from_url(mosquitto.url), topics.events_filter("hq"))

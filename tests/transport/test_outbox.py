@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+from edge.events.kinds import Alarm
 from edge.transport.outbox import Outbox
 
 
@@ -65,8 +65,10 @@ def test_a_failed_build_uses_no_sequence_number_and_queues_nothing(tmp_path: Pat
 def test_size_bound_warns_first_then_drops_oldest_and_names_the_range(tmp_path: Path) -> None:
     alarms: list[tuple[str, dict[str, object]]] = []
 
-    def on_alarm(code: str, details: Mapping[str, object]) -> None:
-        alarms.append((code, dict(details)))
+    def on_alarm(alarm: Alarm) -> None:
+        body = alarm.body()
+        assert body.pop("component") == "outbox"
+        alarms.append((str(body.pop("code")), body))
 
     box = Outbox(tmp_path / "o.sqlite3", max_events=10, on_alarm=on_alarm)
     for _ in range(7):
@@ -91,7 +93,7 @@ def test_size_bound_warns_first_then_drops_oldest_and_names_the_range(tmp_path: 
 def test_age_bound_warns_then_drops_events_older_than_the_limit(tmp_path: Path) -> None:
     clock = Clock()
     alarms: list[str] = []
-    box = Outbox(tmp_path / "o.sqlite3", max_age_s=100.0, clock=clock, on_alarm=lambda code, d: alarms.append(code))
+    box = Outbox(tmp_path / "o.sqlite3", max_age_s=100.0, clock=clock, on_alarm=lambda alarm: alarms.append(alarm.code))
     box.append("t", lambda seq: b"old")
     clock.now += 85
     box.append("t", lambda seq: b"newer")
@@ -105,7 +107,7 @@ def test_age_bound_warns_then_drops_events_older_than_the_limit(tmp_path: Path) 
 
 def test_a_broker_refusal_moves_the_row_aside_and_alarms(tmp_path: Path) -> None:
     alarms: list[str] = []
-    box = Outbox(tmp_path / "o.sqlite3", on_alarm=lambda code, d: alarms.append(code))
+    box = Outbox(tmp_path / "o.sqlite3", on_alarm=lambda alarm: alarms.append(alarm.code))
     box.append("t", lambda seq: b"a")
     row = box.pending()[0]
     box.reject(row.id, 0x87)
@@ -129,13 +131,14 @@ def test_outbox_alarms_become_signed_alarm_events_through_the_sink(tmp_path: Pat
 
     from edge.crypto.keys import device_id
     from edge.events.envelope import EventSigner, decode_payload
+    from edge.events.kinds import Health
     from edge.events.outbox_sink import OutboxSink
 
     key = SigningKey.generate()
     box = Outbox(tmp_path / "o.sqlite3", max_events=10)
     sink = OutboxSink(EventSigner(key, device_id(key.verify_key), box), box, "hq")
     for i in range(8):
-        sink.emit("health", {"uptime_s": i, "outbox_depth": i})
+        sink.emit(Health(uptime_s=i, outbox_depth=i))
     kinds = [decode_payload(cbor2.loads(e.payload).value[2]) for e in box.pending(limit=20)]
     assert [c.kind for c in kinds] == ["health"] * 8 + ["alarm"]
     assert kinds[-1].body == {

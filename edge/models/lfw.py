@@ -38,17 +38,25 @@ def read_pairs(lfw_dir: Path) -> list[Pair]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:
-        raise ConfigError(str(path), [ConfigProblem(str(path), "", "an LFW pairs.txt file", "no readable file")]) from None
+        raise ConfigError(
+            str(path), [ConfigProblem(str(path), "", "an LFW pairs.txt file", "no readable file")]
+        ) from None
     try:
         folds, n = (int(v) for v in lines[0].split())
     except (ValueError, IndexError):
-        raise ConfigError(str(path), [ConfigProblem(str(path), "header", "'<folds>\\t<n>'", repr(lines[:1]), 1)]) from None
+        raise ConfigError(
+            str(path), [ConfigProblem(str(path), "header", "'<folds>\\t<n>'", repr(lines[:1]), 1)]
+        ) from None
     pairs: list[Pair] = []
     body = [ln for ln in lines[1:] if ln.strip()]
     if len(body) != folds * 2 * n:
         raise ConfigError(
             str(path),
-            [ConfigProblem(str(path), "pairs", f"{folds * 2 * n} pair lines for {folds} folds of {n}+{n}", str(len(body)))],
+            [
+                ConfigProblem(
+                    str(path), "pairs", f"{folds * 2 * n} pair lines for {folds} folds of {n}+{n}", str(len(body))
+                )
+            ],
         )
     for i, line in enumerate(body):
         parts = line.split()
@@ -114,7 +122,9 @@ def embed_images(
             continue
         frame = cv2.imread(str(lfw_dir / variant_dir / name), cv2.IMREAD_COLOR)
         if frame is None:
-            raise ConfigError(str(lfw_dir / variant_dir / name), [ConfigProblem(name, "", "a readable JPEG", "nothing")])
+            raise ConfigError(
+                str(lfw_dir / variant_dir / name), [ConfigProblem(name, "", "a readable JPEG", "nothing")]
+            )
         out[name] = embed(frame)
         del frame
         if cache is not None:
@@ -163,7 +173,9 @@ def probe_pairs(
         else:
             frame = cv2.imread(str(lfw_dir / variant_dir / p.b), cv2.IMREAD_COLOR)
             if frame is None:
-                raise ConfigError(str(lfw_dir / variant_dir / p.b), [ConfigProblem(p.b, "", "a readable JPEG", "nothing")])
+                raise ConfigError(
+                    str(lfw_dir / variant_dir / p.b), [ConfigProblem(p.b, "", "a readable JPEG", "nothing")]
+                )
             emb, t, esc = probe(frame, ref)
             del frame
             t = {**t, "escalated": float(esc)}

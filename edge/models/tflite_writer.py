@@ -1,4 +1,4 @@
-"""A minimal TFLite flatbuffer writer for the operators the converted ResNet needs.
+"""A minimal TFLite flatbuffer writer for the operators our converted models need (dlib ResNet, MiniFASNet).
 
 Written from the published TFLite schema (``tensorflow/lite/schema/schema.fbs``): table field ids,
 enum values and option tables are the schema's; only the handful used here are encoded. Every
@@ -21,15 +21,21 @@ INT8 = 9
 OP_ADD = 0
 OP_AVERAGE_POOL_2D = 1
 OP_CONV_2D = 3
+OP_DEPTHWISE_CONV_2D = 4
 OP_FULLY_CONNECTED = 9
+OP_LOGISTIC = 14
 OP_MAX_POOL_2D = 17
+OP_MUL = 18
 OP_PAD = 34
 OP_MEAN = 40
+OP_PRELU = 54
 # BuiltinOptions union tags
 OPT_CONV2D = 1
+OPT_DEPTHWISE_CONV2D = 2
 OPT_POOL2D = 5
 OPT_FULLY_CONNECTED = 8
 OPT_ADD = 11
+OPT_MUL = 21
 OPT_PAD = 22
 OPT_REDUCER = 27
 # Padding / ActivationFunctionType

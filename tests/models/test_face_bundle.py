@@ -27,7 +27,13 @@ def test_built_bundle_verifies_and_describes_itself(models_dir: Path) -> None:
         "landmarks",
         "embedder_float32",
         "embedder_int8",
+        "pad_v2_float32",
+        "pad_v2_int8",
+        "pad_v1se_float32",
+        "pad_v1se_int8",
     }
+    assert 0.0 < manifest.raw["pad"]["threshold"] < 1.0
+    assert "Apache-2.0" in manifest.entry("pad_v1se_int8").licence
     assert manifest.metric == "cosine"
     assert manifest.output_dim == 128
     assert manifest.input_spec["size"] == [150, 150, 3]

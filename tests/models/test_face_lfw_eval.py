@@ -53,7 +53,9 @@ def test_summary_uses_thresholds_from_the_other_folds() -> None:
 def test_evaluate_command_on_a_small_real_subset(models_dir: Path, lfw_dev: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from edge.cli.main import main
 
-    code = main(["models", "evaluate", "--lfw", str(lfw_dev), "--limit", "3", "--peer", "dlib", "--json", "--threads", "1"])
+    code = main(
+        ["models", "evaluate", "--lfw", str(lfw_dev), "--limit", "3", "--peer", "dlib", "--json", "--threads", "1"]
+    )
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     report = json.loads(lines[-1])

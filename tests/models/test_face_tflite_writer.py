@@ -29,7 +29,14 @@ def test_small_graph_matches_numpy() -> None:
     pads = g.constant(np.array([[0, 0], [0, 0], [0, 0], [0, 2]], np.int32), "pads", tw.INT32)
     pp = g.op(tw.OP_PAD, [p, pads], (1, 4, 4, 4), "pad", tw.OPT_PAD, {})
     s = g.op(tw.OP_ADD, [c, pp], (1, 4, 4, 4), "add", tw.OPT_ADD, {0: ("b", tw.ACT_NONE)})
-    m = g.op(tw.OP_MEAN, [s, g.constant(np.array([1, 2], np.int32), "axes", tw.INT32)], (1, 4), "mean", tw.OPT_REDUCER, {0: ("b", 0)})
+    m = g.op(
+        tw.OP_MEAN,
+        [s, g.constant(np.array([1, 2], np.int32), "axes", tw.INT32)],
+        (1, 4),
+        "mean",
+        tw.OPT_REDUCER,
+        {0: ("b", 0)},
+    )
     fw = rng.normal(size=(3, 4)).astype(np.float32)
     y = g.op(tw.OP_FULLY_CONNECTED, [m, g.constant(fw, "fw"), -1], (1, 3), "fc", tw.OPT_FULLY_CONNECTED, {0: ("b", 0)})
     g.outputs = [y]

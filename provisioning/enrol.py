@@ -84,6 +84,14 @@ def enrol_face(
         if observation is None:
             hint = "no face: look at the camera"
             report.rejected["no_face"] = report.rejected.get("no_face", 0) + 1
+        elif observation.attack:
+            embeddings.clear()  # nothing captured in a session that showed an attack is kept
+            enforcer.refuse(subject, "face", "presentation_attack", wall())
+            raise HardwareError(
+                "the liveness check saw a photo or a screen, not a live face; nothing was stored",
+                hint="the person must stand in front of the camera themselves; if they did, improve the "
+                "lighting (no back light, no glare) and try again",
+            )
         elif not observation.quality.ok:
             reasons = list(observation.quality.reasons) or ["quality"]
             for reason in reasons:

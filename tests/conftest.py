@@ -77,6 +77,14 @@ def fvc_dev() -> Path:
 
 
 @pytest.fixture(scope="session")
+def nuaa_dev() -> Path:
+    path = dataset("nuaa-pad-dev")
+    if path is None:
+        pytest.skip("NUAA dev data not found (set EDGE_DATASETS or place ../shared/datasets)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
     """One real, anonymous Mosquitto on a free loopback port for the whole test session.
 

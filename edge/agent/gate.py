@@ -50,12 +50,16 @@ class GateSettings:
     regrant_s: float = 5.0  # the same subject granted again by the same modality is not a new passage
     health_interval_s: float = 60.0
     credential_kinds: frozenset[Modality] = frozenset(CREDENTIALS)  # [credentials] enables these
+    attack_alarm: int = 3  # [face] attack_alarm: this many attacks within attack_window_s raise one alarm
+    attack_window_s: float = 300.0
 
 
 #: The device threads (``edge.agent.runner``) and the modality each one serves.
 DEVICE_MODALITY = {"camera": Modality.face, "fingerprint": Modality.fingerprint, "credential": Modality.card}
 #: Alarms a guard must see at once; every other alarm is a warning.
 CRITICAL_ALARMS = frozenset({"door_forced_open", "tamper"})
+#: The access reason and alarm code of a refused presentation attack (a photo or screen at the camera).
+PRESENTATION_ATTACK = "presentation_attack"
 
 
 @dataclass
@@ -72,11 +76,14 @@ class GateCore:
     host: HostPort = field(default_factory=QuietHost)  # what a health event reports about the terminal
     metrics: Metrics | None = None
     protect: Callable[[str], None] = lambda _subject: None  # the log redactor learns every subject id
+    #: appends one record to the signed audit log (kind, details); the agent passes AuditLog.append
+    audit: Callable[[str, dict[str, object]], object] = lambda _kind, _details: None
     devices: dict[str, str] = field(default_factory=dict)  # name -> "up" | "down"
     decisions: int = 0
     _last_denial: dict[tuple[str, str], float] = field(default_factory=dict)
     _last_grant: dict[tuple[str, str], float] = field(default_factory=dict)
     _alarms: set[str] = field(default_factory=set)
+    _attacks: list[float] = field(default_factory=list)  # mono times of refused attacks in the window
     _stale: bool = False
     _next_health: float = 0.0
     _next_stale_check: float = 0.0
@@ -160,6 +167,29 @@ class GateCore:
     def on_face(self, hit: SearchHit) -> None:
         """A good face the camera thread searched (``face_seen``): its best candidate and margin."""
         self._biometric(Modality.face, hit.subject, float(hit.score), float(hit.margin))
+
+    def on_attack(self) -> None:
+        """The camera thread's liveness check refused the face in view (a photo or a screen).
+
+        Never searched, so no subject: a denied ``access`` event with reason ``presentation_attack``
+        (no image, no score), an audit record, and after ``attack_alarm`` attacks within
+        ``attack_window_s`` one ``presentation_attack`` alarm, cleared when the window is quiet again.
+        """
+        now = self.clock.mono()
+        window = self.settings.attack_window_s
+        self._attacks = [t for t in self._attacks if now - t < window] + [now]
+        if self.metrics is not None:
+            self.metrics.attacks.inc()
+        try:
+            self.audit(
+                "presentation_attack",
+                {"door": self.settings.gate, "recent": len(self._attacks), "window_s": window},
+            )
+        except Exception as exc:  # the refusal stands; the audit log's own alarm reports its failure
+            log.error("could not audit a presentation attack: %s", exc.__class__.__name__)
+        self._conclude(Decision(False, Modality.face, None, PRESENTATION_ATTACK))
+        if len(self._attacks) >= self.settings.attack_alarm:
+            self._alarm(PRESENTATION_ATTACK, True)
 
     def on_finger(self, match: Match | NoMatch) -> None:
         """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt."""
@@ -264,6 +294,9 @@ class GateCore:
         if now >= self._next_stale_check:  # for the LED; biometric inputs check it themselves
             self._next_stale_check = now + 1.0
             self._consent_stale()
+        if self._attacks and now - self._attacks[-1] >= self.settings.attack_window_s:
+            self._attacks = []
+            self._alarm(PRESENTATION_ATTACK, False)
         if now >= self._next_prune:  # years of passages must not grow these maps
             self._next_prune = now + 60.0
             self._last_grant = {k: t for k, t in self._last_grant.items() if now - t < self.settings.regrant_s}

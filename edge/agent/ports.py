@@ -48,6 +48,17 @@ class FaceObservation(Protocol):
     @property
     def quality(self) -> FaceQualityLike: ...
 
+    @property
+    def attack(self) -> bool:
+        """The liveness check called this face an attack: it has no embedding and is never searched."""
+
+    @property
+    def live_score(self) -> float | None:
+        """The passive live score (None without a liveness check); stays on the camera thread."""
+
+    @property
+    def box(self) -> tuple[float, float, float, float]: ...
+
 
 class FacePipelinePort(Protocol):
     def process(self, frame: Any, rule: str = "gate") -> FaceObservation | None:

@@ -38,6 +38,7 @@ from edge.agent.ports import (
 )
 from edge.errors import HardwareError
 from edge.fingerprint.api import Match, NoFinger, NoMatch
+from edge.vision.liveness import LivenessPolicy, LivenessTracker, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,11 @@ class FaceSeen:
     """A good face, already searched on the camera thread: the gate never searches again."""
 
     hit: SearchHit
+
+
+@dataclass(frozen=True)
+class AttackSeen:
+    """The face in view was judged a presentation attack (edge.vision.liveness): never searched."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,14 @@ class Idle:
 
 
 IDLE = Idle()
-Item = FaceSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
+Item = FaceSeen | AttackSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
 
 
 def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> FaceSeen | Idle:
     """The camera thread's half of a face decision: no face or a poor one is not an attempt (no
-    search); a good one is searched once, here, and the hit goes to the gate."""
-    if observation is None or not observation.quality.ok:
+    search), nor is a face the liveness check called an attack (never searched); a good one is
+    searched once, here, and the hit goes to the gate."""
+    if observation is None or not observation.quality.ok or observation.attack:
         return IDLE
     return FaceSeen(gallery.search(observation.embedding, k=2))
 
@@ -199,6 +206,7 @@ class GateRunner:
         camera: Callable[[], CameraPort] | None = None,
         face: FacePipelinePort | None = None,
         escalation: FaceEscalation | None = None,
+        liveness: LivenessPolicy | None = None,
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -227,6 +235,7 @@ class GateRunner:
                 raise ValueError("a camera needs a face pipeline")
             pipeline = face
             gallery = core.gallery
+            tracker = LivenessTracker(liveness) if liveness is not None else None
 
             def face_step(cam: CameraPort) -> Item | None:
                 frame = cam.read()
@@ -247,6 +256,12 @@ class GateRunner:
                 else:
                     observation = pipeline.process(frame, rule="gate")
                 del frame  # frames live only in this thread, only as long as this step
+                if tracker is not None and observation is not None and observation.quality.ok:
+                    verdict = tracker.observe(observation.live_score, observation.box, time.monotonic())
+                    if verdict is Verdict.ATTACK:
+                        return AttackSeen()
+                    if verdict is Verdict.WAIT or observation.attack:
+                        return IDLE  # not matched: a frame judged an attack, or liveness not yet shown
                 if observation is not None and observation.quality.ok and searched:
                     fast, hit = searched[-1]
                     if np.array_equal(fast, observation.embedding):
@@ -287,6 +302,8 @@ class GateRunner:
         match item:
             case FaceSeen(hit):
                 self.core.on_face(hit)
+            case AttackSeen():
+                self.core.on_attack()
             case FingerSeen(result):
                 self.core.on_finger(result)
             case CredentialSeen(credential):

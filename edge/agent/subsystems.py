@@ -38,6 +38,7 @@ from edge.events.fields import as_code
 from edge.events.kinds import AnyEvent, ConsentApplied, ConsentRejected
 from edge.ops.host import Host
 from edge.state import StateDir
+from edge.vision.liveness import LivenessPolicy
 
 if TYPE_CHECKING:
     from edge.fingerprint.erasure import EraseQueue, PendingErase
@@ -179,7 +180,10 @@ def load_pipeline(config: AgentConfig, profile: Profile) -> Any:
             f"no model bundle in {models_dir}",
             hint="build it once with `edge models build` (scripts/setup.sh does), or set [face] models_dir",
         )
-    return pipeline.FacePipeline.load(models_dir, config.face.variant, profile.board.inference_threads)
+    liveness = config.face.liveness_model if config.face.liveness != "off" else None
+    return pipeline.FacePipeline.load(
+        models_dir, config.face.variant, profile.board.inference_threads, liveness=liveness
+    )
 
 
 # =========================================================================== consent thread
@@ -371,6 +375,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
 
         face_threshold = 0.6
         face_escalation: FaceEscalation | None = None
+        liveness: LivenessPolicy | None = None
         camera: Callable[[], CameraPort] | None = None
         face = None
         if config.face.enabled and config.camera.enabled:
@@ -382,6 +387,9 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 # an operator's stricter or looser threshold moves the escalation band with it
                 centre = face_threshold - (float(info.threshold) - float(info.probe_threshold))
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
+            if face.pad is not None:
+                pad_doc = face.manifest.bundle.raw["pad"]
+                liveness = LivenessPolicy(float(face.pad.threshold), band=float(pad_doc.get("challenge_band", 0.35)))
 
             def camera_factory() -> CameraPort:
                 return open_camera(config, profile)
@@ -416,6 +424,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             sink=sink,
             face_threshold=face_threshold,
             face_escalation=face_escalation,
+            liveness=liveness,
+            audit=path.audit.append,
             camera=camera,
             face=face,
             fingerprint=fingerprint,

@@ -20,6 +20,7 @@ from edge.agent.ports import (
 from edge.door.base import DoorOutput
 from edge.events.sink import EventSink
 from edge.ops.host import QuietHost
+from edge.vision.liveness import LivenessPolicy
 
 
 @dataclass
@@ -32,6 +33,9 @@ class Wired:
     camera: Callable[[], CameraPort] | None = None
     face: FacePipelinePort | None = None
     face_escalation: FaceEscalation | None = None  # None: every frame gets the accurate embedding
+    liveness: LivenessPolicy | None = None  # None: no liveness check ([face] liveness = "off")
+    #: appends one record to the device's signed audit log (kind, details)
+    audit: Callable[[str, dict[str, object]], object] | None = None
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

@@ -223,6 +223,12 @@ KINDS: dict[str, dict[str, Value]] = {
         "previous_head_hash": text(HEX64),
         "archive": text(FILE_NAME),
     },
+    # issue 13: a face refused by the liveness check (never a score or an image)
+    "presentation_attack": {
+        "door": text(PSEUDONYM, required=False),
+        "recent": integer(maximum=1_000_000),
+        "window_s": number(0, 86400 * 7, required=False),
+    },
     # issue 15: the case switch, and the OSDP Secure Channel key (its id only, never the key)
     "tamper": {
         "opened": boolean(),

@@ -54,7 +54,13 @@ def _progress(label: str) -> Any:
 
 
 @models_cmd.command("evaluate")
-@click.option("--lfw", "lfw_dir", required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--lfw", "lfw_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--pad",
+    "pad_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    help="Liveness instead: a folder with labels.csv (path,label live|spoof) and its images.",
+)
 @click.option(
     "--variant", type=click.Choice(["deepfunneled", "original-150px"]), default="deepfunneled", show_default=True
 )
@@ -82,7 +88,8 @@ def _progress(label: str) -> Any:
 @click.option("--no-cache", is_flag=True, help="Recompute every image (timings from this run only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object as the last line.")
 def evaluate_cmd(
-    lfw_dir: Path,
+    lfw_dir: Path | None,
+    pad_dir: Path | None,
     variant: str,
     model: str,
     peer: str | None,
@@ -96,8 +103,20 @@ def evaluate_cmd(
     no_cache: bool,
     as_json: bool,
 ) -> None:
-    """LFW verification with the full pipeline from raw images (detector included)."""
+    """LFW verification, or liveness figures (--pad), with the gate's own front end on raw images.
+
+    Recognition (--lfw) runs with the liveness check off (LFW holds photographs); --pad runs
+    detection, face selection and the liveness models and prints APCER, BPCER and ACER at the
+    bundle's threshold (docs/liveness.md).
+    """
     import numpy as np
+
+    if (lfw_dir is None) == (pad_dir is None):
+        raise click.UsageError("give one of --lfw DIR or --pad DIR")
+    if pad_dir is not None:
+        _evaluate_pad(pad_dir, model, models_dir, threads, as_json)
+        return
+    assert lfw_dir is not None
 
     from edge.models import lfw
     from edge.vision.pipeline import FacePipeline
@@ -195,6 +214,43 @@ def evaluate_cmd(
     if as_json:
         click.echo(json.dumps(report, sort_keys=True))
     sys.stdout.flush()
+
+
+def _evaluate_pad(pad_dir: Path, model: str, models_dir: Path, threads: int, as_json: bool) -> None:
+    from edge.models import pad_eval
+    from edge.vision.pipeline import FacePipeline, select_face
+
+    samples = pad_eval.read_labels(pad_dir)
+    pipeline = FacePipeline.load(models_dir, "float32", threads, liveness=model)  # type: ignore[arg-type]
+    pad = pipeline.pad
+    assert pad is not None
+
+    def score(frame: Any) -> tuple[float | None, float]:
+        # the gate's front end: detect, select the face as the gate does, re-detect on a crop, then PAD
+        faces = pipeline.detect(frame)
+        if not faces:
+            return None, 0.0
+        det = pipeline.refine(frame, select_face(faces, frame.shape, "gate"))
+        value = pad.live_score(frame, det.box)
+        return value, pad.last_ms
+
+    scored, timings = pad_eval.evaluate(samples, score, _progress("liveness"))
+    report: dict[str, Any] = {
+        "dataset": str(pad_dir),
+        "model": model,
+        **pad_eval.summarise(scored, pad.threshold, timings),
+    }
+    click.echo(
+        f"liveness on {report['images']} images ({report['live_images']} live, {report['attack_images']} attacks; "
+        f"{report['images_without_face']} without a face), model {model}, threshold {pad.threshold}:"
+    )
+    click.echo(f"  APCER {report['apcer']:.2%}  BPCER {report['bpcer']:.2%}  ACER {report['acer']:.2%}")
+    click.echo(
+        f"  BPCER at APCER 1%: {report['bpcer_at_apcer_1pct']:.2%}   at APCER 5%: {report['bpcer_at_apcer_5pct']:.2%}"
+    )
+    click.echo(f"  PAD step median {report['pad_median_ms']:.2f} ms per image (both models, crops included)")
+    if as_json:
+        click.echo(json.dumps(report, sort_keys=True))
 
 
 def _print_report(r: dict[str, Any]) -> None:

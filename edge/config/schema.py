@@ -138,6 +138,16 @@ class FaceSection(Strict):
     )
     min_face_px: int = 80
     enrol_frames: int = Field(5, ge=1, le=20)
+    liveness: Literal["off", "passive", "challenge"] = Field(
+        "passive",
+        description="Presentation-attack detection (docs/liveness.md): passive = every face is checked by the "
+        "on-device liveness models and across the frames it stands in view; challenge = also a random blink or "
+        "head turn before every face decision (high-security doors); off = no check (a photo of an enrolled "
+        "person opens the door)",
+    )
+    liveness_model: Literal["float32", "int8"] = "int8"
+    attack_alarm: int = Field(3, ge=1, description="This many refused attacks within attack_window_s raise one alarm")
+    attack_window_s: float = Field(300.0, gt=0)
 
 
 class FingerprintSection(Strict):

@@ -28,6 +28,9 @@ class Metrics:
             "gate_device_up", "1 while a device works, 0 while it is failed", ["device"], registry=self.registry
         )
         self.alarms = Counter("gate_alarms", "Alarm events raised", ["alarm"], registry=self.registry)
+        self.attacks = Counter(
+            "gate_presentation_attacks", "Faces refused as presentation attacks", registry=self.registry
+        )
         self.door_pulses = Counter("gate_door_pulses", "Door releases", registry=self.registry)
         self.sink_errors = Counter("gate_event_sink_errors", "Events the sink refused", registry=self.registry)
         self.loop_seconds = Histogram(

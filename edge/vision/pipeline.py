@@ -21,6 +21,7 @@ from edge.models.bundle import Manifest, verify_bundle
 from edge.vision.align import TEMPLATE5_150, align
 from edge.vision.detect import BlazeFace, Detection
 from edge.vision.mesh import FaceMesh, dlib5
+from edge.vision.pad import PadModel
 from edge.vision.quality import Quality, QualityLimits, assess
 from edge.vision.runtime import Interpreter, load_interpreter
 
@@ -35,6 +36,8 @@ FRONT_END = "short-first-2"
 #: Faces smaller than this (pixels in its 128-pixel input) the short-range model may miss (it found LFW faces
 #: down to 16 px on a plain background: benchmarks note in docs/face.md).
 SHORT_RANGE_MIN_PX = 20.0
+#: best_frames' reason for a frame the liveness check called an attack (enrolment refuses on it)
+ATTACK_REASON = "presentation attack (a photo or screen, not a live face)"
 #: Re-detect only when the crop gives the face at least this much more resolution than the frame did.
 REDETECT_GAIN = 1.5
 
@@ -65,6 +68,12 @@ class FaceResult:
     faces: int  # faces found in the frame
     timings: dict[str, float]  # milliseconds per stage
     escalated: bool = False  # probe(): the fast embedding was uncertain and the accurate one replaced it
+    #: liveness verdict (False when the pipeline has no liveness check): an attack is never embedded,
+    #: its ``embedding`` is empty and must not be searched
+    attack: bool = False
+    #: the passive live score in [0, 1] (None without a liveness check); stays on this device, in
+    #: memory, for the temporal check across frames (edge.vision.liveness); never published or logged
+    live_score: float | None = field(default=None, repr=False)
 
 
 def select_face(faces: Sequence[Detection], frame_shape: tuple[int, ...], rule: Rule) -> Detection:
@@ -123,8 +132,10 @@ class FacePipeline:
         limits: QualityLimits | None = None,
         redetect: bool = True,
         alignment: Alignment = "mesh5",
+        pad: PadModel | None = None,
     ) -> None:
         self.bundle = manifest
+        self.pad = pad
         self.variant = variant
         self.flip = flip
         self.redetect = redetect
@@ -158,6 +169,7 @@ class FacePipeline:
         flip: bool = True,
         alignment: Alignment = "mesh5",
         limits: QualityLimits | None = None,
+        liveness: Variant | None = None,
     ) -> FacePipeline:
         """Verify the bundle's hashes and load its models (raises ModelError on any problem).
 
@@ -166,11 +178,14 @@ class FacePipeline:
         embeds both chips and averages (one more embedder run). ``flip`` also averages each chip's
         mirror image (one more embedder run per chip). The defaults (mesh5 + flip, two embedder runs)
         reached 99.00% (float32) and 99.07% (int8) on LFW dev; see docs/face.md for the others.
+        ``liveness``: also load the passive liveness models of that variant (edge.vision.pad); every
+        face is then checked before it is embedded and an attack is never embedded.
         """
         if variant not in ("float32", "int8"):
             raise ModelError(f"unknown model variant {variant!r}", hint="use float32 or int8")
         manifest = verify_bundle(Path(models_dir))
-        return cls(manifest, variant, threads, flip=flip, limits=limits, alignment=alignment)
+        pad = PadModel(manifest, liveness, threads) if liveness is not None else None
+        return cls(manifest, variant, threads, flip=flip, limits=limits, alignment=alignment, pad=pad)
 
     @staticmethod
     def _threshold(manifest: Manifest, variant: str, alignment: str, flip: bool, probe: bool = False) -> float:
@@ -324,12 +339,37 @@ class FacePipeline:
         if found is None:
             return None
         faces, chosen, det = found
+        live = self._liveness(frame_bgr, det, timings)
+        if live is not None and self._is_attack(live):
+            chip = align(frame_bgr, det.keypoints)
+            judged = self._assess(faces, chosen, det, chip, timings)
+            del chip
+            return self._attack(judged, det, len(faces), timings, live, t0)
         embedding, quality = self._accurate(
             frame_bgr, det, timings, lambda chip: self._assess(faces, chosen, det, chip, timings)
         )
         assert quality is not None
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings)
+        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, live_score=live)
+
+    def _liveness(self, frame_bgr: np.ndarray, det: Detection, timings: dict[str, float]) -> float | None:
+        if self.pad is None:
+            return None
+        t0 = time.perf_counter()
+        score = self.pad.live_score(frame_bgr, det.box)
+        timings["pad"] = (time.perf_counter() - t0) * 1e3
+        return score
+
+    def _is_attack(self, score: float) -> bool:
+        return self.pad is not None and self.pad.is_attack(score)
+
+    @staticmethod
+    def _attack(
+        quality: Quality, det: Detection, faces: int, timings: dict[str, float], live: float, t0: float
+    ) -> FaceResult:
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        empty = np.zeros(0, np.float32)
+        return FaceResult(empty, quality, det.box, det.score, faces, timings, attack=True, live_score=live)
 
     def probe(
         self,
@@ -350,6 +390,8 @@ class FacePipeline:
         docs/face.md). ``uncertain=None`` never escalates. ``judged_only``: ask ``uncertain`` only for a
         face that passes the quality gates (the gate ignores the others anyway); the LFW evaluation,
         which ignores quality for every pipeline, turns it off. The frame is not kept after the call.
+        With a liveness check (``pad``), a face that passes the quality gates is checked before it is
+        embedded; an attack comes back with ``attack`` set and no embedding.
         """
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -361,6 +403,10 @@ class FacePipeline:
         chip = align(frame_bgr, det.keypoints)
         timings["align"] = (time.perf_counter() - t1) * 1e3
         quality = self._assess(faces, chosen, det, chip, timings)
+        live = self._liveness(frame_bgr, det, timings) if quality.ok or not judged_only else None
+        if live is not None and self._is_attack(live):
+            del chip  # an attack is never embedded, so never matched
+            return self._attack(quality, det, len(faces), timings, live, t0)
         t2 = time.perf_counter()
         embedding = self.embed_chip(chip, flip=False)
         del chip
@@ -373,7 +419,7 @@ class FacePipeline:
             timings["escalate"] = (time.perf_counter() - t4) * 1e3
             escalated = True
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, escalated)
+        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, escalated, live_score=live)
 
 
 def best_frames(
@@ -390,6 +436,8 @@ def best_frames(
         result = pipeline.process(frame, rule)
         if result is None:
             rejected.append("no face found")
+        elif result.attack:
+            rejected.append(ATTACK_REASON)
         elif not result.quality.ok:
             rejected.append("; ".join(result.quality.reasons))
         else:

@@ -45,6 +45,9 @@ class Quality:
 class Observation:
     embedding: np.ndarray
     quality: Quality = Quality()
+    attack: bool = False
+    live_score: float | None = None
+    box: tuple[float, float, float, float] = (100.0, 100.0, 200.0, 220.0)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 
 from edge.agent.decide import LanePolicy
 from edge.agent.gate import GateCore, GateSettings
-from edge.agent.runner import FaceSeen, face_seen
+from edge.agent.runner import IDLE, FaceSeen, face_seen
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.errors import HardwareError
@@ -393,3 +393,41 @@ def test_the_status_led_is_steady_while_well_and_blinks_while_an_alarm_is_active
     assert set(led_over(1.0)) == {True}
     lane.door.close()
     assert lane.lines.status_led is False  # dark once the agent stops
+
+
+def test_a_presentation_attack_is_refused_audited_and_alarmed_after_three() -> None:
+    """Tried: a face the camera thread's liveness check refused (a photo of Alice, who consents and
+    is enrolled). It is never searched: a denial with reason presentation_attack and no subject, one
+    audit record per attack with no score, the door stays shut; the third attack within the window
+    raises one alarm, which clears when the window has been quiet."""
+    lane = Lane()
+    lane.consent.consents.add((ALICE, "face"))
+    audit: list[tuple[str, dict[str, object]]] = []
+    lane.core.audit = lambda kind, details: audit.append((kind, dict(details)))
+    photo = Observation(near(unit(0), 1)[:0], attack=True)  # no embedding: an attack is never embedded
+    assert face_seen(photo, lane.gallery) == IDLE  # never searched, whatever else happens
+    for i in range(3):
+        lane.core.on_attack()
+        lane.clock.advance(lane.core.settings.deny_interval_s + 0.1)
+        assert len(audit) == i + 1
+    assert [a["decision"] for a in lane.access()] == ["denied"] * 3
+    assert {a["reason"] for a in lane.access()} == {"presentation_attack"}
+    assert all("subject" not in a or a["subject"] is None for a in lane.access())
+    assert not lane.door.pulses
+    assert [k for k, _ in audit] == ["presentation_attack"] * 3
+    assert audit[-1][1] == {"door": "lane-3", "recent": 3, "window_s": 300.0}
+    assert [(a["code"], a["state"]) for a in lane.alarms()] == [("presentation_attack", "raised")]
+    assert lane.metrics.attacks._value.get() == 3
+    lane.clock.advance(301.0)
+    lane.core.tick()
+    assert [(a["code"], a["state"]) for a in lane.alarms()][-1] == ("presentation_attack", "cleared")
+
+
+def test_attacks_spread_wider_than_the_window_raise_no_alarm() -> None:
+    lane = Lane()
+    for _ in range(4):
+        lane.core.on_attack()
+        lane.clock.advance(200.0)
+        lane.core.tick()
+    assert lane.alarms() == []
+    assert len(lane.access()) == 4

@@ -278,3 +278,22 @@ def test_a_stale_list_refuses_enrolment_as_consent_stale() -> None:
     with pytest.raises(ConsentError, match="stale"):
         run_face(stale, EnrolGallery(), MemorySink())
     assert stale.audit == [("enrolment_refused", {"subject": SUBJECT, "modality": "face", "reason": "consent_stale"})]
+
+
+def test_a_presentation_attack_refuses_the_enrolment_and_keeps_no_frame() -> None:
+    """Tried: two good live frames, then one the liveness check calls an attack (someone holding up
+    the person's photo mid-enrolment). Nothing is stored, not even the two good frames, the refusal
+    is audited as presentation_attack and no enrolment event is emitted."""
+    faces = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}))
+    gallery, sink = EnrolGallery(), MemorySink()
+    frames = iter(
+        [Observation(near(unit(0), 1)), Observation(near(unit(0), 2)), Observation(np.zeros(0), attack=True)]
+        + [Observation(near(unit(0), i)) for i in range(3, 10)]
+    )
+    with pytest.raises(HardwareError, match="photo or a screen"):
+        run_face(faces, gallery, sink, frames=frames)
+    assert gallery.faces == {}
+    assert sink.events == []
+    assert faces.audit == [
+        ("enrolment_refused", {"subject": SUBJECT, "modality": "face", "reason": "presentation_attack"})
+    ]

@@ -108,6 +108,8 @@ def device_checks(state: StateDir) -> list[Check]:
             return subsystems.open_camera(config, profile)
 
         class LazyPipeline:
+            want_points = False
+
             def _load(self) -> Any:
                 if not pipeline_box:
                     pipeline_box.append(subsystems.load_pipeline(config, profile))

@@ -59,8 +59,14 @@ class FaceObservation(Protocol):
     @property
     def box(self) -> tuple[float, float, float, float]: ...
 
+    @property
+    def points(self) -> Any:
+        """FaceMesh landmarks when the pipeline was asked for them (the active challenge), else None."""
+
 
 class FacePipelinePort(Protocol):
+    want_points: bool  # probe() also returns landmarks (for the active liveness challenge)
+
     def process(self, frame: Any, rule: str = "gate") -> FaceObservation | None:
         """The accurate embedding (as enrolled); None when the frame holds no face."""
 

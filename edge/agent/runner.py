@@ -38,6 +38,7 @@ from edge.agent.ports import (
 )
 from edge.errors import HardwareError
 from edge.fingerprint.api import Match, NoFinger, NoMatch
+from edge.vision.challenge import ChallengeSession, Outcome, draw
 from edge.vision.liveness import LivenessPolicy, LivenessTracker, Verdict
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,32 @@ def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> Face
     if observation is None or not observation.quality.ok or observation.attack:
         return IDLE
     return FaceSeen(gallery.search(observation.embedding, k=2))
+
+
+class _ActiveChallenge:
+    """The camera thread's active challenge: one random challenge per face in view (per track).
+
+    Passed: the rest of the track may be matched. Failed (not answered in time): refused as an attack,
+    once; the person steps away and back for a new challenge.
+    """
+
+    def __init__(self, prompt: Callable[[str], None]) -> None:
+        self.prompt = prompt
+        self.track = -1
+        self.session: ChallengeSession | None = None
+        self.reported = False
+
+    def observe(self, track: int, points: Any, now: float) -> Outcome:
+        if track != self.track or self.session is None:
+            self.track, self.reported = track, False
+            self.session = ChallengeSession(draw(), started=now)
+            self.prompt(self.session.challenge.prompt)
+        outcome = self.session.observe(points, now)
+        if outcome is Outcome.FAILED:
+            if self.reported:
+                return Outcome.PENDING  # reported once; nothing of this track is matched
+            self.reported = True
+        return outcome
 
 
 class DeviceWorker:
@@ -207,6 +234,7 @@ class GateRunner:
         face: FacePipelinePort | None = None,
         escalation: FaceEscalation | None = None,
         liveness: LivenessPolicy | None = None,
+        prompt: Callable[[str], None] = lambda text: log.info("prompt: %s", text),
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -236,6 +264,9 @@ class GateRunner:
             pipeline = face
             gallery = core.gallery
             tracker = LivenessTracker(liveness) if liveness is not None else None
+            active = _ActiveChallenge(prompt) if liveness is not None and liveness.challenge else None
+            if active is not None:
+                pipeline.want_points = True
 
             def face_step(cam: CameraPort) -> Item | None:
                 frame = cam.read()
@@ -262,6 +293,12 @@ class GateRunner:
                         return AttackSeen()
                     if verdict is Verdict.WAIT or observation.attack:
                         return IDLE  # not matched: a frame judged an attack, or liveness not yet shown
+                    if active is not None:
+                        outcome = active.observe(tracker.track, observation.points, time.monotonic())
+                        if outcome is Outcome.FAILED:
+                            return AttackSeen()
+                        if outcome is Outcome.PENDING:
+                            return IDLE
                 if observation is not None and observation.quality.ok and searched:
                     fast, hit = searched[-1]
                     if np.array_equal(fast, observation.embedding):

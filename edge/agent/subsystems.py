@@ -389,7 +389,11 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
             if face.pad is not None:
                 pad_doc = face.manifest.bundle.raw["pad"]
-                liveness = LivenessPolicy(float(face.pad.threshold), band=float(pad_doc.get("challenge_band", 0.35)))
+                liveness = LivenessPolicy(
+                    float(face.pad.threshold),
+                    band=float(pad_doc.get("challenge_band", 0.35)),
+                    challenge=config.face.liveness == "challenge",
+                )
 
             def camera_factory() -> CameraPort:
                 return open_camera(config, profile)

@@ -107,6 +107,7 @@ class Demo:
         self.opts = opts
         self.t0 = time.monotonic()
         self.events = Events()
+        self.attack_photo: Path | None = None
         self.outcomes: list[Outcome] = []
         self.cleanups: list[Callable[[], None]] = []
         self.lock = threading.Lock()
@@ -268,7 +269,7 @@ class Demo:
         from edge.demo import data as demo_data
 
         vision = optional_module("edge.vision.pipeline", "face support")
-        pipeline = vision.FacePipeline.load(opts.models_dir, "float32", 2)
+        pipeline = vision.FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
         self.say(f"face models loaded ({pipeline.manifest.model_id}, threshold {pipeline.manifest.threshold:.3f})")
         material = demo_data.load(datasets, opts.cache, pipeline, faces_wanted=4)
         self.say(f"faces: {material.face_source}")
@@ -311,6 +312,12 @@ class Demo:
         for i, (who, person) in enumerate(cast_faces.items()):
             assert person.gate is not None
             shutil.copy(person.gate, gate_dir / f"{i:02d}-{who}{person.gate.suffix}")
+        self.attack_photo = demo_data.attack_photo(datasets)
+        if self.attack_photo is not None:
+            # someone holds a printed photo up to the camera: a few frames of it, as a held photo gives
+            for k in range(3):
+                shutil.copy(self.attack_photo, gate_dir / f"50-printed-photo-{k}{self.attack_photo.suffix}")
+            self.say(f"  a printed photo (NUAA dev attack image {self.attack_photo.name}) is held up to the camera too")
         sim_thread.join(180)
         if sim_error:
             raise sim_error[0]
@@ -494,7 +501,22 @@ class Demo:
         if "p-eve" in cast_faces:
             self.check(
                 "p-eve's face is refused (no consent, not enrolled: nobody matched)",
-                ev.wait(lambda es: bool(access(es, "denied", "face", None)), wait),
+                ev.wait(
+                    lambda es: any(
+                        e["body"].get("reason") != "presentation_attack" for e in access(es, "denied", "face", None)
+                    ),
+                    wait,
+                ),
+            )
+        if self.attack_photo is not None:
+            self.check(
+                "the printed photo is refused by the liveness check (presentation_attack, never matched)",
+                ev.wait(
+                    lambda es: any(
+                        e["body"].get("reason") == "presentation_attack" for e in access(es, "denied", "face", None)
+                    ),
+                    wait,
+                ),
             )
         for subject, finger in fingers.items():
             sim.control.place(finger.gate)

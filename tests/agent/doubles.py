@@ -48,6 +48,7 @@ class Observation:
     attack: bool = False
     live_score: float | None = None
     box: tuple[float, float, float, float] = (100.0, 100.0, 200.0, 220.0)
+    points: object = None
 
 
 @dataclass(frozen=True)

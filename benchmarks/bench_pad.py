@@ -23,7 +23,6 @@ import random
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -54,7 +53,7 @@ def main() -> int:
     args = ap.parse_args()
     nuaa = dataset("nuaa-pad-dev")
     if nuaa is None:
-        print("bench_pad: NUAA dev data not found (set EDGE_DATASETS)")  # noqa: T201
+        print("bench_pad: NUAA dev data not found (set EDGE_DATASETS)")
         return 0
     models = REPO_ROOT / "models"
     with (nuaa / "labels.csv").open() as fh:
@@ -63,17 +62,17 @@ def main() -> int:
     step = max(1, len(live) // args.frames)
     frames = [cv2.imread(str(nuaa / r["path"])) for r in live[::step][: args.frames]]
 
-    print(f"1. gate probe on {len(frames)} NUAA live 640x480 frames, {args.threads} threads, median ms")  # noqa: T201
+    print(f"1. gate probe on {len(frames)} NUAA live 640x480 frames, {args.threads} threads, median ms")
     peer = FacePipeline.load(models, "float32", args.threads)
     base = probe_ms(peer, frames, args.repeat)
-    print(f"   probe without liveness (peer)      {base:7.2f}")  # noqa: T201
+    print(f"   probe without liveness (peer)      {base:7.2f}")
     pipelines = {}
     for variant in ("int8", "float32"):
         pipelines[variant] = FacePipeline.load(models, "float32", args.threads, liveness=variant)  # type: ignore[arg-type]
         with_pad = probe_ms(pipelines[variant], frames, args.repeat)
-        print(f"   probe with {variant:7} liveness       {with_pad:7.2f}   (+{with_pad - base:.2f} ms)")  # noqa: T201
+        print(f"   probe with {variant:7} liveness       {with_pad:7.2f}   (+{with_pad - base:.2f} ms)")
 
-    print(f"2. NUAA dev ({len(rows)} images), threshold from the bundle")  # noqa: T201
+    print(f"2. NUAA dev ({len(rows)} images), threshold from the bundle")
     samples = pad_eval.read_labels(nuaa)
     for variant, pipeline in pipelines.items():
         pad = pipeline.pad
@@ -89,7 +88,7 @@ def main() -> int:
 
         scored, ms = pad_eval.evaluate(samples, score)
         r = pad_eval.summarise(scored, pad.threshold, ms)
-        print(  # noqa: T201
+        print(
             f"   {variant:7} APCER {r['apcer']:.2%}  BPCER {r['bpcer']:.2%}  ACER {r['acer']:.2%}  "
             f"BPCER@APCER1% {r['bpcer_at_apcer_1pct']:.2%}  @5% {r['bpcer_at_apcer_5pct']:.2%}  "
             f"no face {r['images_without_face']}  PAD median {r['pad_median_ms']:.2f} ms"
@@ -108,7 +107,7 @@ def main() -> int:
             faces += 1
             attacks += int(result.attack)
         share = attacks / faces if faces else 0.0
-        print(  # noqa: T201
+        print(
             f"3. LFW dev: the int8 check calls {attacks} of {faces} photographs with a face attacks ({share:.1%}); "
             "LFW recognition is evaluated with liveness off"
         )

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edge.access.rules import AccessRules, NoRules
 from edge.agent.decide import CONSENT_STALE, Decision, Evidence, PolicyPort
-from edge.agent.ports import ConsentPort, CredentialLike, GalleryPort, HostPort, SearchHit
+from edge.agent.ports import ConsentPort, CredentialLike, GalleryPort, HostPort, PanelReport, SearchHit
 from edge.credentials.authorise import CredentialAuthoriser
 from edge.door.base import DoorOutput
 from edge.events.kinds import Access, Alarm, AnyEvent, Health, Severity, Verdict
@@ -58,6 +59,11 @@ class GateSettings:
 DEVICE_MODALITY = {"camera": Modality.face, "fingerprint": Modality.fingerprint, "credential": Modality.card}
 #: Alarms a guard must see at once; every other alarm is a warning.
 CRITICAL_ALARMS = frozenset({"door_forced_open", "tamper"})
+#: A grant in a reader mode for a person whose list entry carries no panel number (or this gate lacks
+#: the site credential key to open it): the panel cannot be told, so the terminal denies.
+NO_PANEL_NUMBER = "no_panel_number"
+
+
 #: The access reason and alarm code of a refused presentation attack (a photo or screen at the camera).
 PRESENTATION_ATTACK = "presentation_attack"
 
@@ -84,6 +90,11 @@ class GateCore:
     _last_grant: dict[tuple[str, str], float] = field(default_factory=dict)
     _alarms: set[str] = field(default_factory=set)
     _attacks: list[float] = field(default_factory=list)  # mono times of refused attacks in the window
+    #: schedules and anti-passback (door mode relay); the reader modes leave them to the panel
+    rules: AccessRules = field(default_factory=NoRules)
+    #: reader modes (osdp, wiegand-out): a grant is reported to the site's panel as the person's panel
+    #: number from the signed list, and the panel decides; None: the terminal releases the lock itself
+    panel: PanelReport | None = None
     _stale: bool = False
     _next_health: float = 0.0
     _next_stale_check: float = 0.0
@@ -231,6 +242,18 @@ class GateCore:
 
     def _conclude(self, decision: Decision) -> None:
         now = self.clock.mono()
+        if decision.granted:
+            assert decision.subject is not None
+            if all(m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.factors):
+                # a face or finger still in view after a grant: the same passage. Judged only after
+                # the policy accepted the match, so a stranger whose best candidate was just let in
+                # is denied. Every card, PIN or QR presentation is a new passage.
+                return
+            refusal = self.rules.refusal(decision.subject, self.clock.wall())
+            if refusal is None and self.panel is not None and self.panel.number(decision.subject) is None:
+                refusal = NO_PANEL_NUMBER  # the panel could not be told who this is
+            if refusal is not None:
+                decision = Decision(False, decision.modality, decision.subject, refusal, decision.second)
         if not decision.granted:
             key = (decision.modality, decision.reason)
             last = self._last_denial.get(key)
@@ -239,15 +262,13 @@ class GateCore:
             self._last_denial[key] = now
         else:
             assert decision.subject is not None
-            if all(m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.factors):
-                # a face or finger still in view after a grant: the same passage. Judged only after
-                # the policy accepted the match, so a stranger whose best candidate was just let in
-                # is denied. Every card, PIN or QR presentation is a new passage.
-                return
             for modality in decision.factors:
                 self._last_grant[(modality, decision.subject)] = now
             try:
-                self.door.pulse(self.settings.door_pulse_s, now)
+                if self.panel is not None:
+                    self.panel.report(decision.subject)
+                else:
+                    self.door.pulse(self.settings.door_pulse_s, now)
             except Exception as exc:  # the decision stands and is reported; the alarm says the lock did not move
                 self.device_failed("door", exc)
             else:
@@ -255,6 +276,7 @@ class GateCore:
                     self.device_ok("door")
                 if self.metrics is not None:
                     self.metrics.door_pulses.inc()
+                self.rules.passed(decision.subject, self.clock.wall())
         self.decisions += 1
         verdict: Verdict = "granted" if decision.granted else "denied"
         if self.metrics is not None:

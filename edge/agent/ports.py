@@ -239,3 +239,13 @@ class FingerEnrolPort(Protocol):
     def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> FingerEnrolOutcome: ...
 
     def delete(self, slot: int) -> None: ...
+
+
+class PanelReport(Protocol):
+    """The reader modes' side of a grant (``edge.door.report.PanelReporter``)."""
+
+    def number(self, subject: str) -> int | None:
+        """The panel number of ``subject`` (from the signed list), or None."""
+
+    def report(self, subject: str) -> None:
+        """Send ``subject``'s panel number to the panel as a card read; raises when it cannot."""

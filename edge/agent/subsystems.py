@@ -186,6 +186,39 @@ def load_pipeline(config: AgentConfig, profile: Profile) -> Any:
     )
 
 
+# =========================================================================== the door's rules
+
+
+def door_parts(
+    config: AgentConfig,
+    profile: Profile,
+    state: StateDir,
+    ledger: Any,
+    device: str,
+    closers: list[Callable[[], None]],
+) -> dict[str, Any]:
+    """Door mode relay: the standalone rules (schedules, anti-passback). Reader modes: the door that
+    talks to the site's panel and the reporter that tells it who was recognised (the panel decides)."""
+    from edge.access.rules import StandaloneRules
+
+    if config.door.mode == "relay":
+        from edge.access.passback import PassbackLog
+
+        passback = PassbackLog(state.passback_db)
+        closers.append(passback.close)
+        return {"rules": StandaloneRules(ledger, passback, device)}
+    from edge.door.modes import credential_for, open_configured_door
+    from edge.door.report import PanelReporter
+
+    door = open_configured_door(
+        config.door, profile, scbk_path=state.osdp_scbk, exit_pulse_s=config.policy.door_pulse_s
+    )
+    from edge.door.base import DoorController
+
+    assert not isinstance(door, DoorController)  # a reader mode's door is a PanelOutput
+    return {"door": door, "panel": PanelReporter(door, ledger, credential_for(config.door))}
+
+
 # =========================================================================== consent thread
 
 
@@ -430,6 +463,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             face_escalation=face_escalation,
             liveness=liveness,
             audit=path.audit.append,
+            **door_parts(config, profile, state, ledger, dev, closers),
             camera=camera,
             face=face,
             fingerprint=fingerprint,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edge.access.rules import AccessRules, NoRules
 from edge.agent.decide import PolicyPort
 from edge.agent.ports import (
     CameraPort,
@@ -16,6 +17,7 @@ from edge.agent.ports import (
     FingerprintPort,
     GalleryPort,
     HostPort,
+    PanelReport,
 )
 from edge.door.base import DoorOutput
 from edge.events.sink import EventSink
@@ -36,6 +38,8 @@ class Wired:
     liveness: LivenessPolicy | None = None  # None: no liveness check ([face] liveness = "off")
     #: appends one record to the device's signed audit log (kind, details)
     audit: Callable[[str, dict[str, object]], object] | None = None
+    rules: AccessRules = field(default_factory=NoRules)  # schedules, anti-passback (door mode relay)
+    panel: PanelReport | None = None  # reader modes: grants go to the site's panel
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

@@ -101,6 +101,8 @@ def run_agent(
             metrics=metrics,
             protect=lambda subject: teach(subject, "subject"),
             audit=wired.audit or (lambda _kind, _details: None),
+            rules=wired.rules,
+            panel=wired.panel,
         )
         runner = GateRunner(
             core,

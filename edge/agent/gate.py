@@ -16,7 +16,7 @@ from edge.agent.decide import CONSENT_STALE, Decision, Evidence, PolicyPort
 from edge.agent.ports import ConsentPort, CredentialLike, GalleryPort, HostPort, PanelReport, SearchHit
 from edge.credentials.authorise import CredentialAuthoriser
 from edge.door.base import DoorOutput
-from edge.events.kinds import Access, Alarm, AnyEvent, Health, Severity, Verdict
+from edge.events.kinds import Access, Alarm, AnyEvent, Health, Severity, Tamper, Verdict
 from edge.events.sink import EventSink
 from edge.fingerprint.api import Match, NoMatch
 from edge.modality import ALL, BIOMETRIC, CREDENTIALS, Modality
@@ -90,6 +90,7 @@ class GateCore:
     _last_grant: dict[tuple[str, str], float] = field(default_factory=dict)
     _alarms: set[str] = field(default_factory=set)
     _attacks: list[float] = field(default_factory=list)  # mono times of refused attacks in the window
+    _case_open: bool = False
     #: schedules and anti-passback (door mode relay); the reader modes leave them to the panel
     rules: AccessRules = field(default_factory=NoRules)
     #: reader modes (osdp, wiegand-out): a grant is reported to the site's panel as the person's panel
@@ -201,6 +202,25 @@ class GateCore:
         self._conclude(Decision(False, Modality.face, None, PRESENTATION_ATTACK))
         if len(self._attacks) >= self.settings.attack_alarm:
             self._alarm(PRESENTATION_ATTACK, True)
+
+    def on_tamper(self, opened: bool, erased: tuple[str, ...] = ()) -> None:
+        """The case switch changed (or the tamper response finished an erase): a signed ``tamper``
+        event, the critical ``tamper`` alarm while the case is open, and an audit record naming what
+        was crypto-erased. The credential path is untouched: card, PIN and QR keep working."""
+        changed = opened != self._case_open
+        self._case_open = opened
+        if changed:
+            self._emit(Tamper("case", "raised" if opened else "cleared"))
+        if erased:
+            log.warning("tamper: crypto-erased %s", ", ".join(erased))
+        try:
+            details: dict[str, object] = {"opened": opened, "at": self.clock.wall()}
+            if erased:
+                details["erased"] = list(erased)
+            self.audit("tamper", details)
+        except Exception as exc:
+            log.error("could not audit a tamper event: %s", exc.__class__.__name__)
+        self._alarm("tamper", opened)
 
     def on_finger(self, match: Match | NoMatch) -> None:
         """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt."""

@@ -97,6 +97,9 @@ class FingerprintPort(Protocol):
         """Wait up to ``timeout_s`` for a finger: ``NoFinger``, ``NoMatch`` or ``Match(slot, score)``.
         Raises HardwareError on failure."""
 
+    def empty(self) -> None:
+        """Erase every template in the sensor's library (the tamper response)."""
+
     def close(self) -> None: ...
 
 

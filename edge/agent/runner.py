@@ -36,6 +36,7 @@ from edge.agent.ports import (
     GalleryPort,
     SearchHit,
 )
+from edge.door.tamper import TamperSwitch
 from edge.errors import HardwareError
 from edge.fingerprint.api import Match, NoFinger, NoMatch
 from edge.vision.challenge import ChallengeSession, Outcome, draw
@@ -54,6 +55,14 @@ class FaceSeen:
 @dataclass(frozen=True)
 class AttackSeen:
     """The face in view was judged a presentation attack (edge.vision.liveness): never searched."""
+
+
+@dataclass(frozen=True)
+class TamperSeen:
+    """The case switch changed; ``erased`` names what the tamper response already crypto-erased."""
+
+    opened: bool
+    erased: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,7 @@ class Idle:
 
 
 IDLE = Idle()
-Item = FaceSeen | AttackSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
+Item = FaceSeen | AttackSeen | TamperSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
 
 
 def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> FaceSeen | Idle:
@@ -235,6 +244,8 @@ class GateRunner:
         escalation: FaceEscalation | None = None,
         liveness: LivenessPolicy | None = None,
         prompt: Callable[[str], None] = lambda text: log.info("prompt: %s", text),
+        tamper: TamperSwitch | None = None,
+        erase_on_tamper: Callable[[], None] | None = None,
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -310,9 +321,15 @@ class GateRunner:
                     "camera", camera, face_step, self.queue, stall_s=camera_stall_s, max_backoff_s=max_backoff_s
                 )
             )
+        #: set by the tamper thread; the fingerprint thread (which owns the sensor) empties its library
+        self.sensor_erase = threading.Event()
         if fingerprint is not None:
 
             def finger_step(sensor: FingerprintPort) -> Item | None:
+                if self.sensor_erase.is_set():
+                    sensor.empty()  # the tamper response: every template in the module is gone
+                    self.sensor_erase.clear()
+                    return TamperSeen(True, ("sensor_library",))
                 found = sensor.identify(read_timeout_s)
                 return IDLE if isinstance(found, NoFinger) else FingerSeen(found)
 
@@ -329,11 +346,39 @@ class GateRunner:
                 DeviceWorker("credential", credentials, credential_step, self.queue, max_backoff_s=max_backoff_s)
             )
         self.gate_thread = threading.Thread(target=self._gate, name="gate", daemon=True)
+        self.tamper_thread: threading.Thread | None = None
+        if tamper is not None:
+            sensor_present = fingerprint is not None
+
+            def watch(switch: TamperSwitch = tamper) -> None:
+                while not self.stop_event.is_set():
+                    event = switch.wait(0.2)
+                    if event is None:
+                        continue
+                    erased: tuple[str, ...] = ()
+                    if event.opened and erase_on_tamper is not None:
+                        # here, not on the gate thread: within a second of the case opening
+                        try:
+                            erase_on_tamper()
+                            erased = ("gallery_key",)
+                        except Exception as exc:
+                            log.error("tamper: crypto-erase failed (%s)", exc.__class__.__name__)
+                        if sensor_present:
+                            self.sensor_erase.set()
+                    self._put(TamperSeen(event.opened, erased))
+
+            self.tamper_thread = threading.Thread(target=watch, name="tamper", daemon=True)
+
+    def _put(self, item: Item) -> None:
+        with contextlib.suppress(queue.Full):
+            self.queue.put(item, timeout=1.0)
 
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
         self.gate_thread.start()
+        if self.tamper_thread is not None:
+            self.tamper_thread.start()
 
     def _dispatch(self, item: Item) -> None:
         match item:
@@ -341,6 +386,8 @@ class GateRunner:
                 self.core.on_face(hit)
             case AttackSeen():
                 self.core.on_attack()
+            case TamperSeen(opened, erased):
+                self.core.on_tamper(opened, erased)
             case FingerSeen(result):
                 self.core.on_finger(result)
             case CredentialSeen(credential):
@@ -403,6 +450,8 @@ class GateRunner:
         for worker in self.workers:
             worker.join(timeout)
         self.gate_thread.join(timeout)
+        if self.tamper_thread is not None:
+            self.tamper_thread.join(timeout)
         self.core.door.close()
 
     def __enter__(self) -> GateRunner:

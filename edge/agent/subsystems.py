@@ -463,6 +463,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             face_escalation=face_escalation,
             liveness=liveness,
             audit=path.audit.append,
+            erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             **door_parts(config, profile, state, ledger, dev, closers),
             camera=camera,
             face=face,

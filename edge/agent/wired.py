@@ -40,6 +40,8 @@ class Wired:
     audit: Callable[[str, dict[str, object]], object] | None = None
     rules: AccessRules = field(default_factory=NoRules)  # schedules, anti-passback (door mode relay)
     panel: PanelReport | None = None  # reader modes: grants go to the site's panel
+    #: [security] erase_on_tamper: crypto-erase the gallery (the sensor library is emptied by its thread)
+    erase_on_tamper: Callable[[], None] | None = None
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

@@ -28,6 +28,7 @@ from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
 from edge.credentials.authorise import enabled_kinds
 from edge.door.base import open_door
+from edge.door.modes import open_tamper
 from edge.ops.metrics import Metrics
 from edge.state import StateDir
 
@@ -110,6 +111,8 @@ def run_agent(
             face=wired.face,
             escalation=wired.face_escalation,
             liveness=wired.liveness,
+            tamper=open_tamper(door),
+            erase_on_tamper=wired.erase_on_tamper,
             fingerprint=wired.fingerprint if config.fingerprint.enabled else None,
             credentials=wired.credentials,
             notifier=notifier,

@@ -127,9 +127,15 @@ def open_configured_door(
     return WiegandOutDoor(lines, WiegandEmitter(out))
 
 
-def open_tamper(door: ConfiguredDoor, *, debounce_s: float = 0.05) -> TamperSwitch | None:
-    """The case switch on the door's lines, or None when the profile wires none."""
-    controller = door if isinstance(door, DoorController) else door.door
+def open_tamper(door: object, *, debounce_s: float = 0.05) -> TamperSwitch | None:
+    """The case switch on the door's lines, or None when the profile wires none (or the door is not
+    one of ours: a test's double)."""
+    if isinstance(door, DoorController):
+        controller = door
+    elif isinstance(door, OsdpReaderDoor | WiegandOutDoor):
+        controller = door.door
+    else:
+        return None
     switch = TamperSwitch(controller.lines, debounce_s=debounce_s)
     return switch if switch.wired else None
 

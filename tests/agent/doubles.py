@@ -244,6 +244,11 @@ class SwitchedSensor:
         switch.opens += 1
         self.switch = switch
         self.placed = placed
+        self.emptied = 0
+
+    def empty(self) -> None:
+        self.emptied += 1
+        self.placed.clear()
 
     def identify(self, timeout_s: float) -> Identified:
         if self.switch.broken.is_set():
@@ -268,6 +273,9 @@ class RepeatingSensor:
     def identify(self, timeout_s: float) -> Identified:
         threading.Event().wait(0.2)
         return Match(5, 120)
+
+    def empty(self) -> None:
+        pass
 
     def close(self) -> None:
         pass

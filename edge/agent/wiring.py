@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -54,6 +55,21 @@ def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
 
 def _ignore(value: str, label: str) -> None:
     """No redactor configured (tests): nothing to teach."""
+
+
+def _await_panel(door: object, timeout_s: float = 15.0) -> None:
+    """Reader modes: give the panel link (OSDP poll, Secure Channel) a moment before the first decision,
+    so the first person at the gate is not reported into a link still coming up. The gate runs either
+    way; a link that stays down is the door's alarm."""
+    link = getattr(door, "link_status", None)
+    if not callable(link):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if link().ok:
+            return
+        time.sleep(0.1)
+    log.warning("the panel link is not up after %.0f s: %s", timeout_s, link().detail)
 
 
 def run_agent(
@@ -117,6 +133,7 @@ def run_agent(
             credentials=wired.credentials,
             notifier=notifier,
         )
+        _await_panel(door)
         runner.start()
         core.emit_health()
         modalities = ", ".join(w.name for w in runner.workers) or "no devices"

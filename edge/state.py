@@ -76,6 +76,11 @@ class StateDir:
         return self.root / "passback.sqlite3"
 
     @property
+    def duress_slots(self) -> Path:
+        """Sensor slots enrolled as duress fingers (slot numbers only)."""
+        return self.root / "duress.json"
+
+    @property
     def sensor_erase_queue(self) -> Path:
         """Fingerprint sensor slots waiting to be erased (slot, subject, reason; never templates)."""
         return self.root / "sensor-erase.json"

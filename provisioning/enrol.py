@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edge.agent.ports import (
     CameraPort,
@@ -125,6 +125,10 @@ def enrol_face(
     return report
 
 
+class DuressMarks(Protocol):
+    def mark(self, slot: int, duress: bool) -> None: ...
+
+
 def enrol_finger(
     subject: str,
     *,
@@ -136,7 +140,13 @@ def enrol_finger(
     timeout_s: float = 10.0,
     feedback: Feedback = lambda _text: None,
     wall: Callable[[], float] = time.time,
+    duress: bool = False,
+    duress_slots: DuressMarks | None = None,
 ) -> EnrolReport:
+    """``duress``: this finger is the person's duress finger (opens the door like any other and sends
+    the site a silent alarm). Every finger enrolment sets or clears its slot's flag."""
+    if duress and duress_slots is None:
+        raise EdgeError("this terminal keeps no duress fingers", hint="enrol without --duress")
     enforcer.check_enrolment(subject, "fingerprint", wall())
     try:
         outcome = sensor.enrol(feedback, captures, timeout_s)
@@ -167,5 +177,7 @@ def enrol_finger(
     except BaseException:
         sensor.delete(slot)  # no orphan template left in the sensor
         raise
+    if duress_slots is not None:
+        duress_slots.mark(slot, duress)
     sink.emit(_enrolled(subject, Modality.fingerprint, result.duplicate_of))
     return EnrolReport("fingerprint", 1, sensor_slot=slot, duplicate_of=result.duplicate_of)

@@ -173,6 +173,8 @@ class EnrolPorts:
     face_frames: int = 5
     finger_captures: int = 2
     finger_timeout_s: float = 10.0
+    #: the terminal's duress finger slots (``edge.access.duress.DuressSlots``)
+    duress_slots: Any = None
 
 
 class _FingerEnrol:
@@ -232,6 +234,9 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
             finger_timeout_s=config.fingerprint.capture_timeout_s,
         )
         ports.closers = closers
+        from edge.access.duress import DuressSlots
+
+        ports.duress_slots = DuressSlots(state.duress_slots)
         if want_face:
             ports.pipeline = pipeline
             ports.model_id = str(pipeline.manifest.model_id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -91,6 +91,8 @@ class GateCore:
     _alarms: set[str] = field(default_factory=set)
     _attacks: list[float] = field(default_factory=list)  # mono times of refused attacks in the window
     _case_open: bool = False
+    #: sensor slots enrolled as duress fingers (edge.access.duress.DuressSlots)
+    duress: Container[int] = field(default_factory=frozenset)
     #: schedules and anti-passback (door mode relay); the reader modes leave them to the panel
     rules: AccessRules = field(default_factory=NoRules)
     #: reader modes (osdp, wiegand-out): a grant is reported to the site's panel as the person's panel
@@ -132,6 +134,13 @@ class GateCore:
             log.info("alarm cleared: %s", name)
         severity: Severity = "critical" if code in CRITICAL_ALARMS else "warning"
         self._emit(Alarm(code, severity, "raised" if active else "cleared", device))
+
+    def _silent_alarm(self, code: str, component: str) -> None:
+        """An alarm for the site only: signed and published, never on the terminal's LED or log line
+        a bystander could read, and not kept as an active alarm (each occurrence is one event)."""
+        if self.metrics is not None:
+            self.metrics.alarms.labels(alarm=code).inc()
+        self._emit(Alarm(code, "critical", "raised", component))
 
     @property
     def active_alarms(self) -> set[str]:
@@ -223,8 +232,13 @@ class GateCore:
         self._alarm("tamper", opened)
 
     def on_finger(self, match: Match | NoMatch) -> None:
-        """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt."""
+        """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt.
+
+        A duress finger decides like any other finger (the door opens for its owner exactly as
+        usual); the site gets a ``duress`` alarm event, which the terminal never shows."""
         if isinstance(match, Match):
+            if match.slot in self.duress:
+                self._silent_alarm("duress", "fingerprint")
             self._biometric(Modality.fingerprint, self.gallery.subject_for_slot(match.slot), float(match.score), None)
         else:
             self._biometric(Modality.fingerprint, None, 0.0, None)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.access.duress import DuressSlots
 from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerprintPort
 from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
@@ -187,6 +188,15 @@ def load_pipeline(config: AgentConfig, profile: Profile) -> Any:
 
 
 # =========================================================================== the door's rules
+
+
+def _duress_slots(state: StateDir) -> DuressSlots | frozenset[int]:
+    """The duress finger slots; a damaged file costs the duress function, never the gate."""
+    try:
+        return DuressSlots(state.duress_slots)
+    except EdgeError as exc:
+        log.error("duress fingers are off: %s (%s)", exc, exc.hint)
+        return frozenset()
 
 
 def door_parts(
@@ -464,6 +474,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             liveness=liveness,
             audit=path.audit.append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
+            duress=_duress_slots(state),
             **door_parts(config, profile, state, ledger, dev, closers),
             camera=camera,
             face=face,

@@ -3,7 +3,7 @@ real subsystems, and what tests assemble from doubles. ``edge.agent.wiring.run_a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from edge.access.rules import AccessRules, NoRules
@@ -42,6 +42,7 @@ class Wired:
     panel: PanelReport | None = None  # reader modes: grants go to the site's panel
     #: [security] erase_on_tamper: crypto-erase the gallery (the sensor library is emptied by its thread)
     erase_on_tamper: Callable[[], None] | None = None
+    duress: Container[int] = field(default_factory=frozenset)  # duress finger slots
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

@@ -120,6 +120,7 @@ def run_agent(
             audit=wired.audit or (lambda _kind, _details: None),
             rules=wired.rules,
             panel=wired.panel,
+            duress=wired.duress,
         )
         runner = GateRunner(
             core,

@@ -173,3 +173,53 @@ def test_reader_mode_over_osdp_the_panel_receives_the_number_over_secure_channel
         finally:
             door.close()
             panel.close()
+
+
+def test_a_duress_finger_opens_like_any_other_and_alarms_only_the_site(tmp_path: Path) -> None:
+    """Tried: Alice's ordinary finger (slot 3), then her duress finger (slot 9). Both grant and pulse
+    the door the same way and give the same access event; the duress finger adds one critical
+    ``duress`` alarm event, which is not an active alarm (the status LED does not blink)."""
+    from edge.access.duress import DuressSlots
+    from edge.fingerprint.api import Match
+    from edge.ops.metrics import Metrics
+
+    slots = DuressSlots(tmp_path / "duress.json")
+    slots.mark(9, True)
+    consent = MemoryConsent(consents={(ALICE, "fingerprint")})
+    gallery = MemoryGallery()
+    gallery.slots = {3: ALICE, 9: ALICE}
+    sink = MemorySink()
+    door = DoorController(SimLines())
+    core = GateCore(
+        gallery=gallery,
+        consent=consent,
+        policy=LanePolicy(PolicySection(), 0.6),
+        door=door,
+        sink=sink,
+        settings=GateSettings(regrant_s=0.0),
+        clock=FakeClock(),
+        metrics=Metrics(),
+        duress=DuressSlots(tmp_path / "duress.json"),  # read back from disk
+    )
+    core.on_finger(Match(3, 120))
+    assert sink.of_kind("alarm") == []
+    core.on_finger(Match(9, 120))
+    grants = sink.of_kind("access")
+    assert [g["decision"] for g in grants] == ["granted", "granted"]
+    assert grants[0] == grants[1]  # the same event: nothing at the door tells them apart
+    assert len(door.pulses) == 2
+    assert [(a["code"], a["severity"]) for a in sink.of_kind("alarm")] == [("duress", "critical")]
+    assert core.active_alarms == set()  # never shown on the terminal
+    # a re-enrolment of slot 9 as an ordinary finger clears the flag
+    slots.mark(9, False)
+    assert 9 not in DuressSlots(tmp_path / "duress.json")
+    assert (tmp_path / "duress.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_damaged_duress_file_is_a_clear_error(tmp_path: Path) -> None:
+    from edge.access.duress import DuressSlots
+    from edge.errors import StorageError
+
+    (tmp_path / "duress.json").write_text("{not json")
+    with pytest.raises(StorageError, match="unreadable"):
+        DuressSlots(tmp_path / "duress.json")

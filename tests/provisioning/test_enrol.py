@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,19 @@ def test_a_presentation_attack_refuses_the_enrolment_and_keeps_no_frame() -> Non
     assert faces.audit == [
         ("enrolment_refused", {"subject": SUBJECT, "modality": "face", "reason": "presentation_attack"})
     ]
+
+
+def test_a_duress_finger_is_flagged_and_a_later_ordinary_enrolment_of_the_slot_clears_it(tmp_path: Path) -> None:
+    from edge.access.duress import DuressSlots
+
+    slots = DuressSlots(tmp_path / "duress.json")
+    enforcer = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "fingerprint")}))
+    common = {"enforcer": enforcer, "gallery": EnrolGallery(), "sink": MemorySink(), "duress_slots": slots}
+    enrol_finger(SUBJECT, sensor=Sensor(Outcome(slot=21)), duress=True, **common)  # type: ignore[arg-type]
+    assert 21 in DuressSlots(tmp_path / "duress.json")
+    enrol_finger(SUBJECT, sensor=Sensor(Outcome(slot=21)), **common)  # type: ignore[arg-type]
+    assert 21 not in DuressSlots(tmp_path / "duress.json")
+    # a terminal without a duress store refuses --duress before touching the sensor
+    sensor = Sensor(Outcome(slot=22))
+    with pytest.raises(EdgeError, match="no duress fingers"):
+        enrol_finger(SUBJECT, sensor=sensor, duress=True, enforcer=enforcer, gallery=EnrolGallery(), sink=MemorySink())

@@ -205,17 +205,14 @@ def door_parts(
     state: StateDir,
     ledger: Any,
     device: str,
-    closers: list[Callable[[], None]],
+    passback: Any,
 ) -> dict[str, Any]:
-    """Door mode relay: the standalone rules (schedules, anti-passback). Reader modes: the door that
-    talks to the site's panel and the reporter that tells it who was recognised (the panel decides)."""
+    """Door mode relay: the standalone rules (schedules, anti-passback over ``passback``, the log).
+    Reader modes: the door that talks to the site's panel and the reporter that tells it who was
+    recognised (the panel decides)."""
     from edge.access.rules import StandaloneRules
 
     if config.door.mode == "relay":
-        from edge.access.passback import PassbackLog
-
-        passback = PassbackLog(state.passback_db)
-        closers.append(passback.close)
         return {"rules": StandaloneRules(ledger, passback, device)}
     from edge.door.modes import credential_for, open_configured_door
     from edge.door.report import PanelReporter
@@ -398,13 +395,34 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         consent = ConsentService(enforcer, sink)
 
         mqtt_settings = MqttSettings.from_section(config.mqtt)
+        subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
+        receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
+        on_message = receiver
+        passback_log = None
+        if config.door.mode == "relay":
+            from edge.access.passback import PassbackLog
+
+            passback_log = PassbackLog(state.passback_db)
+            closers.append(passback_log.close)
+            if ledger.passback() is not None:  # an entry or exit gate: its partners' passages count here
+                from edge.access.partners import PartnerPassages, access_filter
+
+                partners = PartnerPassages(site, dev, ledger.gates, passback_log)
+                subscriptions.append(access_filter(site))
+
+                def on_message(topic: str, payload: bytes, retained: bool) -> None:
+                    if topic.endswith("/events/access"):
+                        partners.on_message(topic, payload)
+                    else:
+                        receiver(topic, payload, retained)
+
         publisher = MqttPublisher(
             mqtt_settings,
             outbox,
             site=site,
             device_id=dev,
-            subscriptions=consent_subscriptions(site),  # the list, and a large list's chunks
-            on_message=ConsentReceiver(site, pinned_keys(state), consent.submit).on_message,
+            subscriptions=subscriptions,
+            on_message=on_message,
         )
 
         def stop_publisher() -> None:
@@ -475,7 +493,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             audit=path.audit.append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
-            **door_parts(config, profile, state, ledger, dev, closers),
+            **door_parts(config, profile, state, ledger, dev, passback_log),
             camera=camera,
             face=face,
             fingerprint=fingerprint,

@@ -100,6 +100,9 @@ class FingerprintPort(Protocol):
     def empty(self) -> None:
         """Erase every template in the sensor's library (the tamper response)."""
 
+    def ring(self, colour: str | None) -> None:
+        """Show the site panel's LED colour on the sensor's ring (reader modes); None: the sensor's own."""
+
     def close(self) -> None: ...
 
 

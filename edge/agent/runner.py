@@ -323,9 +323,16 @@ class GateRunner:
             )
         #: set by the tamper thread; the fingerprint thread (which owns the sensor) empties its library
         self.sensor_erase = threading.Event()
+        #: the panel's latest LED colour for the sensor's ring (reader modes), applied by the fingerprint thread
+        self._ring: list[str | None] = []
+        self._ring_lock = threading.Lock()
         if fingerprint is not None:
 
             def finger_step(sensor: FingerprintPort) -> Item | None:
+                with self._ring_lock:
+                    colours, self._ring[:] = list(self._ring), []
+                if colours:
+                    sensor.ring(colours[-1])  # only the latest colour matters
                 if self.sensor_erase.is_set():
                     sensor.empty()  # the tamper response: every template in the module is gone
                     self.sensor_erase.clear()
@@ -368,6 +375,11 @@ class GateRunner:
                     self._put(TamperSeen(event.opened, erased))
 
             self.tamper_thread = threading.Thread(target=watch, name="tamper", daemon=True)
+
+    def show_ring(self, colour: str | None) -> None:
+        """The panel's LED changed (called on the OSDP thread): the fingerprint thread shows it next."""
+        with self._ring_lock:
+            self._ring.append(colour)
 
     def _put(self, item: Item) -> None:
         with contextlib.suppress(queue.Full):

@@ -134,6 +134,8 @@ def run_agent(
             credentials=wired.credentials,
             notifier=notifier,
         )
+        if hasattr(door, "on_led") and config.fingerprint.enabled:
+            door.on_led = runner.show_ring  # the panel's LED on the R503 ring too
         _await_panel(door)
         runner.start()
         core.emit_health()

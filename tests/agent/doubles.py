@@ -245,6 +245,10 @@ class SwitchedSensor:
         self.switch = switch
         self.placed = placed
         self.emptied = 0
+        self.rings: list[str | None] = []
+
+    def ring(self, colour: str | None) -> None:
+        self.rings.append(colour)
 
     def empty(self) -> None:
         self.emptied += 1
@@ -275,6 +279,9 @@ class RepeatingSensor:
         return Match(5, 120)
 
     def empty(self) -> None:
+        pass
+
+    def ring(self, colour: str | None) -> None:
         pass
 
     def close(self) -> None:

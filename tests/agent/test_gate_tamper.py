@@ -140,3 +140,30 @@ def _mk(tmp_path: Path) -> Path:
     root = tmp_path / "s"
     root.mkdir(mode=0o700)
     return root
+
+
+def test_the_panels_led_reaches_the_sensor_ring_on_the_fingerprint_thread(tmp_path: Path) -> None:
+    """Reader mode: the panel's LED colour changes arrive on the OSDP thread; the fingerprint thread,
+    which owns the sensor's port, shows the latest one (never two threads on one serial port)."""
+    core = GateCore(
+        gallery=Gallery.open(StateDir(_mk(tmp_path)), create_key=True),
+        consent=MemoryConsent(),
+        policy=LanePolicy(PolicySection(), 0.6),
+        door=DoorController(SimLines()),
+        sink=MemorySink(),
+    )
+    sensors: list[SwitchedSensor] = []
+    switch = Switch()
+
+    def open_sensor() -> SwitchedSensor:
+        sensors.append(SwitchedSensor(switch, []))
+        return sensors[-1]
+
+    with GateRunner(core, fingerprint=open_sensor, read_timeout_s=0.05) as runner:
+        assert wait_for(lambda: bool(sensors))
+        runner.show_ring("green")
+        assert wait_for(lambda: sensors[-1].rings == ["green"])
+        runner.show_ring("red")
+        runner.show_ring(None)  # two changes before the thread looked: only the latest is shown
+        assert wait_for(lambda: sensors[-1].rings[-1] is None)
+    core.gallery.close()  # type: ignore[attr-defined]

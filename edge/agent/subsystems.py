@@ -206,6 +206,7 @@ def door_parts(
     ledger: Any,
     device: str,
     passback: Any,
+    audit: Callable[[str, dict[str, object]], object] | None = None,
 ) -> dict[str, Any]:
     """Door mode relay: the standalone rules (schedules, anti-passback over ``passback``, the log).
     Reader modes: the door that talks to the site's panel and the reporter that tells it who was
@@ -218,7 +219,7 @@ def door_parts(
     from edge.door.report import PanelReporter
 
     door = open_configured_door(
-        config.door, profile, scbk_path=state.osdp_scbk, exit_pulse_s=config.policy.door_pulse_s
+        config.door, profile, scbk_path=state.osdp_scbk, exit_pulse_s=config.policy.door_pulse_s, audit=audit
     )
     from edge.door.base import DoorController
 
@@ -493,7 +494,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             audit=path.audit.append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
-            **door_parts(config, profile, state, ledger, dev, passback_log),
+            **door_parts(config, profile, state, ledger, dev, passback_log, path.audit.append),
             camera=camera,
             face=face,
             fingerprint=fingerprint,

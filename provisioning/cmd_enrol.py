@@ -75,6 +75,7 @@ def enrol_cmd(
                     wanted=frames or ports.face_frames,
                     timeout_s=timeout_s or FACE_TIMEOUT_S,
                     feedback=feedback,
+                    challenge=ports.face_challenge,
                 )
             finally:
                 camera.close()

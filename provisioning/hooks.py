@@ -175,6 +175,8 @@ class EnrolPorts:
     finger_timeout_s: float = 10.0
     #: the terminal's duress finger slots (``edge.access.duress.DuressSlots``)
     duress_slots: Any = None
+    #: [face] liveness = "challenge": face enrolment starts with an active liveness challenge
+    face_challenge: bool = False
 
 
 class _FingerEnrol:
@@ -232,6 +234,7 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
             face_frames=config.face.enrol_frames,
             finger_captures=config.fingerprint.enrol_captures,
             finger_timeout_s=config.fingerprint.capture_timeout_s,
+            face_challenge=config.face.liveness == "challenge",
         )
         ports.closers = closers
         from edge.access.duress import DuressSlots

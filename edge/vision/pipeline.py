@@ -354,8 +354,9 @@ class FacePipeline:
             frame_bgr, det, timings, lambda chip: self._assess(faces, chosen, det, chip, timings)
         )
         assert quality is not None
+        points = self.mesh.landmarks(frame_bgr, det) if self.want_points and self.mesh is not None else None
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, live_score=live)
+        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, live_score=live, points=points)
 
     def _liveness(self, frame_bgr: np.ndarray, det: Detection, timings: dict[str, float]) -> float | None:
         if self.pad is None:

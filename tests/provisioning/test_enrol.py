@@ -314,3 +314,32 @@ def test_a_duress_finger_is_flagged_and_a_later_ordinary_enrolment_of_the_slot_c
     sensor = Sensor(Outcome(slot=22))
     with pytest.raises(EdgeError, match="no duress fingers"):
         enrol_finger(SUBJECT, sensor=sensor, duress=True, enforcer=enforcer, gallery=EnrolGallery(), sink=MemorySink())
+
+
+def test_challenge_enrolment_keeps_frames_only_after_a_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[face] liveness = challenge: the person is asked to blink (the draw is fixed here; the random
+    draw has its own test) and frames are kept only after one blink; a still face (a photo, or a
+    video that does not blink) is refused as presentation_attack and nothing is stored."""
+    import edge.vision.challenge as challenge
+    from tests.vision.test_liveness_tracker import face_points
+
+    monkeypatch.setattr(challenge, "draw", lambda: challenge.Challenge.BLINK)
+    blink = [Observation(near(unit(0), i), points=face_points(o)) for i, o in enumerate([0.3, 0.3, 0.05, 0.3])]
+    good = [Observation(near(unit(0), i)) for i in range(10, 20)]
+    faces = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}))
+    gallery, sink = EnrolGallery(), MemorySink()
+    report, messages = run_face(faces, gallery, sink, frames=iter(blink + good), challenge=True)
+    assert messages[0] == "please blink"
+    assert "liveness challenge passed" in messages
+    assert report.stored == 5  # type: ignore[attr-defined]
+    assert all(np.array_equal(t, near(unit(0), i)) for t, i in zip(gallery.faces[SUBJECT], range(10, 15), strict=True))
+
+    still = itertools.repeat(Observation(near(unit(0), 1), points=face_points(0.3)))
+    gallery = EnrolGallery()
+    with pytest.raises(HardwareError, match="photo or a screen"):
+        run_face(faces, gallery, MemorySink(), frames=still, challenge=True, timeout_s=0.5)
+    assert gallery.faces == {}
+    assert faces.audit[-1] == (
+        "enrolment_refused",
+        {"subject": SUBJECT, "modality": "face", "reason": "presentation_attack"},
+    )

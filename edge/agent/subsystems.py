@@ -237,6 +237,8 @@ class ConsentService:
     """
 
     def __init__(self, enforcer: Any, sink: Any, *, tick_s: float = 1.0, clock: Callable[[], float] = time.time):
+        #: more work for this thread on each tick (site sync's incoming parcels), in order
+        self.hooks: list[Callable[[float], object]] = []
         self.enforcer = enforcer
         self.sink = sink
         self.tick_s = tick_s
@@ -294,6 +296,8 @@ class ConsentService:
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_s
                     self.enforcer.tick(self.clock())
+                    for hook in self.hooks:
+                        hook(self.clock())
             except Exception:
                 log.exception("consent service error; continuing")
 
@@ -395,9 +399,40 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         enforcer.startup(time.time())
         consent = ConsentService(enforcer, sink)
 
+        from edge.sync.wiring import SensorChore, open_site_sync
+
+        sync = open_site_sync(
+            site=site,
+            state=state,
+            identity=path.key,
+            ledger=ledger,
+            enforcer=enforcer,
+            gallery=gallery,
+            outbox=outbox,
+            sink=sink,
+            audit=audit,
+            face_model=None,  # set below once the face models are loaded
+            sensor_family=profile.fingerprint.family
+            if profile.fingerprint is not None and config.fingerprint.enabled
+            else None,
+        )
         mqtt_settings = MqttSettings.from_section(config.mqtt)
         subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
-        receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
+        consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
+        if sync is not None:
+            closers.append(sync.store.close)
+            consent.hooks.append(sync.process)  # incoming parcels on the consent thread, each tick
+            subscriptions.append(sync.subscription)
+            sync_prefix = f"sites/{site}/sync/"
+
+            def receiver(topic: str, payload: bytes, retained: bool) -> None:
+                if topic.startswith(sync_prefix):
+                    sync.on_message(topic, payload, retained)
+                else:
+                    consent_receiver(topic, payload, retained)
+
+        else:
+            receiver = consent_receiver
         on_message = receiver
         passback_log = None
         if config.door.mode == "relay":
@@ -449,6 +484,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 # an operator's stricter or looser threshold moves the escalation band with it
                 centre = face_threshold - (float(info.threshold) - float(info.probe_threshold))
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
+            if sync is not None:
+                sync.face_model = str(face.manifest.model_id)
             if face.pad is not None:
                 pad_doc = face.manifest.bundle.raw["pad"]
                 liveness = LivenessPolicy(
@@ -494,6 +531,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             audit=path.audit.append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
+            sensor_chore=SensorChore(sync) if sync is not None and fingerprint is not None else None,
+            site_sync=sync,
             **door_parts(config, profile, state, ledger, dev, passback_log, path.audit.append),
             camera=camera,
             face=face,

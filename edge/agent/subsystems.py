@@ -256,6 +256,10 @@ class ConsentService:
     def submit(self, payload: bytes) -> None:
         self._queue.put(payload)
 
+    def wake(self) -> None:
+        """Run the tick's hooks now (a site-sync parcel arrived): no waiting for the next tick."""
+        self._queue.put(b"")
+
     def apply(self, payload: bytes) -> None:
         from edge.consent.signing import ListRejected
 
@@ -291,7 +295,10 @@ class ConsentService:
             except queue.Empty:
                 payload = None
             try:
-                if payload is not None:
+                if payload == b"":
+                    for hook in self.hooks:
+                        hook(self.clock())
+                elif payload is not None:
                     self.apply(payload)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_s
@@ -428,6 +435,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             def receiver(topic: str, payload: bytes, retained: bool) -> None:
                 if topic.startswith(sync_prefix):
                     sync.on_message(topic, payload, retained)
+                    consent.wake()  # handled at once on the consent thread, not at the next tick
                 else:
                     consent_receiver(topic, payload, retained)
 

@@ -427,6 +427,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
         consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
         if sync is not None:
+            sync.face_pending = config.face.enabled and config.camera.enabled  # its model id comes below
             closers.append(sync.store.close)
             consent.hooks.append(sync.process)  # incoming parcels on the consent thread, each tick
             subscriptions.append(sync.subscription)
@@ -494,6 +495,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
             if sync is not None:
                 sync.face_model = str(face.manifest.model_id)
+                sync.face_pending = False
+                consent.wake()  # face parcels that arrived while the models loaded
             if face.pad is not None:
                 pad_doc = face.manifest.bundle.raw["pad"]
                 liveness = LivenessPolicy(

@@ -469,7 +469,7 @@ class Demo:
                         model_id=ports.model_id,
                         sink=ports.sink,
                         wanted=3,
-                        timeout_s=30,
+                        timeout_s=max(30.0, self.opts.step_timeout_s / 2),
                     )
                 finally:
                     camera.close()
@@ -493,7 +493,7 @@ class Demo:
                     gallery=ports.gallery,
                     sink=ports.sink,
                     captures=len(finger.enrol),
-                    timeout_s=20,
+                    timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation (arm64 lane)
                     feedback=drive,
                 )
                 sim.control.lift()

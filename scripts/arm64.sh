@@ -201,9 +201,9 @@ sync_repo() {
   git ls-files -co --exclude-standard -z | tar --null -T - -cf - | tar -xf - -C "$dest"
   local cache
   for cache in models-src demo gallery fpsim; do
-    if [ -d ".cache/$cache" ] && [ ! -d "$dest/.cache/$cache" ]; then
-      mkdir -p "$dest/.cache"
-      cp -r ".cache/$cache" "$dest/.cache/"
+    if [ -d ".cache/$cache" ]; then
+      mkdir -p "$dest/.cache/$cache"
+      cp -rn ".cache/$cache/." "$dest/.cache/$cache/" # what is missing only; the copy's own files stay
     fi
   done
 }
@@ -237,7 +237,9 @@ step_demo() {
 }
 
 step_tests() {
-  inside ".venv/bin/python -m pytest -q -p no:randomly ${ARM64_TESTS[*]}" | tee "$OUT/arm64-tests.log" | tail -n 5
+  # the slow-marked multi-process CPU-variant test runs on x86 in CI; across architectures the
+  # parity step compares arm64's results with x86's
+  inside ".venv/bin/python -m pytest -q -p no:randomly -m 'not slow' ${ARM64_TESTS[*]}" | tee "$OUT/arm64-tests.log" | tail -n 5
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "the numeric tests failed inside the arm64 root (log: $OUT/arm64-tests.log)"
 }
 

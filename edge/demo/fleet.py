@@ -248,3 +248,7 @@ class FleetDemo(Demo):
         for line in proc.stdout.splitlines():
             self.say("  status | " + line)
         self.check("edge-site consent status p-anna confirms every gate (exit 0)", proc.returncode == 0)
+
+
+def run_fleet_demo(opts: Any) -> int:
+    return FleetDemo(opts).run()

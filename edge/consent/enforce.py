@@ -80,11 +80,14 @@ def store_modality(store: Store) -> str | None:
 
 
 #: The enforcer's precise cause of a deletion (audited) -> the reason the receipt gives the person.
-#: Not consented for this modality, purpose or place any more is, to the person, a withdrawal.
+#: Consent that still stands elsewhere on the site but no longer covers this gate (the person's
+#: scope moved, or the gate did) is ``out_of_scope``: calling it a withdrawal would misstate what
+#: the person did. Not consented for this modality or purpose any more is, to the person, a withdrawal.
 RECEIPT_REASONS: dict[str, ReceiptReason] = {
     "withdrawn": "withdrawn",
     "expired": "expired",
     "not-in-list": "not_listed",
+    "out-of-scope": "out_of_scope",
     "admin": "admin",
 }
 

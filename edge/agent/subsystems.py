@@ -256,6 +256,10 @@ class ConsentService:
     def submit(self, payload: bytes) -> None:
         self._queue.put(payload)
 
+    def wake(self) -> None:
+        """Run the tick's hooks now (a site-sync parcel arrived): no waiting for the next tick."""
+        self._queue.put(b"")
+
     def apply(self, payload: bytes) -> None:
         from edge.consent.signing import ListRejected
 
@@ -291,7 +295,10 @@ class ConsentService:
             except queue.Empty:
                 payload = None
             try:
-                if payload is not None:
+                if payload == b"":
+                    for hook in self.hooks if not self._stop.is_set() else ():
+                        hook(self.clock())
+                elif payload is not None:
                     self.apply(payload)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_s
@@ -303,6 +310,7 @@ class ConsentService:
 
     def stop(self) -> None:
         self._stop.set()
+        self._queue.put(b"")  # out of its wait now, not at the next tick
         if self._thread is not None:
             self._thread.join(10.0)
             self._thread = None
@@ -399,9 +407,9 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         enforcer.startup(time.time())
         consent = ConsentService(enforcer, sink)
 
-        from edge.sync.wiring import SensorChore, open_site_sync
+        from edge.sync import wiring as sync_wiring
 
-        sync = open_site_sync(
+        sync = sync_wiring.open_site_sync(
             site=site,
             state=state,
             identity=path.key,
@@ -419,20 +427,10 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         mqtt_settings = MqttSettings.from_section(config.mqtt)
         subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
         consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
-        if sync is not None:
+        receiver: sync_wiring.Receiver = consent_receiver
+        if sync is not None:  # the gate's inbox: parcels handled on the consent thread
             closers.append(sync.store.close)
-            consent.hooks.append(sync.process)  # incoming parcels on the consent thread, each tick
-            subscriptions.append(sync.subscription)
-            sync_prefix = f"sites/{site}/sync/"
-
-            def receiver(topic: str, payload: bytes, retained: bool) -> None:
-                if topic.startswith(sync_prefix):
-                    sync.on_message(topic, payload, retained)
-                else:
-                    consent_receiver(topic, payload, retained)
-
-        else:
-            receiver = consent_receiver
+            receiver = sync_wiring.attach(sync, consent, subscriptions, consent_receiver)
         on_message = receiver
         passback_log = None
         if config.door.mode == "relay":
@@ -531,7 +529,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             audit=path.audit.append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
-            sensor_chore=SensorChore(sync) if sync is not None and fingerprint is not None else None,
+            sensor_chore=sync_wiring.SensorChore(sync) if sync is not None and fingerprint is not None else None,
             site_sync=sync,
             **door_parts(config, profile, state, ledger, dev, passback_log, path.audit.append),
             camera=camera,

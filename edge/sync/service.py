@@ -55,6 +55,9 @@ from edge.sync.store import APPLIED, REFUSED, WAITING, SyncStore
 
 log = logging.getLogger(__name__)
 
+#: parcels kept in memory while they wait for a fresh or newer consent list
+MAX_DEFERRED = 10_000
+
 
 class RetainedOutbox(Protocol):
     """What the service needs of ``edge.transport.outbox.Outbox``."""
@@ -81,7 +84,8 @@ class FaceGallery(Protocol):
 class Outcome:
     """What became of one incoming message: ``applied``, ``waiting`` (for the sensor),
     ``refused`` (with a reason), ``duplicate``, ``cleared`` (an empty retained message) or
-    ``deferred`` (the list is stale; retried when it is fresh)."""
+    ``deferred`` (the list is stale, or older than the sender's: retried when a fresh or newer one
+    is in force)."""
 
     result: str
     reason: str = ""
@@ -118,7 +122,8 @@ class SiteSync:
         self.face_model = face_model
         self.sensor_family = sensor_family
         self._incoming: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._deferred: dict[str, bytes] = {}
+        #: topic -> (parcel, the list version it waits for; 0: any fresh list)
+        self._deferred: dict[str, tuple[bytes, int]] = {}
 
     @property
     def subscription(self) -> str:
@@ -190,12 +195,15 @@ class SiteSync:
         self._incoming.put((topic, bytes(payload)))
 
     def process(self, now: float) -> list[Outcome]:
-        """Handle everything queued, and deferred parcels once the list is fresh; never raises."""
+        """Handle everything queued, and deferred parcels once the list they wait for is in force;
+        never raises."""
         outcomes: list[Outcome] = []
         if self._deferred and not self.ledger.is_stale(now):
-            for topic, payload in sorted(self._deferred.items()):
-                self._incoming.put((topic, payload))
-            self._deferred.clear()
+            version = self._version()
+            for topic, (payload, wanted) in sorted(self._deferred.items()):
+                if wanted <= version:
+                    self._incoming.put((topic, payload))
+                    del self._deferred[topic]
         while True:
             try:
                 topic, payload = self._incoming.get_nowait()
@@ -237,9 +245,12 @@ class SiteSync:
             return self._refuse(topic, parcel, sender, exc.reason, now)
         contents = opened.contents
         if self.ledger.is_stale(now):
-            self._deferred[topic] = payload  # a fresh list decides; the broker keeps it meanwhile
-            return Outcome("deferred", "consent_stale")
+            return self._defer(topic, payload, 0, "consent_stale")  # a fresh list decides
         reason = self._consent_problem(contents, now)
+        if reason == "no_consent" and contents.consent_version > self._version():
+            # the sender enrolled under a list this gate has not applied yet (it was offline, or the
+            # parcel overtook the list): that list decides, not the older one in force here
+            return self._defer(topic, payload, contents.consent_version, "consent_newer")
         if reason is None and contents.face is not None and contents.face.model != self.face_model:
             reason = "model_mismatch"
         if reason is None and contents.fingerprint is not None and contents.fingerprint.family != self.sensor_family:
@@ -268,6 +279,17 @@ class SiteSync:
         except EnrolmentRefused as exc:
             return self._refuse(topic, parcel, sender, exc.reason, now, contents)
         return self._applied(topic, parcel, sender, contents, now)
+
+    def _defer(self, topic: str, payload: bytes, wanted: int, reason: str) -> Outcome:
+        """Keep a parcel in memory until the list it needs is in force; the broker keeps it too (it
+        is retained until handled), so one dropped here at the bound comes back at the next connect."""
+        if topic not in self._deferred and len(self._deferred) >= MAX_DEFERRED:
+            log.warning(
+                "more than %s template parcels wait for a consent list: the rest stay on the broker", MAX_DEFERRED
+            )
+        else:
+            self._deferred[topic] = (payload, wanted)
+        return Outcome("deferred", reason)
 
     def _consent_problem(self, contents: Contents, now: float) -> str | None:
         if not self.ledger.allows(contents.subject, contents.modality, self.enforcer.purpose, now):

@@ -58,6 +58,7 @@ class Options:
     step_timeout_s: float = 45.0
     out: IO[str] = sys.stdout
     door: str = "relay"  # "osdp": the terminal is an OSDP reader under a simulated panel
+    gates: int = 1  # more than one: a site of that many gates sharing enrolments (edge.demo.fleet)
 
 
 @dataclass
@@ -664,4 +665,8 @@ def _missing_parts(models_dir: Path) -> str:
 
 
 def run_demo(opts: Options) -> int:
+    if opts.gates > 1:
+        from edge.demo.fleet import FleetDemo
+
+        return FleetDemo(opts).run()
     return Demo(opts).run()

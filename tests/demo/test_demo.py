@@ -75,3 +75,14 @@ def test_edge_demo_as_an_osdp_reader_under_a_panel() -> None:
     # the panel numbers are sealed in the list and never printed or logged
     for number in ("1101", "1102", "1105"):
         assert number not in out + proc.stderr
+
+
+def test_edge_demo_gates_is_offered_and_not_combined_with_a_panel(capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge demo --gates N` (the multi-gate site, tests/sync/test_fleet_wire.py runs it) is on the
+    command line; with `--door osdp` (one reader under one panel) it is refused before anything starts."""
+    from edge.cli.main import main
+
+    assert main(["demo", "--help"]) == 0
+    assert "--gates" in capsys.readouterr().out
+    assert main(["demo", "--gates", "2", "--door", "osdp"]) == 2
+    assert "--gates" in capsys.readouterr().err

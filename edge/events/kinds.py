@@ -19,7 +19,6 @@ Verdict = Literal["granted", "denied"]
 Severity = Literal["info", "warning", "critical"]
 AlarmState = Literal["raised", "cleared"]
 EnrolOutcome = Literal["enrolled", "refused", "failed"]
-#: ``out_of_scope``: consent still stands elsewhere on the site, no longer at this gate (issue 14)
 ReceiptReason = Literal["withdrawn", "expired", "not_listed", "out_of_scope", "admin"]
 
 

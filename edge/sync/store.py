@@ -97,6 +97,15 @@ class SyncStore:
             ).fetchall()
         return [Waiting(bytes(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
+    def applied(self) -> list[tuple[str, str, float]]:
+        """(subject, modality, when) of every parcel applied here: for ``edge-site``-side reports and
+        the fleet benchmark; no template, no parcel contents."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subject, modality, at FROM received WHERE outcome = ? ORDER BY at, parcel", (APPLIED,)
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
     def sent(self, parcel: bytes, recipient: str, topic: str, subject: str, modality: str, at: float) -> None:
         with self._lock:
             self._db.execute(

@@ -121,6 +121,7 @@ class SiteSync:
         self.audit = audit
         self.face_model = face_model
         self.sensor_family = sensor_family
+        self._generation = -1  # the ledger generation whose consent the sent parcels were checked against
         self._incoming: queue.Queue[tuple[str, bytes]] = queue.Queue()
         #: topic -> (parcel, the list version it waits for; 0: any fresh list)
         self._deferred: dict[str, tuple[bytes, int]] = {}
@@ -188,6 +189,25 @@ class SiteSync:
         log.info("shared a %s enrolment with %s gate(s)", contents.modality, len(sent))
         return sent
 
+    def recall(self, now: float) -> int:
+        """Clear from the broker the parcels this gate sent that the list in force no longer allows
+        at their recipient (the person withdrew, their scope or the gate moved, the gate left the
+        roster): a recipient that has not fetched one yet never will, and its ciphertext does not
+        wait on the broker for a gate that would refuse it. Returns how many were recalled."""
+        gates = self.ledger.gates()
+        recalled: list[str] = []
+        for topic, recipient, subject, modality in self.store.sent_parcels():
+            entry = self.ledger.entry(subject)
+            gate = gates.get(recipient)
+            if entry is not None and gate is not None and entry.allows(modality, None, now, gate.place()):
+                continue
+            self._clear(topic)
+            recalled.append(topic)
+        if recalled:
+            self.store.forget_sent(recalled)
+            log.info("recalled %s template parcel(s) the consent in force no longer allows", len(recalled))
+        return len(recalled)
+
     # ------------------------------------------------------------------ receiving
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -198,6 +218,12 @@ class SiteSync:
         """Handle everything queued, and deferred parcels once the list they wait for is in force;
         never raises."""
         outcomes: list[Outcome] = []
+        if self.ledger.generation != self._generation:
+            self._generation = self.ledger.generation
+            try:
+                self.recall(now)
+            except Exception as exc:  # a store problem: the parcels stay retained, retried on the next list
+                log.error("sent parcels could not be recalled: %s", exc.__class__.__name__)
         if self._deferred and not self.ledger.is_stale(now):
             version = self._version()
             for topic, (payload, wanted) in sorted(self._deferred.items()):

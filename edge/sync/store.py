@@ -113,6 +113,12 @@ class SyncStore:
                 (parcel, recipient, topic, subject, modality, at),
             )
 
+    def sent_parcels(self) -> list[tuple[str, str, str, str]]:
+        """(topic, recipient, subject, modality) of every parcel this gate sent and still remembers."""
+        with self._lock:
+            rows = self._db.execute("SELECT topic, recipient, subject, modality FROM sent ORDER BY topic").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
+
     def sent_topics(self, subject: str, modality: str | None = None) -> list[str]:
         """Topics of parcels this gate sent for ``subject`` (to clear them from the broker)."""
         with self._lock:

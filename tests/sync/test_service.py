@@ -312,3 +312,26 @@ def test_the_agent_handles_a_parcel_as_it_arrives_not_at_the_next_tick(site) -> 
         consent.stop()
     assert b.gallery.subjects("face") == {"p-1"}
     assert others == [f"sites/{SITE}/consent"]
+
+
+def test_a_withdrawal_recalls_the_parcels_not_yet_fetched_and_keeps_the_others(site) -> None:
+    """C (car park) is offline when A shares p-1 (whole site) and p-2 (whole site); p-1 then
+    withdraws. A clears p-1's parcels from the broker (an empty retained publish on each topic it
+    sent them to) and forgets them; p-2's stay. Tried: the recall once the list changes, then again
+    with no change (nothing more cleared)."""
+    authority, a, b, c = site
+    _issue(authority, [a], T0, **{"p-1": _entry("p-1", "face"), "p-2": _entry("p-2", "face")})
+    assert a.sync.share_face("p-1", list(_faces()), MODEL, int(T0), T0) == sorted([b.id, c.id])
+    a.sync.share_face("p-2", list(_faces(seed=6)), MODEL, int(T0), T0)
+    p1_topics = sorted(a.sync.store.sent_topics("p-1"))
+    assert a.sync.process(T0 + 1) == []  # nothing to recall under the list that allowed them
+    assert not [e for e in a.outbox.pending(limit=100) if e.retain and e.payload == b""]
+    message, _ = authority.withdraw("p-1", now=T0 + 5)
+    a.enforcer.apply(message, T0 + 5)
+    a.sync.process(T0 + 6)
+    cleared = sorted(e.topic for e in a.outbox.pending(limit=100) if e.retain and e.payload == b"")
+    assert cleared == p1_topics
+    assert a.sync.store.sent_topics("p-1") == []
+    assert len(a.sync.store.sent_topics("p-2")) == 2
+    a.sync.process(T0 + 7)
+    assert len([e for e in a.outbox.pending(limit=100) if e.retain and e.payload == b""]) == len(p1_topics)

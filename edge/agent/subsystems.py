@@ -429,6 +429,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
         receiver: sync_wiring.Receiver = consent_receiver
         if sync is not None:  # the gate's inbox: parcels handled on the consent thread
+            sync.face_pending = config.face.enabled and config.camera.enabled  # its model id comes below
             closers.append(sync.store.close)
             receiver = sync_wiring.attach(sync, consent, subscriptions, consent_receiver)
         on_message = receiver
@@ -484,6 +485,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
             if sync is not None:
                 sync.face_model = str(face.manifest.model_id)
+                sync.face_pending = False
+                consent.wake()  # face parcels that arrived while the models loaded
             if face.pad is not None:
                 pad_doc = face.manifest.bundle.raw["pad"]
                 liveness = LivenessPolicy(

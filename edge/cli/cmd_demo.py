@@ -30,10 +30,10 @@ import click
 )
 @click.option(
     "--gates",
-    type=click.IntRange(1, 12),
+    type=click.IntRange(1, 20),
     default=1,
     show_default=True,
-    help="A site of this many gates on one broker: enrol once at gate 1, recognised at every gate in scope.",
+    help="More than 1: N gates on one broker; enrol once at gate 1, matched at the others in scope.",
 )
 def demo_cmd(
     datasets: Path | None,

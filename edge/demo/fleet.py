@@ -322,7 +322,7 @@ class FleetDemo(Demo):
                         model_id=ports.model_id,
                         sink=ports.sink,
                         wanted=3,
-                        timeout_s=30,
+                        timeout_s=max(30.0, self.opts.step_timeout_s / 2),
                         share=ports.share_face,
                     )
                 finally:
@@ -348,7 +348,7 @@ class FleetDemo(Demo):
                     gallery=ports.gallery,
                     sink=ports.sink,
                     captures=len(finger.enrol),
-                    timeout_s=20,
+                    timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation
                     feedback=drive,
                     share=ports.share_finger,
                 )

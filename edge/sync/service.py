@@ -122,6 +122,9 @@ class SiteSync:
         self.face_model = face_model
         self.sensor_family = sensor_family
         self._generation = -1  # the ledger generation whose consent the sent parcels were checked against
+        #: the face models are still loading (the agent's start): face parcels wait instead of being
+        #: refused as model_mismatch against a model not yet known
+        self.face_pending = False
         self._incoming: queue.Queue[tuple[str, bytes]] = queue.Queue()
         #: topic -> (parcel, the list version it waits for; 0: any fresh list)
         self._deferred: dict[str, tuple[bytes, int]] = {}
@@ -272,6 +275,8 @@ class SiteSync:
         contents = opened.contents
         if self.ledger.is_stale(now):
             return self._defer(topic, payload, 0, "consent_stale")  # a fresh list decides
+        if contents.face is not None and self.face_model is None and self.face_pending:
+            return self._defer(topic, payload, 0, "face_models_loading")  # retried once they are loaded
         reason = self._consent_problem(contents, now)
         if reason == "no_consent" and contents.consent_version > self._version():
             # the sender enrolled under a list this gate has not applied yet (it was offline, or the

@@ -65,4 +65,8 @@ def demo_cmd(
     )
     if models_dir is not None:
         opts.models_dir = models_dir
+    if gates > 1:
+        from edge.demo.fleet import run_fleet_demo
+
+        return run_fleet_demo(opts)
     return run_demo(opts)

@@ -665,8 +665,5 @@ def _missing_parts(models_dir: Path) -> str:
 
 
 def run_demo(opts: Options) -> int:
-    if opts.gates > 1:
-        from edge.demo.fleet import FleetDemo
-
-        return FleetDemo(opts).run()
+    """The one-gate demo; ``opts.gates`` > 1 is ``edge.demo.fleet.run_fleet_demo`` (which builds on this)."""
     return Demo(opts).run()

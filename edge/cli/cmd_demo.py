@@ -52,6 +52,8 @@ def demo_cmd(
     from edge.demo.run import Options, run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if gates > 1 and door != "relay":
+        raise click.BadParameter("--door osdp runs one gate; use it without --gates", param_hint="--gates")
     opts = Options(
         datasets=datasets,
         broker_url=broker_url,

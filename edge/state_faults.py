@@ -199,3 +199,11 @@ def write_fault_file(path: Path, **faults: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps({f: list(faults.get(f, [])) for f in FAULTS}))
     tmp.replace(path)
+
+
+def check_inplace_write(path: Path) -> None:
+    """Like ``check_file_write`` for an overwrite of bytes a file already has: a full disk still
+    takes it (no new blocks), a read-only one does not."""
+    fault = _INJECTOR.fault_for(path)
+    if fault == "read_only":
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))

@@ -241,9 +241,10 @@ class GalleryDb:
             for i, it, t, m, r, a, s in self._rows(cur)
         ]
 
-    def mark_reported(self, ids: Iterable[int], audit_seq: int) -> None:
+    def mark_reported(self, reported: Iterable[tuple[int, int]]) -> None:
+        """Store the audit record of each quarantine row ``(id, audit_seq)``."""
         with self.transaction() as conn:
-            conn.executemany("UPDATE quarantine SET audit_seq = ? WHERE id = ?", [(audit_seq, i) for i in ids])
+            conn.executemany("UPDATE quarantine SET audit_seq = ? WHERE id = ?", [(s, i) for i, s in reported])
 
     def clear_quarantine(self, conn: sqlite3.Connection) -> int:
         return int(conn.execute("DELETE FROM quarantine").rowcount)

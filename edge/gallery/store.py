@@ -28,7 +28,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -172,6 +172,9 @@ class Gallery:
         self._lock = threading.RLock()
         self._damage: list[Damage] = []
         self._damaged_tags: set[bytes] = set()
+        #: called (under the lock) when a row is quarantined while the gallery is open; set by
+        #: ``edge.gallery.damage.watch_damage`` so it is audited and alarmed at once
+        self.on_damage: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -438,6 +441,11 @@ class Gallery:
         listed = earlier + [d for d in self._damage if not d.id] + fresh
         self._damage = [replace(d, subject=hints.get(d.tag) or self._subject_of_tag(d.tag)) for d in listed]
         self._damaged_tags = {d.tag for d in self._damage}
+        if fresh and self.on_damage is not None:
+            try:
+                self.on_damage()
+            except Exception as exc:  # reported again at the next chance: the row stays unreported
+                log.error("reporting gallery damage failed (%s); retried later", exc.__class__.__name__)
 
     def _template_tags(self, row_ids: list[int]) -> list[tuple[int, bytes]]:
         if not row_ids:
@@ -475,17 +483,18 @@ class Gallery:
             self._damage = [replace(d, subject=named.get(d.tag, d.subject)) for d in self._damage]
             return len(named)
 
-    def mark_reported(self, damage: Sequence[Damage], audit_seq: int) -> None:
-        """Record that ``damage`` was audited (record ``audit_seq``) and alarmed: never reported again."""
-        ids = {d.id for d in damage}
+    def mark_reported(self, reported: Sequence[tuple[Damage, int]]) -> None:
+        """Record that each quarantined row was audited (by that audit record) and alarmed: it is
+        never reported again, across restarts too."""
+        lookup = dict(reported)
         with self._lock:
-            stored = [i for i in ids if i]
+            stored = [(d.id, seq) for d, seq in reported if d.id]
             if stored:
                 try:
-                    self._db.mark_reported(stored, audit_seq)
+                    self._db.mark_reported(stored)
                 except StorageError as exc:
                     log.warning("could not record that gallery damage was reported: %s", exc.one_line())
-            self._damage = [replace(d, audit_seq=audit_seq) if d.id in ids else d for d in self._damage]
+            self._damage = [replace(d, audit_seq=lookup[d]) if d in lookup else d for d in self._damage]
 
     def holds_quarantined(self, subject: str) -> bool:
         with self._lock:

@@ -138,7 +138,7 @@ def test_reported_damage_is_not_reported_again_after_a_restart(state, unit):
     with Gallery.open(state) as g:
         (d,) = g.damage()
         assert d.audit_seq is None
-        g.mark_reported([d], audit_seq=17)
+        g.mark_reported([(d, 17)])
     with Gallery.open(state) as g:
         assert [(x.id, x.audit_seq) for x in g.damage()] == [(d.id, 17)]
     summary = quarantine_summary(state.gallery_db)  # what `edge status` reads, without the key

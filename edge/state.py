@@ -97,6 +97,9 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
 
     Temp file beside it (created at ``mode``, never wider), fsync, rename, fsync of the directory.
     """
+    from edge.state_faults import check_file_write
+
+    check_file_write(path)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:

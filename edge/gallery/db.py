@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from edge.errors import StorageError, StoreDamaged
-from edge.state_faults import check_write
+from edge.errors import StorageError, StorageUnavailable, StoreDamaged
+from edge.state_faults import check_write, storage_error
+from edge.state_health import HEALTH
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +342,7 @@ class _Transaction:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise _write_error(self.path, error) from None
+            HEALTH.succeeded(WHAT)
             return
         if self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
@@ -349,6 +351,7 @@ class _Transaction:
 
 
 def _write_error(path: Path, exc: sqlite3.DatabaseError) -> StorageError:
-    from edge.state_faults import storage_error
-
-    return storage_error(path, WHAT, exc)
+    error = storage_error(path, WHAT, exc)
+    if isinstance(error, StorageUnavailable):
+        HEALTH.failed(WHAT, error.cause)
+    return error

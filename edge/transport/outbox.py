@@ -330,13 +330,17 @@ class Outbox:
             row = self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
             return int(row[0]) if row else 0
 
-    def append(self, topic: str, build: Callable[[int], bytes]) -> int:
+    def append(self, topic: str, build: Callable[[int], bytes], *, durable: bool = False) -> int:
         """Allocate a sequence number, ``build(seq)`` the signed payload, commit both; return seq.
 
         While the disk refuses writes the event is held in memory instead (see the module
-        docstring) and written as soon as it takes writes again."""
+        docstring) and written as soon as it takes writes again; with ``durable`` (a deletion
+        receipt) it is not: ``StorageUnavailable`` is raised and nothing is queued, so the caller
+        keeps its unit of work open until the receipt is on disk."""
         with self._lock:
-            self._retry()
+            self._retry(force=durable)
+            if durable and (self._fault is not None or self._held):
+                raise StorageUnavailable(self.path, WHAT, self._fault or "io")
             if self._fault is None and not self._held:
                 try:
                     with self._tx():
@@ -349,6 +353,8 @@ class Outbox:
                         self._count += 1
                 except StorageUnavailable as exc:
                     self._failed(exc.cause)
+                    if durable:
+                        raise
                 else:
                     self._mem_seq = seq
                     self._enforce_bounds()

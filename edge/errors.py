@@ -119,7 +119,7 @@ class StorageUnavailable(StorageError):  # noqa: N818 - reads as what happened
     read-only (``read_only``) or the device failed (``io``). Retried when the disk recovers."""
 
     HINTS: ClassVar[dict[str, str]] = {
-        "full": "free space on the state directory's file system (the agent keeps working and writes what it holds)",
+        "full": "free space on the state directory's file system; the agent keeps working and writes what it holds",
         "read_only": "the state directory's file system is read-only: check the SD card and remount it read-write",
         "io": "the storage device reports I/O errors: check or replace the SD card",
     }

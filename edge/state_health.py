@@ -74,7 +74,7 @@ class StorageHealth:
                 self.episodes += 1
                 alarm = Alarm(code, "critical", "raised", store)
         if first:
-            log.error("the %s cannot be written (%s); the gate keeps deciding by what it holds", store, cause)
+            log.error("the %s store cannot be written (%s); the gate keeps deciding by what it holds", store, cause)
         self._emit(alarm)
 
     def succeeded(self, store: str) -> None:

@@ -435,8 +435,8 @@ class ConsentLedger:
     def apply(self, message: bytes, now: float) -> ApplyOutcome:
         """Verify and apply one signed list; raises ``ListRejected`` (state unchanged, audited)."""
         with self._lock:
-            self.reload_if_changed()
             had_pending = self.has_pending_audit()
+            self.reload_if_changed()
             completed = had_pending and self.finish_pending_audit()
             info = self._info
             if info is not None and bytes(message) == info.message:  # a retained redelivery, or a retry

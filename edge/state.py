@@ -71,6 +71,16 @@ class StateDir:
         return self.root / "outbox.sqlite3"
 
     @property
+    def passback_db(self) -> Path:
+        """Anti-passback presence: who is inside which area (subject pseudonyms, never biometrics)."""
+        return self.root / "passback.sqlite3"
+
+    @property
+    def duress_slots(self) -> Path:
+        """Sensor slots enrolled as duress fingers (slot numbers only)."""
+        return self.root / "duress.json"
+
+    @property
     def sensor_erase_queue(self) -> Path:
         """Fingerprint sensor slots waiting to be erased (slot, subject, reason; never templates)."""
         return self.root / "sensor-erase.json"

@@ -25,6 +25,11 @@ FACE_TIMEOUT_S = 30.0
     type=float,
     help="Seconds allowed for the capture [default: face 30; finger [fingerprint] capture_timeout_s, 10].",
 )
+@click.option(
+    "--duress",
+    is_flag=True,
+    help="Fingerprint: this is the person's duress finger (opens the door as usual, silently alarms the site).",
+)
 @state_option
 @json_option
 def enrol_cmd(
@@ -33,12 +38,15 @@ def enrol_cmd(
     frames: int | None,
     captures: int | None,
     timeout_s: float | None,
+    duress: bool,
     state_dir: Path,
     as_json: bool,
 ) -> int:
     """Enrol SUBJECT (a pseudonymous id from the consent list) for one modality."""
     from provisioning import enrol, hooks
 
+    if duress and modality != "fingerprint":
+        raise click.UsageError("--duress is for a fingerprint enrolment")
     ports = hooks.enrol_ports(state_of(state_dir), modality)
     if ports is None:
         raise EdgeError(
@@ -67,6 +75,7 @@ def enrol_cmd(
                     wanted=frames or ports.face_frames,
                     timeout_s=timeout_s or FACE_TIMEOUT_S,
                     feedback=feedback,
+                    challenge=ports.face_challenge,
                 )
             finally:
                 camera.close()
@@ -82,6 +91,8 @@ def enrol_cmd(
                 captures=captures or ports.finger_captures,
                 timeout_s=timeout_s or ports.finger_timeout_s,
                 feedback=feedback,
+                duress=duress,
+                duress_slots=ports.duress_slots,
             )
     finally:
         for close in reversed(ports.closers):
@@ -92,6 +103,8 @@ def enrol_cmd(
     rows = [("modality", report.modality), ("templates stored", report.stored)]
     if report.sensor_slot is not None:
         rows.append(("sensor slot", report.sensor_slot))
+        if duress:
+            rows.append(("duress finger", "yes: opens the door as usual and silently alarms the site"))
     if report.frames_seen:
         rows.append(("frames seen", report.frames_seen))
     rows += [(f"refused: {reason}", count) for reason, count in sorted(report.rejected.items())]

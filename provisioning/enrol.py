@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edge.agent.ports import (
     CameraPort,
@@ -67,8 +67,13 @@ def enrol_face(
     timeout_s: float = 30.0,
     feedback: Feedback = lambda _text: None,
     wall: Callable[[], float] = time.time,
+    challenge: bool = False,
 ) -> EnrolReport:
+    """``challenge``: first a random active liveness challenge (blink or head turn, edge.vision.challenge),
+    as ``[face] liveness = "challenge"`` asks; not answered in time refuses the enrolment as an attack."""
     enforcer.check_enrolment(subject, "face", wall())
+    if challenge:
+        _face_challenge(subject, enforcer, camera, pipeline, timeout_s, feedback, wall)
     report = EnrolReport("face", 0)
     embeddings: list[Any] = []
     last_hint = ""
@@ -86,12 +91,7 @@ def enrol_face(
             report.rejected["no_face"] = report.rejected.get("no_face", 0) + 1
         elif observation.attack:
             embeddings.clear()  # nothing captured in a session that showed an attack is kept
-            enforcer.refuse(subject, "face", "presentation_attack", wall())
-            raise HardwareError(
-                "the liveness check saw a photo or a screen, not a live face; nothing was stored",
-                hint="the person must stand in front of the camera themselves; if they did, improve the "
-                "lighting (no back light, no glare) and try again",
-            )
+            raise _refuse_attack(subject, enforcer, wall)
         elif not observation.quality.ok:
             reasons = list(observation.quality.reasons) or ["quality"]
             for reason in reasons:
@@ -125,6 +125,57 @@ def enrol_face(
     return report
 
 
+def _refuse_attack(subject: str, enforcer: EnrolmentPort, wall: Callable[[], float]) -> HardwareError:
+    enforcer.refuse(subject, "face", "presentation_attack", wall())
+    return HardwareError(
+        "the liveness check saw a photo or a screen, not a live face; nothing was stored",
+        hint="the person must stand in front of the camera themselves; if they did, improve the "
+        "lighting (no back light, no glare) and try again",
+    )
+
+
+def _face_challenge(
+    subject: str,
+    enforcer: EnrolmentPort,
+    camera: CameraPort,
+    pipeline: FacePipelinePort,
+    timeout_s: float,
+    feedback: Feedback,
+    wall: Callable[[], float],
+) -> None:
+    """A random blink or head turn before any frame is kept; raises (audited) when not answered."""
+    from edge.vision.challenge import ChallengeSession, Outcome, draw
+
+    session = ChallengeSession(draw(), started=time.monotonic(), timeout_s=min(timeout_s, 10.0))
+    feedback(session.challenge.prompt)
+    pipeline.want_points = True
+    try:
+        while True:
+            frame = camera.read()
+            if frame is None:
+                time.sleep(0.01)
+                if session.observe(None, time.monotonic()) is Outcome.FAILED:
+                    break
+                continue
+            observation = pipeline.process(frame, rule="enrol")
+            del frame
+            if observation is not None and observation.attack:
+                raise _refuse_attack(subject, enforcer, wall)
+            outcome = session.observe(observation.points if observation is not None else None, time.monotonic())
+            if outcome is Outcome.PASSED:
+                feedback("liveness challenge passed")
+                return
+            if outcome is Outcome.FAILED:
+                break
+    finally:
+        pipeline.want_points = False
+    raise _refuse_attack(subject, enforcer, wall)
+
+
+class DuressMarks(Protocol):
+    def mark(self, slot: int, duress: bool) -> None: ...
+
+
 def enrol_finger(
     subject: str,
     *,
@@ -136,7 +187,13 @@ def enrol_finger(
     timeout_s: float = 10.0,
     feedback: Feedback = lambda _text: None,
     wall: Callable[[], float] = time.time,
+    duress: bool = False,
+    duress_slots: DuressMarks | None = None,
 ) -> EnrolReport:
+    """``duress``: this finger is the person's duress finger (opens the door like any other and sends
+    the site a silent alarm). Every finger enrolment sets or clears its slot's flag."""
+    if duress and duress_slots is None:
+        raise EdgeError("this terminal keeps no duress fingers", hint="enrol without --duress")
     enforcer.check_enrolment(subject, "fingerprint", wall())
     try:
         outcome = sensor.enrol(feedback, captures, timeout_s)
@@ -167,5 +224,7 @@ def enrol_finger(
     except BaseException:
         sensor.delete(slot)  # no orphan template left in the sensor
         raise
+    if duress_slots is not None:
+        duress_slots.mark(slot, duress)
     sink.emit(_enrolled(subject, Modality.fingerprint, result.duplicate_of))
     return EnrolReport("fingerprint", 1, sensor_slot=slot, duplicate_of=result.duplicate_of)

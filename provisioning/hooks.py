@@ -108,6 +108,8 @@ def device_checks(state: StateDir) -> list[Check]:
             return subsystems.open_camera(config, profile)
 
         class LazyPipeline:
+            want_points = False
+
             def _load(self) -> Any:
                 if not pipeline_box:
                     pipeline_box.append(subsystems.load_pipeline(config, profile))
@@ -171,6 +173,10 @@ class EnrolPorts:
     face_frames: int = 5
     finger_captures: int = 2
     finger_timeout_s: float = 10.0
+    #: the terminal's duress finger slots (``edge.access.duress.DuressSlots``)
+    duress_slots: Any = None
+    #: [face] liveness = "challenge": face enrolment starts with an active liveness challenge
+    face_challenge: bool = False
 
 
 class _FingerEnrol:
@@ -228,8 +234,12 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
             face_frames=config.face.enrol_frames,
             finger_captures=config.fingerprint.enrol_captures,
             finger_timeout_s=config.fingerprint.capture_timeout_s,
+            face_challenge=config.face.liveness == "challenge",
         )
         ports.closers = closers
+        from edge.access.duress import DuressSlots
+
+        ports.duress_slots = DuressSlots(state.duress_slots)
         if want_face:
             ports.pipeline = pipeline
             ports.model_id = str(pipeline.manifest.model_id)

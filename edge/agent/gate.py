@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from edge.access.rules import AccessRules, NoRules
 from edge.agent.decide import CONSENT_STALE, Decision, Evidence, PolicyPort
-from edge.agent.ports import ConsentPort, CredentialLike, GalleryPort, HostPort, SearchHit
+from edge.agent.ports import ConsentPort, CredentialLike, GalleryPort, HostPort, PanelReport, SearchHit
 from edge.credentials.authorise import CredentialAuthoriser
 from edge.door.base import DoorOutput
-from edge.events.kinds import Access, Alarm, AnyEvent, Health, Severity, Verdict
+from edge.events.kinds import Access, Alarm, AnyEvent, Health, Severity, Tamper, Verdict
 from edge.events.sink import EventSink
 from edge.fingerprint.api import Match, NoMatch
 from edge.modality import ALL, BIOMETRIC, CREDENTIALS, Modality
@@ -58,6 +59,11 @@ class GateSettings:
 DEVICE_MODALITY = {"camera": Modality.face, "fingerprint": Modality.fingerprint, "credential": Modality.card}
 #: Alarms a guard must see at once; every other alarm is a warning.
 CRITICAL_ALARMS = frozenset({"door_forced_open", "tamper"})
+#: A grant in a reader mode for a person whose list entry carries no panel number (or this gate lacks
+#: the site credential key to open it): the panel cannot be told, so the terminal denies.
+NO_PANEL_NUMBER = "no_panel_number"
+
+
 #: The access reason and alarm code of a refused presentation attack (a photo or screen at the camera).
 PRESENTATION_ATTACK = "presentation_attack"
 
@@ -84,6 +90,14 @@ class GateCore:
     _last_grant: dict[tuple[str, str], float] = field(default_factory=dict)
     _alarms: set[str] = field(default_factory=set)
     _attacks: list[float] = field(default_factory=list)  # mono times of refused attacks in the window
+    _case_open: bool = False
+    #: sensor slots enrolled as duress fingers (edge.access.duress.DuressSlots)
+    duress: Container[int] = field(default_factory=frozenset)
+    #: schedules and anti-passback (door mode relay); the reader modes leave them to the panel
+    rules: AccessRules = field(default_factory=NoRules)
+    #: reader modes (osdp, wiegand-out): a grant is reported to the site's panel as the person's panel
+    #: number from the signed list, and the panel decides; None: the terminal releases the lock itself
+    panel: PanelReport | None = None
     _stale: bool = False
     _next_health: float = 0.0
     _next_stale_check: float = 0.0
@@ -120,6 +134,13 @@ class GateCore:
             log.info("alarm cleared: %s", name)
         severity: Severity = "critical" if code in CRITICAL_ALARMS else "warning"
         self._emit(Alarm(code, severity, "raised" if active else "cleared", device))
+
+    def _silent_alarm(self, code: str, component: str) -> None:
+        """An alarm for the site only: signed and published, never on the terminal's LED or log line
+        a bystander could read, and not kept as an active alarm (each occurrence is one event)."""
+        if self.metrics is not None:
+            self.metrics.alarms.labels(alarm=code).inc()
+        self._emit(Alarm(code, "critical", "raised", component))
 
     @property
     def active_alarms(self) -> set[str]:
@@ -191,9 +212,33 @@ class GateCore:
         if len(self._attacks) >= self.settings.attack_alarm:
             self._alarm(PRESENTATION_ATTACK, True)
 
+    def on_tamper(self, opened: bool, erased: tuple[str, ...] = ()) -> None:
+        """The case switch changed (or the tamper response finished an erase): a signed ``tamper``
+        event, the critical ``tamper`` alarm while the case is open, and an audit record naming what
+        was crypto-erased. The credential path is untouched: card, PIN and QR keep working."""
+        changed = opened != self._case_open
+        self._case_open = opened
+        if changed:
+            self._emit(Tamper("case", "raised" if opened else "cleared"))
+        if erased:
+            log.warning("tamper: crypto-erased %s", ", ".join(erased))
+        try:
+            details: dict[str, object] = {"opened": opened, "at": self.clock.wall()}
+            if erased:
+                details["erased"] = list(erased)
+            self.audit("tamper", details)
+        except Exception as exc:
+            log.error("could not audit a tamper event: %s", exc.__class__.__name__)
+        self._alarm("tamper", opened)
+
     def on_finger(self, match: Match | NoMatch) -> None:
-        """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt."""
+        """A finger was searched: a match names its slot's subject; ``NoMatch`` is a failed attempt.
+
+        A duress finger decides like any other finger (the door opens for its owner exactly as
+        usual); the site gets a ``duress`` alarm event, which the terminal never shows."""
         if isinstance(match, Match):
+            if match.slot in self.duress:
+                self._silent_alarm("duress", "fingerprint")
             self._biometric(Modality.fingerprint, self.gallery.subject_for_slot(match.slot), float(match.score), None)
         else:
             self._biometric(Modality.fingerprint, None, 0.0, None)
@@ -231,6 +276,18 @@ class GateCore:
 
     def _conclude(self, decision: Decision) -> None:
         now = self.clock.mono()
+        if decision.granted:
+            assert decision.subject is not None
+            if all(m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.factors):
+                # a face or finger still in view after a grant: the same passage. Judged only after
+                # the policy accepted the match, so a stranger whose best candidate was just let in
+                # is denied. Every card, PIN or QR presentation is a new passage.
+                return
+            refusal = self.rules.refusal(decision.subject, self.clock.wall())
+            if refusal is None and self.panel is not None and self.panel.number(decision.subject) is None:
+                refusal = NO_PANEL_NUMBER  # the panel could not be told who this is
+            if refusal is not None:
+                decision = Decision(False, decision.modality, decision.subject, refusal, decision.second)
         if not decision.granted:
             key = (decision.modality, decision.reason)
             last = self._last_denial.get(key)
@@ -239,15 +296,13 @@ class GateCore:
             self._last_denial[key] = now
         else:
             assert decision.subject is not None
-            if all(m in BIOMETRIC and self._recently_granted(m, decision.subject) for m in decision.factors):
-                # a face or finger still in view after a grant: the same passage. Judged only after
-                # the policy accepted the match, so a stranger whose best candidate was just let in
-                # is denied. Every card, PIN or QR presentation is a new passage.
-                return
             for modality in decision.factors:
                 self._last_grant[(modality, decision.subject)] = now
             try:
-                self.door.pulse(self.settings.door_pulse_s, now)
+                if self.panel is not None:
+                    self.panel.report(decision.subject)
+                else:
+                    self.door.pulse(self.settings.door_pulse_s, now)
             except Exception as exc:  # the decision stands and is reported; the alarm says the lock did not move
                 self.device_failed("door", exc)
             else:
@@ -255,6 +310,7 @@ class GateCore:
                     self.device_ok("door")
                 if self.metrics is not None:
                     self.metrics.door_pulses.inc()
+                self.rules.passed(decision.subject, self.clock.wall())
         self.decisions += 1
         verdict: Verdict = "granted" if decision.granted else "denied"
         if self.metrics is not None:

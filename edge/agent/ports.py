@@ -59,8 +59,14 @@ class FaceObservation(Protocol):
     @property
     def box(self) -> tuple[float, float, float, float]: ...
 
+    @property
+    def points(self) -> Any:
+        """FaceMesh landmarks when the pipeline was asked for them (the active challenge), else None."""
+
 
 class FacePipelinePort(Protocol):
+    want_points: bool  # probe() also returns landmarks (for the active liveness challenge)
+
     def process(self, frame: Any, rule: str = "gate") -> FaceObservation | None:
         """The accurate embedding (as enrolled); None when the frame holds no face."""
 
@@ -90,6 +96,12 @@ class FingerprintPort(Protocol):
     def identify(self, timeout_s: float) -> Identified:
         """Wait up to ``timeout_s`` for a finger: ``NoFinger``, ``NoMatch`` or ``Match(slot, score)``.
         Raises HardwareError on failure."""
+
+    def empty(self) -> None:
+        """Erase every template in the sensor's library (the tamper response)."""
+
+    def ring(self, colour: str | None) -> None:
+        """Show the site panel's LED colour on the sensor's ring (reader modes); None: the sensor's own."""
 
     def close(self) -> None: ...
 
@@ -233,3 +245,13 @@ class FingerEnrolPort(Protocol):
     def enrol(self, prompt: Callable[[str], None], captures: int, timeout_s: float) -> FingerEnrolOutcome: ...
 
     def delete(self, slot: int) -> None: ...
+
+
+class PanelReport(Protocol):
+    """The reader modes' side of a grant (``edge.door.report.PanelReporter``)."""
+
+    def number(self, subject: str) -> int | None:
+        """The panel number of ``subject`` (from the signed list), or None."""
+
+    def report(self, subject: str) -> None:
+        """Send ``subject``'s panel number to the panel as a card read; raises when it cannot."""

@@ -36,8 +36,10 @@ from edge.agent.ports import (
     GalleryPort,
     SearchHit,
 )
+from edge.door.tamper import TamperSwitch
 from edge.errors import HardwareError
 from edge.fingerprint.api import Match, NoFinger, NoMatch
+from edge.vision.challenge import ChallengeSession, Outcome, draw
 from edge.vision.liveness import LivenessPolicy, LivenessTracker, Verdict
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,14 @@ class FaceSeen:
 @dataclass(frozen=True)
 class AttackSeen:
     """The face in view was judged a presentation attack (edge.vision.liveness): never searched."""
+
+
+@dataclass(frozen=True)
+class TamperSeen:
+    """The case switch changed; ``erased`` names what the tamper response already crypto-erased."""
+
+    opened: bool
+    erased: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,7 +92,7 @@ class Idle:
 
 
 IDLE = Idle()
-Item = FaceSeen | AttackSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
+Item = FaceSeen | AttackSeen | TamperSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
 
 
 def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> FaceSeen | Idle:
@@ -92,6 +102,32 @@ def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> Face
     if observation is None or not observation.quality.ok or observation.attack:
         return IDLE
     return FaceSeen(gallery.search(observation.embedding, k=2))
+
+
+class _ActiveChallenge:
+    """The camera thread's active challenge: one random challenge per face in view (per track).
+
+    Passed: the rest of the track may be matched. Failed (not answered in time): refused as an attack,
+    once; the person steps away and back for a new challenge.
+    """
+
+    def __init__(self, prompt: Callable[[str], None]) -> None:
+        self.prompt = prompt
+        self.track = -1
+        self.session: ChallengeSession | None = None
+        self.reported = False
+
+    def observe(self, track: int, points: Any, now: float) -> Outcome:
+        if track != self.track or self.session is None:
+            self.track, self.reported = track, False
+            self.session = ChallengeSession(draw(), started=now)
+            self.prompt(self.session.challenge.prompt)
+        outcome = self.session.observe(points, now)
+        if outcome is Outcome.FAILED:
+            if self.reported:
+                return Outcome.PENDING  # reported once; nothing of this track is matched
+            self.reported = True
+        return outcome
 
 
 class DeviceWorker:
@@ -207,6 +243,9 @@ class GateRunner:
         face: FacePipelinePort | None = None,
         escalation: FaceEscalation | None = None,
         liveness: LivenessPolicy | None = None,
+        prompt: Callable[[str], None] = lambda text: log.info("prompt: %s", text),
+        tamper: TamperSwitch | None = None,
+        erase_on_tamper: Callable[[], None] | None = None,
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -236,6 +275,9 @@ class GateRunner:
             pipeline = face
             gallery = core.gallery
             tracker = LivenessTracker(liveness) if liveness is not None else None
+            active = _ActiveChallenge(prompt) if liveness is not None and liveness.challenge else None
+            if active is not None:
+                pipeline.want_points = True
 
             def face_step(cam: CameraPort) -> Item | None:
                 frame = cam.read()
@@ -262,6 +304,12 @@ class GateRunner:
                         return AttackSeen()
                     if verdict is Verdict.WAIT or observation.attack:
                         return IDLE  # not matched: a frame judged an attack, or liveness not yet shown
+                    if active is not None:
+                        outcome = active.observe(tracker.track, observation.points, time.monotonic())
+                        if outcome is Outcome.FAILED:
+                            return AttackSeen()
+                        if outcome is Outcome.PENDING:
+                            return IDLE
                 if observation is not None and observation.quality.ok and searched:
                     fast, hit = searched[-1]
                     if np.array_equal(fast, observation.embedding):
@@ -273,9 +321,22 @@ class GateRunner:
                     "camera", camera, face_step, self.queue, stall_s=camera_stall_s, max_backoff_s=max_backoff_s
                 )
             )
+        #: set by the tamper thread; the fingerprint thread (which owns the sensor) empties its library
+        self.sensor_erase = threading.Event()
+        #: the panel's latest LED colour for the sensor's ring (reader modes), applied by the fingerprint thread
+        self._ring: list[str | None] = []
+        self._ring_lock = threading.Lock()
         if fingerprint is not None:
 
             def finger_step(sensor: FingerprintPort) -> Item | None:
+                with self._ring_lock:
+                    colours, self._ring[:] = list(self._ring), []
+                if colours:
+                    sensor.ring(colours[-1])  # only the latest colour matters
+                if self.sensor_erase.is_set():
+                    sensor.empty()  # the tamper response: every template in the module is gone
+                    self.sensor_erase.clear()
+                    return TamperSeen(True, ("sensor_library",))
                 found = sensor.identify(read_timeout_s)
                 return IDLE if isinstance(found, NoFinger) else FingerSeen(found)
 
@@ -292,11 +353,44 @@ class GateRunner:
                 DeviceWorker("credential", credentials, credential_step, self.queue, max_backoff_s=max_backoff_s)
             )
         self.gate_thread = threading.Thread(target=self._gate, name="gate", daemon=True)
+        self.tamper_thread: threading.Thread | None = None
+        if tamper is not None:
+            sensor_present = fingerprint is not None
+
+            def watch(switch: TamperSwitch = tamper) -> None:
+                while not self.stop_event.is_set():
+                    event = switch.wait(0.2)
+                    if event is None:
+                        continue
+                    erased: tuple[str, ...] = ()
+                    if event.opened and erase_on_tamper is not None:
+                        # here, not on the gate thread: within a second of the case opening
+                        try:
+                            erase_on_tamper()
+                            erased = ("gallery_key",)
+                        except Exception as exc:
+                            log.error("tamper: crypto-erase failed (%s)", exc.__class__.__name__)
+                        if sensor_present:
+                            self.sensor_erase.set()
+                    self._put(TamperSeen(event.opened, erased))
+
+            self.tamper_thread = threading.Thread(target=watch, name="tamper", daemon=True)
+
+    def show_ring(self, colour: str | None) -> None:
+        """The panel's LED changed (called on the OSDP thread): the fingerprint thread shows it next."""
+        with self._ring_lock:
+            self._ring.append(colour)
+
+    def _put(self, item: Item) -> None:
+        with contextlib.suppress(queue.Full):
+            self.queue.put(item, timeout=1.0)
 
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
         self.gate_thread.start()
+        if self.tamper_thread is not None:
+            self.tamper_thread.start()
 
     def _dispatch(self, item: Item) -> None:
         match item:
@@ -304,6 +398,8 @@ class GateRunner:
                 self.core.on_face(hit)
             case AttackSeen():
                 self.core.on_attack()
+            case TamperSeen(opened, erased):
+                self.core.on_tamper(opened, erased)
             case FingerSeen(result):
                 self.core.on_finger(result)
             case CredentialSeen(credential):
@@ -366,6 +462,8 @@ class GateRunner:
         for worker in self.workers:
             worker.join(timeout)
         self.gate_thread.join(timeout)
+        if self.tamper_thread is not None:
+            self.tamper_thread.join(timeout)
         self.core.door.close()
 
     def __enter__(self) -> GateRunner:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.access.duress import DuressSlots
 from edge.agent.ports import CameraPort, CredentialReaderPort, FaceEscalation, FingerprintPort
 from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
@@ -184,6 +185,46 @@ def load_pipeline(config: AgentConfig, profile: Profile) -> Any:
     return pipeline.FacePipeline.load(
         models_dir, config.face.variant, profile.board.inference_threads, liveness=liveness
     )
+
+
+# =========================================================================== the door's rules
+
+
+def _duress_slots(state: StateDir) -> DuressSlots | frozenset[int]:
+    """The duress finger slots; a damaged file costs the duress function, never the gate."""
+    try:
+        return DuressSlots(state.duress_slots)
+    except EdgeError as exc:
+        log.error("duress fingers are off: %s (%s)", exc, exc.hint)
+        return frozenset()
+
+
+def door_parts(
+    config: AgentConfig,
+    profile: Profile,
+    state: StateDir,
+    ledger: Any,
+    device: str,
+    passback: Any,
+    audit: Callable[[str, dict[str, object]], object] | None = None,
+) -> dict[str, Any]:
+    """Door mode relay: the standalone rules (schedules, anti-passback over ``passback``, the log).
+    Reader modes: the door that talks to the site's panel and the reporter that tells it who was
+    recognised (the panel decides)."""
+    from edge.access.rules import StandaloneRules
+
+    if config.door.mode == "relay":
+        return {"rules": StandaloneRules(ledger, passback, device)}
+    from edge.door.modes import credential_for, open_configured_door
+    from edge.door.report import PanelReporter
+
+    door = open_configured_door(
+        config.door, profile, scbk_path=state.osdp_scbk, exit_pulse_s=config.policy.door_pulse_s, audit=audit
+    )
+    from edge.door.base import DoorController
+
+    assert not isinstance(door, DoorController)  # a reader mode's door is a PanelOutput
+    return {"door": door, "panel": PanelReporter(door, ledger, credential_for(config.door))}
 
 
 # =========================================================================== consent thread
@@ -355,13 +396,34 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         consent = ConsentService(enforcer, sink)
 
         mqtt_settings = MqttSettings.from_section(config.mqtt)
+        subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
+        receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
+        on_message = receiver
+        passback_log = None
+        if config.door.mode == "relay":
+            from edge.access.passback import PassbackLog
+
+            passback_log = PassbackLog(state.passback_db)
+            closers.append(passback_log.close)
+            if ledger.passback() is not None:  # an entry or exit gate: its partners' passages count here
+                from edge.access.partners import PartnerPassages, access_filter
+
+                partners = PartnerPassages(site, dev, ledger.gates, passback_log)
+                subscriptions.append(access_filter(site))
+
+                def on_message(topic: str, payload: bytes, retained: bool) -> None:
+                    if topic.endswith("/events/access"):
+                        partners.on_message(topic, payload)
+                    else:
+                        receiver(topic, payload, retained)
+
         publisher = MqttPublisher(
             mqtt_settings,
             outbox,
             site=site,
             device_id=dev,
-            subscriptions=consent_subscriptions(site),  # the list, and a large list's chunks
-            on_message=ConsentReceiver(site, pinned_keys(state), consent.submit).on_message,
+            subscriptions=subscriptions,
+            on_message=on_message,
         )
 
         def stop_publisher() -> None:
@@ -389,7 +451,11 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
             if face.pad is not None:
                 pad_doc = face.manifest.bundle.raw["pad"]
-                liveness = LivenessPolicy(float(face.pad.threshold), band=float(pad_doc.get("challenge_band", 0.35)))
+                liveness = LivenessPolicy(
+                    float(face.pad.threshold),
+                    band=float(pad_doc.get("challenge_band", 0.35)),
+                    challenge=config.face.liveness == "challenge",
+                )
 
             def camera_factory() -> CameraPort:
                 return open_camera(config, profile)
@@ -426,6 +492,9 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             face_escalation=face_escalation,
             liveness=liveness,
             audit=path.audit.append,
+            erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
+            duress=_duress_slots(state),
+            **door_parts(config, profile, state, ledger, dev, passback_log, path.audit.append),
             camera=camera,
             face=face,
             fingerprint=fingerprint,

@@ -3,9 +3,10 @@ real subsystems, and what tests assemble from doubles. ``edge.agent.wiring.run_a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
+from edge.access.rules import AccessRules, NoRules
 from edge.agent.decide import PolicyPort
 from edge.agent.ports import (
     CameraPort,
@@ -16,6 +17,7 @@ from edge.agent.ports import (
     FingerprintPort,
     GalleryPort,
     HostPort,
+    PanelReport,
 )
 from edge.door.base import DoorOutput
 from edge.events.sink import EventSink
@@ -36,6 +38,11 @@ class Wired:
     liveness: LivenessPolicy | None = None  # None: no liveness check ([face] liveness = "off")
     #: appends one record to the device's signed audit log (kind, details)
     audit: Callable[[str, dict[str, object]], object] | None = None
+    rules: AccessRules = field(default_factory=NoRules)  # schedules, anti-passback (door mode relay)
+    panel: PanelReport | None = None  # reader modes: grants go to the site's panel
+    #: [security] erase_on_tamper: crypto-erase the gallery (the sensor library is emptied by its thread)
+    erase_on_tamper: Callable[[], None] | None = None
+    duress: Container[int] = field(default_factory=frozenset)  # duress finger slots
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
 from edge.credentials.authorise import enabled_kinds
 from edge.door.base import open_door
+from edge.door.modes import open_tamper
 from edge.ops.metrics import Metrics
 from edge.state import StateDir
 
@@ -53,6 +55,21 @@ def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
 
 def _ignore(value: str, label: str) -> None:
     """No redactor configured (tests): nothing to teach."""
+
+
+def _await_panel(door: object, timeout_s: float = 15.0) -> None:
+    """Reader modes: give the panel link (OSDP poll, Secure Channel) a moment before the first decision,
+    so the first person at the gate is not reported into a link still coming up. The gate runs either
+    way; a link that stays down is the door's alarm."""
+    link = getattr(door, "link_status", None)
+    if not callable(link):
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if link().ok:
+            return
+        time.sleep(0.1)
+    log.warning("the panel link is not up after %.0f s: %s", timeout_s, link().detail)
 
 
 def run_agent(
@@ -101,6 +118,9 @@ def run_agent(
             metrics=metrics,
             protect=lambda subject: teach(subject, "subject"),
             audit=wired.audit or (lambda _kind, _details: None),
+            rules=wired.rules,
+            panel=wired.panel,
+            duress=wired.duress,
         )
         runner = GateRunner(
             core,
@@ -108,10 +128,15 @@ def run_agent(
             face=wired.face,
             escalation=wired.face_escalation,
             liveness=wired.liveness,
+            tamper=open_tamper(door),
+            erase_on_tamper=wired.erase_on_tamper,
             fingerprint=wired.fingerprint if config.fingerprint.enabled else None,
             credentials=wired.credentials,
             notifier=notifier,
         )
+        if hasattr(door, "on_led") and config.fingerprint.enabled:
+            door.on_led = runner.show_ring  # the panel's LED on the R503 ring too
+        _await_panel(door)
         runner.start()
         core.emit_health()
         modalities = ", ".join(w.name for w in runner.workers) or "no devices"

@@ -21,6 +21,13 @@ import click
 @click.option("--models-dir", type=click.Path(path_type=Path, file_okay=False), default=None)
 @click.option("--fps", default=2.0, show_default=True, help="Replay camera frame rate.")
 @click.option("--step-timeout", "step_timeout_s", default=45.0, show_default=True, help="Seconds allowed per step.")
+@click.option(
+    "--door",
+    type=click.Choice(["relay", "osdp"]),
+    default="relay",
+    show_default=True,
+    help="osdp: the terminal is an OSDP reader under a simulated panel (Secure Channel) that grants by card number.",
+)
 def demo_cmd(
     datasets: Path | None,
     broker_url: str | None,
@@ -28,6 +35,7 @@ def demo_cmd(
     models_dir: Path | None,
     fps: float,
     step_timeout_s: float,
+    door: str,
 ) -> int:
     """Broker, consent authority, provisioned terminal, fingerprint simulator, replay camera, agent and
     a verifying subscriber on this machine; exits 0 only if every expected outcome happened."""
@@ -36,7 +44,9 @@ def demo_cmd(
     from edge.demo.run import Options, run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    opts = Options(datasets=datasets, broker_url=broker_url, workdir=workdir, fps=fps, step_timeout_s=step_timeout_s)
+    opts = Options(
+        datasets=datasets, broker_url=broker_url, workdir=workdir, fps=fps, step_timeout_s=step_timeout_s, door=door
+    )
     if models_dir is not None:
         opts.models_dir = models_dir
     return run_demo(opts)

@@ -263,6 +263,14 @@ class MetricsSection(Strict):
     port: int = Field(9108, ge=1, le=65535)
 
 
+class SecuritySection(Strict):
+    erase_on_tamper: bool = Field(
+        False,
+        description="Opening the terminal's case (gpio.tamper) crypto-erases the gallery key at once and empties "
+        "the fingerprint sensor's library; card, PIN and QR keep working; re-enrol after service",
+    )
+
+
 class AgentConfig(Strict):
     version: int = CONFIG_VERSION
     device: DeviceSection
@@ -276,3 +284,4 @@ class AgentConfig(Strict):
     credentials: CredentialsSection = Field(default_factory=CredentialsSection)
     door: DoorSection = Field(default_factory=DoorSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
+    security: SecuritySection = Field(default_factory=SecuritySection)

@@ -35,6 +35,7 @@ from edge.consent.listformat import (
     Entry,
     Gate,
     KeyAnnouncement,
+    Passback,
     Place,
     _entry,
     _entry_to_cbor,
@@ -366,6 +367,11 @@ class ConsentLedger:
         except PanelNumberError:
             log.error("a panel number in the list does not open with this device's credential key")
             return None
+
+    def passback(self) -> Passback | None:
+        """This gate's anti-passback role (area, in/out) from the list's roster, or None."""
+        gate = self._gates.get(self.device)
+        return gate.passback if gate is not None else None
 
     @property
     def place(self) -> Place:

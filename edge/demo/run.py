@@ -43,6 +43,8 @@ from edge.errors import EdgeError
 
 CARD_EVE = "0099 1234"
 ALL_PEOPLE = ("p-anna", "p-ben", "p-cara", "p-dan", "p-eve")
+#: --door osdp: the card numbers the site's panel knows the cast by (sealed in the signed list)
+PANEL_NUMBERS = {"p-anna": 1101, "p-ben": 1102, "p-cara": 1103, "p-dan": 1104, "p-eve": 1105}
 
 
 @dataclass
@@ -55,6 +57,7 @@ class Options:
     fps: float = 2.0
     step_timeout_s: float = 45.0
     out: IO[str] = sys.stdout
+    door: str = "relay"  # "osdp": the terminal is an OSDP reader under a simulated panel
 
 
 @dataclass
@@ -107,6 +110,8 @@ class Demo:
         self.opts = opts
         self.t0 = time.monotonic()
         self.events = Events()
+        self.attack_photo: Path | None = None
+        self.panel: Any = None  # --door osdp: the simulated access-control panel
         self.outcomes: list[Outcome] = []
         self.cleanups: list[Callable[[], None]] = []
         self.lock = threading.Lock()
@@ -268,7 +273,7 @@ class Demo:
         from edge.demo import data as demo_data
 
         vision = optional_module("edge.vision.pipeline", "face support")
-        pipeline = vision.FacePipeline.load(opts.models_dir, "float32", 2)
+        pipeline = vision.FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
         self.say(f"face models loaded ({pipeline.manifest.model_id}, threshold {pipeline.manifest.threshold:.3f})")
         material = demo_data.load(datasets, opts.cache, pipeline, faces_wanted=4)
         self.say(f"faces: {material.face_source}")
@@ -292,12 +297,13 @@ class Demo:
         authority = SiteAuthority(work / "site", self.site)
         now = time.time()
         granted = int(now) - 60
+        numbers = PANEL_NUMBERS if opts.door == "osdp" else {}
         entries = [
-            authority.entry("p-anna", ["face", "fingerprint"], granted_at=granted),
-            authority.entry("p-ben", ["fingerprint"], granted_at=granted),
-            authority.entry("p-cara", ["face", "fingerprint"], granted_at=granted),
-            authority.entry("p-dan", ["face"], granted_at=granted),
-            authority.entry("p-eve", [], granted_at=granted, card=CARD_EVE),
+            authority.entry("p-anna", ["face", "fingerprint"], granted_at=granted, panel=numbers.get("p-anna")),
+            authority.entry("p-ben", ["fingerprint"], granted_at=granted, panel=numbers.get("p-ben")),
+            authority.entry("p-cara", ["face", "fingerprint"], granted_at=granted, panel=numbers.get("p-cara")),
+            authority.entry("p-dan", ["face"], granted_at=granted, panel=numbers.get("p-dan")),
+            authority.entry("p-eve", [], granted_at=granted, card=CARD_EVE, panel=numbers.get("p-eve")),
         ]
         first_list = authority.issue(entries, now=now)
         from edge.consent.distribution import Broker, publish_list
@@ -311,26 +317,38 @@ class Demo:
         for i, (who, person) in enumerate(cast_faces.items()):
             assert person.gate is not None
             shutil.copy(person.gate, gate_dir / f"{i:02d}-{who}{person.gate.suffix}")
+        self.attack_photo = demo_data.attack_photo(datasets)
+        if self.attack_photo is not None:
+            # someone holds a printed photo up to the camera: a few frames of it, as a held photo gives
+            for k in range(3):
+                shutil.copy(self.attack_photo, gate_dir / f"50-printed-photo-{k}{self.attack_photo.suffix}")
+            self.say(f"  a printed photo (NUAA dev attack image {self.attack_photo.name}) is held up to the camera too")
         sim_thread.join(180)
         if sim_error:
             raise sim_error[0]
         self.say(f"fingerprint simulator: R503 on {sim.pty}")
 
         state_root = work / "terminal"
+        settings: dict[str, dict[str, Any]] = {
+            "camera": {"source": str(gate_dir), "fps": opts.fps},
+            "face": {"models_dir": str(opts.models_dir)},
+            "fingerprint": {"port": sim.port},
+            "policy": {"failures_before_backoff": 50},
+            "metrics": {"enabled": False},
+        }
+        bus = None
+        if opts.door == "osdp":
+            from edge.osdp.panel import PtyBus
+
+            bus = PtyBus().__enter__()
+            self.cleanups.append(lambda: bus.__exit__(None, None, None))
+            settings["door"] = {"mode": "osdp", "port": bus.path, "baud": 115200, "address": 1}
         config_path = provision_terminal(
-            state_root,
-            authority,
-            broker_url=broker_url,
-            gate="demo-gate",
-            settings={
-                "camera": {"source": str(gate_dir), "fps": opts.fps},
-                "face": {"models_dir": str(opts.models_dir)},
-                "fingerprint": {"port": sim.port},
-                "policy": {"failures_before_backoff": 50},
-                "metrics": {"enabled": False},
-            },
+            state_root, authority, broker_url=broker_url, gate="demo-gate", settings=settings
         )
         self.say("terminal provisioned: edge-provision init, trust, profile sim, broker (live test passed)")
+        if bus is not None:
+            self._start_panel(state_root, bus)
         registry = authority.registry({"demo": device_public_key(state_root)}, work / "registry.json")
         self.listener(work, broker_url, registry)
 
@@ -362,9 +380,41 @@ class Demo:
         self.cleanups.append(stop_agent)
         self.say("agent running: camera, fingerprint sensor and card reader feeding the gate")
         self._scenario(authority, broker_url, cast_faces, fingers, sim, credential_control(state))
+        if self.panel is not None:
+            self._panel_checks(cast_faces)
         stop_agent()
         self.check("the agent stopped cleanly", codes == [0])
         return self._summary()
+
+    def _start_panel(self, state_root: Path, bus: Any) -> None:
+        """The installer generates the reader's Secure Channel key and enters it in the panel."""
+        from edge.demo.stack import provision
+        from edge.osdp import scbk
+        from edge.osdp.panel import SimPanel, WireChannel
+        from edge.state import StateDir
+
+        code, out = provision("osdp-key", "--generate", "--state-dir", str(state_root))
+        if code != 0:
+            raise EdgeError(f"edge-provision osdp-key failed: {out.strip()[-300:]}")
+        key = scbk.read(StateDir(state_root).osdp_scbk)
+        self.panel = SimPanel(WireChannel(bus.fd, 115200), address=1, scbk=key, granted=set(PANEL_NUMBERS.values()))
+        self.panel.start()
+        self.cleanups.append(self.panel.close)
+        self.say("access-control panel (simulated, OSDP over a pty, Secure Channel): it grants by card number")
+
+    def _panel_checks(self, cast_faces: dict[str, Any]) -> None:
+        """Every person the gate granted reached the panel as their card number, by every modality."""
+        wait = self.opts.step_timeout_s
+        wanted = {"p-anna": "face", "p-ben": "fingerprint", "p-eve": "card"}
+        for who, how in wanted.items():
+            if how == "face" and who not in cast_faces:
+                continue
+            number = PANEL_NUMBERS[who]
+            self.check(
+                f"the panel received {who}'s card number after a {how} grant and granted it",
+                self.panel.wait_until(lambda n=number: (n, True) in self.panel.decisions, wait),
+            )
+        self.check("the OSDP link to the panel ran over Secure Channel", bool(self.panel.secure()))
 
     def _enrol(
         self,
@@ -494,7 +544,22 @@ class Demo:
         if "p-eve" in cast_faces:
             self.check(
                 "p-eve's face is refused (no consent, not enrolled: nobody matched)",
-                ev.wait(lambda es: bool(access(es, "denied", "face", None)), wait),
+                ev.wait(
+                    lambda es: any(
+                        e["body"].get("reason") != "presentation_attack" for e in access(es, "denied", "face", None)
+                    ),
+                    wait,
+                ),
+            )
+        if self.attack_photo is not None:
+            self.check(
+                "the printed photo is refused by the liveness check (presentation_attack, never matched)",
+                ev.wait(
+                    lambda es: any(
+                        e["body"].get("reason") == "presentation_attack" for e in access(es, "denied", "face", None)
+                    ),
+                    wait,
+                ),
             )
         for subject, finger in fingers.items():
             sim.control.place(finger.gate)

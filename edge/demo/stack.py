@@ -47,6 +47,7 @@ class SiteAuthority:
         granted_at: int,
         card: str | None = None,
         pin: str | None = None,
+        panel: int | None = None,
     ) -> Any:
         from edge.consent.listformat import CredentialGrant, make_entry
         from edge.credentials.hashing import credential_digest
@@ -57,7 +58,12 @@ class SiteAuthority:
             grants.append(CredentialGrant("card", credential_digest(key, "card", card)))
         if pin is not None:
             grants.append(CredentialGrant("pin", credential_digest(key, "pin", pin)))
-        return make_entry(subject, [PURPOSE], modalities, granted_at, credentials=grants)
+        sealed = None
+        if panel is not None:  # the number the site's panel knows this person by, sealed to the site's gates
+            from edge.credentials.panel_number import seal_panel_number
+
+            sealed = seal_panel_number(key, subject, panel)
+        return make_entry(subject, [PURPOSE], modalities, granted_at, credentials=grants, panel=sealed)
 
     def issue(self, entries: Iterable[Any], *, now: float, valid_for_s: float = 7 * 86400.0) -> bytes:
         message, _path = self.authority.issue({e.subject: e for e in entries}, now=now, valid_for_s=valid_for_s)

@@ -70,9 +70,11 @@ def open_configured_door(
     exit_pulse_s: float = 3.0,
     identity: PdIdentity | None = None,
     start: bool = True,
+    audit: Callable[[str, dict[str, object]], object] | None = None,
 ) -> ConfiguredDoor:
     """The door for ``door.mode``. OSDP: the key from ``scbk_path`` (required with ``secure``);
-    a KEYSET from the panel replaces that file. Wiegand out: the profile's output lines."""
+    a KEYSET from the panel replaces that file and is audited (``osdp_key``, how ``panel_keyset``)
+    through ``audit``. Wiegand out: the profile's output lines."""
     gpio = profile.gpio
     if door.mode == "relay":
         return open_door(gpio, exit_pulse_s=exit_pulse_s)
@@ -85,6 +87,8 @@ def open_configured_door(
 
         def store(new_key: bytes) -> None:
             scbk.write(scbk_path, new_key, overwrite=True)
+            if audit is not None:  # the key's id only, never the key
+                audit("osdp_key", {"how": "panel_keyset", "key_id": scbk.key_id(new_key)})
 
         lines = _reader_mode_lines(gpio)
         try:
@@ -127,9 +131,15 @@ def open_configured_door(
     return WiegandOutDoor(lines, WiegandEmitter(out))
 
 
-def open_tamper(door: ConfiguredDoor, *, debounce_s: float = 0.05) -> TamperSwitch | None:
-    """The case switch on the door's lines, or None when the profile wires none."""
-    controller = door if isinstance(door, DoorController) else door.door
+def open_tamper(door: object, *, debounce_s: float = 0.05) -> TamperSwitch | None:
+    """The case switch on the door's lines, or None when the profile wires none (or the door is not
+    one of ours: a test's double)."""
+    if isinstance(door, DoorController):
+        controller = door
+    elif isinstance(door, OsdpReaderDoor | WiegandOutDoor):
+        controller = door.door
+    else:
+        return None
     switch = TamperSwitch(controller.lines, debounce_s=debounce_s)
     return switch if switch.wired else None
 

@@ -68,6 +68,17 @@ class LedPattern:
     cycles: int = 0
 
 
+#: An access panel's LED colours (OSDP) on the R503 ring: amber shows as yellow, magenta as purple.
+PANEL_COLOURS = {
+    "red": p.LedColour.RED,
+    "green": p.LedColour.GREEN,
+    "amber": p.LedColour.YELLOW,
+    "blue": p.LedColour.BLUE,
+    "magenta": p.LedColour.PURPLE,
+    "cyan": p.LedColour.CYAN,
+    "white": p.LedColour.WHITE,
+}
+
 #: Named LED states for the R503 ring.
 LED = {
     "ready": LedPattern(p.LedMode.BREATHING, p.LedColour.BLUE, speed=100),
@@ -560,6 +571,13 @@ class FingerprintDriver:
     def led(self, mode: int, colour: int, speed: int = 0, cycles: int = 0) -> None:
         """R503 AuraLedConfig."""
         self._call(p.Ins.AURA_LED, bytes([mode, speed, colour, cycles]))
+
+    def ring(self, colour: str | None) -> None:
+        """The ring steadily in a panel's LED colour (OSDP names); None or "none": back to ready."""
+        if colour is None or colour not in PANEL_COLOURS:
+            self.led_state("ready" if colour is None else "off")
+            return
+        self.led(p.LedMode.ON, PANEL_COLOURS[colour])
 
     def led_state(self, name: str) -> None:
         """Named LED state: ready, scanning, success, failure, off."""

@@ -230,6 +230,14 @@ class SensorWorkflows:
     def empty(self) -> None:
         self._with_reconnect(self.driver.empty)
 
+    def ring(self, colour: str | None) -> None:
+        """Show an access panel's LED colour on the ring (reader mode); a sensor without one ignores it."""
+        if self.led:
+            try:
+                self.driver.ring(colour)
+            except FingerprintError:
+                log.info("LED ring colour %s failed", colour)
+
     def template_count(self) -> int:
         count = self._with_reconnect(self.driver.template_count)
         assert isinstance(count, int)

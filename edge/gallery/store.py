@@ -780,6 +780,20 @@ class Gallery:
             self._load()
             log.info("gallery re-keyed: %d templates renewed, %d quarantined rows dropped", len(self), dropped)
 
+    def crypto_erase(self, state: StateDir) -> None:
+        """Tamper response: destroy the key (every record sealed under it becomes unreadable) and
+        forget the templates held in memory; the database file is left as unreadable ciphertext.
+        Nothing matches afterwards; the terminal needs re-provisioning and re-enrolment."""
+        with self._lock:
+            destroy_file(state.gallery_key)
+            destroy_file(state.gallery_key.with_name(state.gallery_key.name + ".next"))
+            self._backend = make_backend(self._backend_name, self.dim)
+            self._subjects.clear()
+            self._slots.clear()
+            self._row_template = self._row_template[:0]
+            self._row_subject = self._row_subject[:0]
+        log.warning("tamper: gallery key destroyed, templates forgotten")
+
     @staticmethod
     def factory_reset(state: StateDir) -> None:
         """Crypto-erase: destroy the key first (everything sealed under it is now unreadable),

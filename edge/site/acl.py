@@ -13,7 +13,9 @@ block per registered device granting read access to its own site's list and chun
 
 The last two are template sync (``edge.sync``, docs/sync.md): a gate sends sealed parcels to any
 gate of its own site, naming itself as sender, and reads (and clears, once handled) only the
-parcels addressed to it.
+parcels addressed to it. A gate of an anti-passback area (``passback`` in the registry) also reads
+the ``access`` events of the other gates of that area (``topic read
+sites/hq/gates/gw-.../events/access``, one line per partner), and no other gate's events.
 
 ``edge-site broker-acl --registry devices.json --out acl`` writes the file; install it as
 ``/etc/mosquitto/gate-edge/acl`` and send Mosquitto SIGHUP (it rereads the ACL). A device not in
@@ -23,7 +25,7 @@ registry (a test keeps them equal).
 
 from __future__ import annotations
 
-from edge.site.registry import Registry
+from edge.site.registry import Device, Registry
 
 STATIC = """\
 # gate-edge broker ACL (Mosquitto acl_file), as written by `edge-site broker-acl`.
@@ -59,6 +61,21 @@ pattern readwrite sites/+/gates/%u/availability
 """
 
 
+def _partner_reads(registry: Registry, dev: Device) -> str:
+    """Anti-passback: a gate reads the access events of the other gates of its area, and no others."""
+    if dev.passback is None:
+        return ""
+    partners = sorted(
+        other.device_id
+        for other in registry.devices.values()
+        if other.device_id != dev.device_id
+        and other.site == dev.site
+        and other.passback is not None
+        and other.passback.area == dev.passback.area
+    )
+    return "".join(f"topic read sites/{dev.site}/gates/{p}/events/access\n" for p in partners)
+
+
 def render_acl(registry: Registry) -> str:
     """The whole ACL file for the devices in ``registry``."""
     blocks = [
@@ -66,7 +83,7 @@ def render_acl(registry: Registry) -> str:
         f"topic read sites/{dev.site}/consent\n"
         f"topic read sites/{dev.site}/consent/chunks/+\n"
         f"topic write sites/{dev.site}/sync/+/{dev.device_id}/+\n"
-        f"topic readwrite sites/{dev.site}/sync/{dev.device_id}/+/+\n"
+        f"topic readwrite sites/{dev.site}/sync/{dev.device_id}/+/+\n" + _partner_reads(registry, dev)
         for dev in sorted(registry.devices.values(), key=lambda d: d.device_id)
     ]
     return STATIC + ("\n" + "\n".join(blocks) if blocks else "")

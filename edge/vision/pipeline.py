@@ -74,6 +74,9 @@ class FaceResult:
     #: the passive live score in [0, 1] (None without a liveness check); stays on this device, in
     #: memory, for the temporal check across frames (edge.vision.liveness); never published or logged
     live_score: float | None = field(default=None, repr=False)
+    #: FaceMesh landmarks (468 x 3, frame pixels) for the active liveness challenge, only when the
+    #: pipeline was asked for them (``want_points``); in memory on the camera thread only
+    points: np.ndarray | None = field(default=None, repr=False)
 
 
 def select_face(faces: Sequence[Detection], frame_shape: tuple[int, ...], rule: Rule) -> Detection:
@@ -136,6 +139,8 @@ class FacePipeline:
     ) -> None:
         self.bundle = manifest
         self.pad = pad
+        #: probe() also returns FaceMesh landmarks of a live face (the active challenge reads them)
+        self.want_points = False
         self.variant = variant
         self.flip = flip
         self.redetect = redetect
@@ -349,8 +354,9 @@ class FacePipeline:
             frame_bgr, det, timings, lambda chip: self._assess(faces, chosen, det, chip, timings)
         )
         assert quality is not None
+        points = self.mesh.landmarks(frame_bgr, det) if self.want_points and self.mesh is not None else None
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, live_score=live)
+        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, live_score=live, points=points)
 
     def _liveness(self, frame_bgr: np.ndarray, det: Detection, timings: dict[str, float]) -> float | None:
         if self.pad is None:
@@ -407,6 +413,9 @@ class FacePipeline:
         if live is not None and self._is_attack(live):
             del chip  # an attack is never embedded, so never matched
             return self._attack(quality, det, len(faces), timings, live, t0)
+        points = None
+        if self.want_points and quality.ok and self.mesh is not None:
+            points = self.mesh.landmarks(frame_bgr, det)
         t2 = time.perf_counter()
         embedding = self.embed_chip(chip, flip=False)
         del chip
@@ -419,7 +428,9 @@ class FacePipeline:
             timings["escalate"] = (time.perf_counter() - t4) * 1e3
             escalated = True
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return FaceResult(embedding, quality, det.box, det.score, len(faces), timings, escalated, live_score=live)
+        return FaceResult(
+            embedding, quality, det.box, det.score, len(faces), timings, escalated, live_score=live, points=points
+        )
 
 
 def best_frames(

@@ -48,6 +48,7 @@ class Observation:
     attack: bool = False
     live_score: float | None = None
     box: tuple[float, float, float, float] = (100.0, 100.0, 200.0, 220.0)
+    points: object = None
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,15 @@ class SwitchedSensor:
         switch.opens += 1
         self.switch = switch
         self.placed = placed
+        self.emptied = 0
+        self.rings: list[str | None] = []
+
+    def ring(self, colour: str | None) -> None:
+        self.rings.append(colour)
+
+    def empty(self) -> None:
+        self.emptied += 1
+        self.placed.clear()
 
     def identify(self, timeout_s: float) -> Identified:
         if self.switch.broken.is_set():
@@ -267,6 +277,12 @@ class RepeatingSensor:
     def identify(self, timeout_s: float) -> Identified:
         threading.Event().wait(0.2)
         return Match(5, 120)
+
+    def empty(self) -> None:
+        pass
+
+    def ring(self, colour: str | None) -> None:
+        pass
 
     def close(self) -> None:
         pass

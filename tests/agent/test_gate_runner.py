@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 
 from edge.agent.decide import LanePolicy
 from edge.agent.gate import GateCore, GateSettings
@@ -15,12 +16,15 @@ from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.events.sink import MemorySink
 from edge.fingerprint.api import NO_FINGER, Identified
+from edge.vision.challenge import Challenge
+from edge.vision.liveness import LivenessPolicy
 from tests.agent.doubles import (
     Credential,
     EmbeddingPipeline,
     Match,
     MemoryConsent,
     MemoryGallery,
+    Observation,
     Switch,
     SwitchedCamera,
     SwitchedSensor,
@@ -62,7 +66,7 @@ class Rig:
         self.fingers: list[Match] = []
         self.pipeline = EmbeddingPipeline()
 
-    def runner(self, escalation: FaceEscalation | None = None, **kwargs: float) -> GateRunner:
+    def runner(self, escalation: FaceEscalation | None = None, **kwargs: object) -> GateRunner:
         return GateRunner(
             self.core,
             camera=lambda: SwitchedCamera(self.camera_switch, self.frames),
@@ -323,3 +327,72 @@ def test_each_frame_is_searched_once_on_the_camera_thread() -> None:
         rig.frames.clear()
     assert rig.pipeline.escalations == 0
     assert rig.gallery.searches == rig.pipeline.probes
+
+
+class LivePipeline:
+    """A pipeline double for liveness: the 'frame' is (embedding, live score, landmarks or None)."""
+
+    want_points = False
+
+    def __init__(self, threshold: float = 0.1) -> None:
+        self.threshold = threshold
+
+    def process(self, frame: tuple[np.ndarray, float, object], rule: str = "gate") -> Observation:
+        return self.probe(frame, rule)
+
+    def probe(
+        self, frame: tuple[np.ndarray, float, object], rule: str = "gate", uncertain: object = None
+    ) -> Observation:
+        embedding, score, points = frame
+        if score < self.threshold:  # as FacePipeline: an attack is never embedded
+            return Observation(embedding[:0], attack=True, live_score=score)
+        return Observation(embedding, live_score=score, points=points if self.want_points else None)
+
+
+def test_a_photo_at_the_camera_is_refused_once_and_never_searched() -> None:
+    """Tried: a printed photo of Alice (who consents and is enrolled) held in view for many frames.
+    The gate refuses it once with reason presentation_attack and no subject, never searches the
+    gallery for it and never opens the door; then Alice herself stands there after a pause and is
+    let in."""
+    rig = Rig()
+    rig.pipeline = LivePipeline()  # type: ignore[assignment]
+    with rig.runner(liveness=LivenessPolicy(threshold=0.1, gap_s=0.3)):
+        assert wait_for(lambda: rig.core.devices.get("camera") == "up")
+        rig.frames.append((near(unit(0), 1), 0.01, None))  # type: ignore[arg-type]
+        assert wait_for(lambda: len(rig.sink.of_kind("access")) >= 1)
+        time.sleep(0.3)  # many more frames of the same photo
+        rig.frames.clear()
+        time.sleep(0.5)  # the photo is taken away: the track ends
+        assert rig.gallery.searches == 0
+        rig.frames.append((near(unit(0), 2), 0.97, None))  # type: ignore[arg-type]
+        assert wait_for(lambda: rig.grants("face") >= 1)
+        rig.frames.clear()
+    refusals = [e for e in rig.sink.of_kind("access") if e["decision"] == "denied"]
+    assert [e["reason"] for e in refusals] == ["presentation_attack"]
+    assert refusals[0].get("subject") is None
+    assert rig.grants("face") >= 1
+
+
+def test_challenge_mode_lets_a_face_in_only_after_it_blinks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tried: a clearly live score but eyes that never change (a good replayed still): no grant while
+    the challenge is pending; the same face blinking in a single frame and opening its eyes is let in.
+    The challenge drawn is fixed to a blink here; the random draw is tested on its own."""
+    import edge.agent.runner as runner_module
+    from tests.vision.test_liveness_tracker import face_points
+
+    monkeypatch.setattr(runner_module, "draw", lambda: Challenge.BLINK)
+    prompts: list[str] = []
+    rig = Rig()
+    rig.pipeline = LivePipeline()  # type: ignore[assignment]
+    policy = LivenessPolicy(threshold=0.1, challenge=True)
+    with rig.runner(liveness=policy, prompt=prompts.append):
+        assert rig.pipeline.want_points  # the runner asked the pipeline for landmarks
+        rig.frames.append((near(unit(0), 1), 0.97, face_points(0.3)))  # type: ignore[arg-type]
+        assert wait_for(lambda: prompts == ["please blink"])
+        time.sleep(0.4)
+        assert rig.grants("face") == 0
+        rig.frames[0] = (near(unit(0), 1), 0.97, face_points(0.05))  # type: ignore[call-overload]
+        time.sleep(0.1)
+        rig.frames[0] = (near(unit(0), 1), 0.97, face_points(0.3))  # type: ignore[call-overload]
+        assert wait_for(lambda: rig.grants("face") >= 1)
+        rig.frames.clear()

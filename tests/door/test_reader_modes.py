@@ -132,3 +132,28 @@ def test_plain_mode_without_a_key_starts_in_install_mode(bus: PtyBus, tmp_path: 
         assert door.pd.status().install_mode
     finally:
         door.close()
+
+
+def test_a_keyset_from_the_panel_replaces_the_key_file_and_is_audited(bus: PtyBus, tmp_path: Path) -> None:
+    """The panel changes the reader's Secure Channel key (KEYSET over the secure channel): the new key
+    replaces the installed file (0600) and an ``osdp_key`` audit record names it by its id only."""
+    key_file = tmp_path / "osdp-scbk.key"
+    scbk.write(key_file, KEY)
+    audit: list[tuple[str, dict[str, object]]] = []
+    panel = SimPanel(WireChannel(bus.fd, 115200), address=4, scbk=KEY, granted={1}).start()
+    section = DoorSection(mode="osdp", port=bus.path, baud=115200, address=4)
+    door = open_configured_door(
+        section, sim_profile(), scbk_path=key_file, audit=lambda kind, details: audit.append((kind, details))
+    )
+    new_key = bytes(range(50, 66))
+    try:
+        assert isinstance(door, OsdpReaderDoor)
+        assert door.pd.wait(secure=True, timeout_s=10).secure
+        panel.send(panel.keyset_command(new_key))
+        assert panel.wait_until(lambda: bool(audit), 5)
+    finally:
+        door.close()
+        panel.close()
+    assert scbk.read(key_file) == new_key
+    assert audit == [("osdp_key", {"how": "panel_keyset", "key_id": scbk.key_id(new_key)})]
+    assert new_key.hex() not in repr(audit)

@@ -125,3 +125,17 @@ def test_loop_url_echo_is_reported_as_a_protocol_error() -> None:
     with pytest.raises(SensorProtocolError) as err:
         FingerprintDriver.open("loop://", timeout_s=0.5)
     assert any(line.startswith("<-") for line in err.value.last_frames)
+
+
+def test_the_panels_led_colours_show_on_the_r503_ring(sim503: SimulatorProcess) -> None:
+    """Reader mode: an access panel's OSDP LED colours on the ring, over the real driver and pty.
+    The AuraLedConfig bytes are (control, speed, colour, cycles): control 3 is steadily on."""
+    with FingerprintDriver.open(sim503.port) as drv:
+        drv.ring("green")
+        assert sim503.control.status()["led"] == [3, 0, 4, 0]
+        drv.ring("amber")  # shown as the ring's yellow
+        assert sim503.control.status()["led"] == [3, 0, 5, 0]
+        drv.ring("none")  # the panel switched its LED off
+        assert sim503.control.status()["led"][0] == 4
+        drv.ring(None)  # the panel gave the LED back: the ring's own "ready"
+        assert sim503.control.status()["led"] == [1, 100, 2, 0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -297,3 +298,48 @@ def test_a_presentation_attack_refuses_the_enrolment_and_keeps_no_frame() -> Non
     assert faces.audit == [
         ("enrolment_refused", {"subject": SUBJECT, "modality": "face", "reason": "presentation_attack"})
     ]
+
+
+def test_a_duress_finger_is_flagged_and_a_later_ordinary_enrolment_of_the_slot_clears_it(tmp_path: Path) -> None:
+    from edge.access.duress import DuressSlots
+
+    slots = DuressSlots(tmp_path / "duress.json")
+    enforcer = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "fingerprint")}))
+    common = {"enforcer": enforcer, "gallery": EnrolGallery(), "sink": MemorySink(), "duress_slots": slots}
+    enrol_finger(SUBJECT, sensor=Sensor(Outcome(slot=21)), duress=True, **common)  # type: ignore[arg-type]
+    assert 21 in DuressSlots(tmp_path / "duress.json")
+    enrol_finger(SUBJECT, sensor=Sensor(Outcome(slot=21)), **common)  # type: ignore[arg-type]
+    assert 21 not in DuressSlots(tmp_path / "duress.json")
+    # a terminal without a duress store refuses --duress before touching the sensor
+    sensor = Sensor(Outcome(slot=22))
+    with pytest.raises(EdgeError, match="no duress fingers"):
+        enrol_finger(SUBJECT, sensor=sensor, duress=True, enforcer=enforcer, gallery=EnrolGallery(), sink=MemorySink())
+
+
+def test_challenge_enrolment_keeps_frames_only_after_a_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """[face] liveness = challenge: the person is asked to blink (the draw is fixed here; the random
+    draw has its own test) and frames are kept only after one blink; a still face (a photo, or a
+    video that does not blink) is refused as presentation_attack and nothing is stored."""
+    import edge.vision.challenge as challenge
+    from tests.vision.test_liveness_tracker import face_points
+
+    monkeypatch.setattr(challenge, "draw", lambda: challenge.Challenge.BLINK)
+    blink = [Observation(near(unit(0), i), points=face_points(o)) for i, o in enumerate([0.3, 0.3, 0.05, 0.3])]
+    good = [Observation(near(unit(0), i)) for i in range(10, 20)]
+    faces = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}))
+    gallery, sink = EnrolGallery(), MemorySink()
+    report, messages = run_face(faces, gallery, sink, frames=iter(blink + good), challenge=True)
+    assert messages[0] == "please blink"
+    assert "liveness challenge passed" in messages
+    assert report.stored == 5  # type: ignore[attr-defined]
+    assert all(np.array_equal(t, near(unit(0), i)) for t, i in zip(gallery.faces[SUBJECT], range(10, 15), strict=True))
+
+    still = itertools.repeat(Observation(near(unit(0), 1), points=face_points(0.3)))
+    gallery = EnrolGallery()
+    with pytest.raises(HardwareError, match="photo or a screen"):
+        run_face(faces, gallery, MemorySink(), frames=still, challenge=True, timeout_s=0.5)
+    assert gallery.faces == {}
+    assert faces.audit[-1] == (
+        "enrolment_refused",
+        {"subject": SUBJECT, "modality": "face", "reason": "presentation_attack"},
+    )

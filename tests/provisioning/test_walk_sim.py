@@ -53,7 +53,8 @@ def fpsim() -> Iterator[Any]:
 def pipeline() -> Any:
     from edge.vision.pipeline import FacePipeline  # type: ignore[import-not-found,unused-ignore]
 
-    return FacePipeline.load(REPO_ROOT / "models", "float32", 2)
+    # with the liveness check the installer's config has by default: photos it calls attacks are not cast
+    return FacePipeline.load(REPO_ROOT / "models", "float32", 2, liveness="int8")
 
 
 def test_installer_walk_on_simulators(

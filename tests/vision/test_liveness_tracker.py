@@ -15,7 +15,7 @@ from edge.vision import challenge as ch
 from edge.vision.liveness import LivenessPolicy, LivenessTracker, Verdict
 
 BOX = (100.0, 100.0, 200.0, 220.0)
-POLICY = LivenessPolicy(threshold=0.1, band=0.35, window=5, attack_votes=2, steady_frames=3, gap_s=1.5)
+POLICY = LivenessPolicy(threshold=0.1, band=0.35, window=5, attack_votes=2, steady_frames=3, gap_s=1.5, refuse_s=3.0)
 
 
 def run(scores: list[float | None], *, dt: float = 0.1, box: tuple[float, float, float, float] = BOX) -> list[Verdict]:
@@ -45,6 +45,17 @@ def test_one_bad_frame_of_a_live_face_does_not_refuse_it() -> None:
 def test_a_borderline_face_needs_a_steady_run() -> None:
     verdicts = run([0.3, 0.3, 0.3, 0.3])
     assert verdicts == [Verdict.WAIT, Verdict.WAIT, Verdict.LIVE, Verdict.LIVE]
+
+
+def test_a_refusal_holds_for_refuse_s_then_the_face_is_judged_afresh() -> None:
+    # a photo caught at 0.1 s, then (held still) refused again 3 s later; a live face replacing it in
+    # the same place without a gap is matched after the refusal period and a steady run
+    scores = [0.01, 0.01] + [0.01] * 30 + [0.02, 0.9, 0.9, 0.9, 0.9] + [0.9] * 30
+    verdicts = run(scores)
+    attacks = [i for i, v in enumerate(verdicts) if v is Verdict.ATTACK]
+    assert attacks == [1, 32]  # at 0.1 s and once more at 3.2 s (30 frames of 0.1 s later)
+    first_live = verdicts.index(Verdict.LIVE)
+    assert first_live >= 32 + 30  # not before the second refusal period (30 frames) ended
 
 
 def test_a_new_person_or_a_pause_starts_a_new_track() -> None:

@@ -86,6 +86,16 @@ class StateDir:
         return self.root / "sensor-erase.json"
 
     @property
+    def pending_deletions(self) -> Path:
+        """Deletions begun and not yet receipted (subject, reason, counts; never templates)."""
+        return self.root / "deletions.json"
+
+    @property
+    def start_attempts(self) -> Path:
+        """The last failed start-ups (``edge.ops.safemode``): what failed, how often, safe mode."""
+        return self.root / "start-attempts.json"
+
+    @property
     def settings(self) -> Path:
         """What provisioning chose: profile, broker, site (TOML, secrets redacted elsewhere)."""
         return self.root / "edge.toml"

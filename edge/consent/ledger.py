@@ -215,6 +215,27 @@ class ConsentLedger:
             raise
 
     @classmethod
+    def open_fallback(
+        cls, state: StateDir, site: str, *, grace_period_s: float, device: str = "", read_only: bool = True
+    ) -> ConsentLedger:
+        """A ledger for a state directory that cannot be written: ``read_only`` opens the file as it
+        is (the card path keeps the last list; a new list cannot be applied), else an empty ledger
+        in memory that takes the retained list from MQTT and forgets it at exit. No audit log: such
+        a ledger never serves a biometric decision (``edge.ops.degrade.FailClosedConsent``)."""
+        target = f"file:{state.consent_db}?mode=ro&immutable=1" if read_only else ":memory:"
+        try:
+            conn = sqlite3.connect(target, uri=read_only, check_same_thread=False, isolation_level=None)
+            if not read_only:
+                conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise storage_error(state.consent_db, "consent ledger", exc) from None
+        try:
+            return cls(state, site, conn, grace_period_s=grace_period_s, audit=None, device=device)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
     def open_or_replace(
         cls,
         state: StateDir,

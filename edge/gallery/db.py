@@ -247,6 +247,36 @@ class GalleryDb:
         with self.transaction() as conn:
             conn.executemany("UPDATE quarantine SET audit_seq = ? WHERE id = ?", [(s, i) for i, s in reported])
 
+    def copy_rows_from(self, other: Path) -> int:
+        """Copy the rows still readable in a damaged gallery file (records, templates, quarantine;
+        each table up to its first unreadable page) into this one; returns rows copied."""
+        try:
+            src = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return 0
+        copied = 0
+        try:
+            for table, columns in (
+                ("records", "tag, modality, box"),
+                ("templates", "id, tag, box"),
+                ("quarantine", "id, item, tag, modality, box, reason, at, audit_seq"),
+            ):
+                rows: list[tuple[object, ...]] = []
+                try:
+                    cur = src.execute(f"SELECT {columns} FROM {table}")  # noqa: S608 - fixed names
+                    while (row := cur.fetchone()) is not None:
+                        rows.append(tuple(row))
+                except sqlite3.Error:
+                    pass  # what came before the damaged page is kept
+                if rows:
+                    marks = ", ".join("?" * len(rows[0]))
+                    with self.transaction() as conn:
+                        conn.executemany(f"INSERT OR IGNORE INTO {table} ({columns}) VALUES ({marks})", rows)  # noqa: S608
+                    copied += len(rows)
+        finally:
+            src.close()
+        return copied
+
     def clear_quarantine(self, conn: sqlite3.Connection) -> int:
         return int(conn.execute("DELETE FROM quarantine").rowcount)
 

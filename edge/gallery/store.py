@@ -38,7 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.config.schema import GallerySection
-from edge.errors import IntegrityError, StorageError
+from edge.errors import IntegrityError, StorageError, StoreDamaged
 from edge.gallery.backends import BACKENDS, SearchBackend
 from edge.gallery.db import SCHEMA_VERSION, GalleryDb, has_data
 from edge.gallery.index import GalleryIndex
@@ -241,6 +241,30 @@ class Gallery:
             templates_per_subject=section.templates_per_subject,
             threshold=threshold,
         )
+
+    @classmethod
+    def open_or_replace(
+        cls, state: StateDir, section: GallerySection, *, dim: int = 128, threshold: float | None = None
+    ) -> Gallery:
+        """``open_configured``; a file that cannot be read is set aside (``edge.state_recovery``),
+        the sealed rows still readable in it are copied into a fresh file, and the gallery opens on
+        that (each row is authenticated as it loads; the rest are quarantined). The key stays."""
+        from edge.state_recovery import set_aside, write_note
+
+        try:
+            return cls.open_configured(state, section, dim=dim, threshold=threshold)
+        except StoreDamaged as exc:
+            info = set_aside(state.gallery_db, "gallery", exc.detail)
+        key = load_key(state.gallery_key)
+        db = GalleryDb(state.gallery_db)
+        try:
+            db.init_meta(dim, key.key_check())
+            copied = db.copy_rows_from(state.gallery_db.with_name(info.aside))
+        finally:
+            db.close()
+        write_note(state.root, replace(info, salvaged=copied))
+        log.error("fresh gallery started: %d sealed rows copied from the damaged file", copied)
+        return cls.open_configured(state, section, dim=dim, threshold=threshold)
 
     @staticmethod
     def _load_or_create_key(state: StateDir, *, create_key: bool) -> GalleryKey:
@@ -787,11 +811,9 @@ class Gallery:
         with self._lock:
             destroy_file(state.gallery_key)
             destroy_file(state.gallery_key.with_name(state.gallery_key.name + ".next"))
-            self._backend = make_backend(self._backend_name, self.dim)
-            self._subjects.clear()
-            self._slots.clear()
-            self._row_template = self._row_template[:0]
-            self._row_subject = self._row_subject[:0]
+            self._index.reset()
+            self._damage = []
+            self._damaged_tags = set()
         log.warning("tamper: gallery key destroyed, templates forgotten")
 
     @staticmethod

@@ -109,11 +109,13 @@ class SeqMark:
     MAGIC = b"EDGESEQ1"
     SIZE = 64
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
         self.held = 0
         self.reserved = 0
         self._fd: int | None = None
+        if path is None:  # an outbox in memory: nothing to record beside it
+            return
         try:
             if path.exists():
                 self.held, self.reserved = _parse_mark(path.read_bytes())
@@ -136,7 +138,8 @@ class SeqMark:
         new_held = self.held if held is None else max(self.held, held)
         new_reserved = self.reserved if reserved is None else max(self.reserved, reserved)
         try:
-            check_inplace_write(self.path)
+            if self.path is not None:
+                check_inplace_write(self.path)
             os.pwrite(self._fd, self._encode(new_held, new_reserved), 0)
             os.fdatasync(self._fd)
         except OSError:
@@ -203,9 +206,11 @@ class Outbox:
         self._next_id = 0
         self._announce: list[Alarm] = []  # alarms found before anyone listens (a lost held range)
         self.dropped_total = 0  # events dropped from memory (the soak reports it)
+        memory = str(path) == ":memory:"
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            if not memory:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=30)
         except (OSError, sqlite3.Error) as exc:
             raise StorageError(
                 f"cannot open the outbox {self.path}: {exc}", hint="check the state directory is writable"
@@ -226,10 +231,21 @@ class Outbox:
             if isinstance(error, StoreDamaged):
                 raise error from None
             raise StorageError(f"cannot open the outbox {self.path}: {exc}", hint=error.hint) from None
-        self._mark = SeqMark(mark_path(self.path))
+        self._mark = SeqMark(None if memory else mark_path(self.path))
         self._mem_seq = last  # the last number handed out, committed or held
         self._settle_mark(last, start_after)
         self.on_alarm = on_alarm
+
+    @classmethod
+    def in_memory(cls, path: Path, *, health: StorageHealth | None = None) -> Outbox:
+        """An outbox in memory beside ``path`` (which cannot be opened: a read-only state directory):
+        events are published but do not survive a restart. Numbering continues after what
+        ``outbox.seq`` says was used, when it can be read."""
+        mark = SeqMark(mark_path(path))
+        mark.close()
+        box = cls(":memory:", health=health, start_after=max(mark.held, mark.reserved))
+        log.error("the outbox runs in memory: events are published but lost if the agent stops before delivery")
+        return box
 
     @classmethod
     def open_or_replace(

@@ -122,8 +122,23 @@ def broker(state: StateDir, timeout_s: float = 10.0) -> CheckResult:
     )
 
 
+def stores(state: StateDir) -> CheckResult:
+    """Damage and degradation the agent recorded (edge.ops.findings): quarantined gallery rows,
+    stores set aside, safe mode, deletions and audit records waiting for the disk."""
+    from edge.ops.findings import storage_findings
+
+    found = storage_findings(state)
+    if not found:
+        return CheckResult("pass", "no damaged store, no quarantined gallery row, no failed start")
+    what, fix = "; ".join(f.what for f in found), "; ".join(f.fix for f in found)
+    if any(f.severity == "fail" for f in found):
+        return CheckResult("fail", what, fix)
+    return CheckResult("warn", what, fix)
+
+
 BASE_CHECKS = [
     Check("storage", storage),
+    Check("stores", stores),
     Check("clock", clock),
     Check("settings", settings),
     Check("trust", trust),

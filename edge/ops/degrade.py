@@ -33,6 +33,7 @@ from edge.state_health import HEALTH
 if TYPE_CHECKING:
     from nacl.signing import SigningKey
 
+    from edge.agent.ports import ConsentPort
     from edge.audit.log import AuditLog
     from edge.config.schema import AgentConfig, GallerySection
     from edge.consent.ledger import ConsentLedger
@@ -156,7 +157,7 @@ class FailClosedConsent:
     from the ledger as before. Used when the audit log or a writable ledger is missing, and in
     safe mode."""
 
-    def __init__(self, ledger: ConsentLedger, reason: str) -> None:
+    def __init__(self, ledger: ConsentPort, reason: str) -> None:
         self.ledger = ledger
         self.reason = reason
 

@@ -479,6 +479,16 @@ class Outbox:
                 row = self._db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
                 if self._mem_seq > (int(row[0]) if row else 0):
                     self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seq', ?)", (self._mem_seq,))
+                if self._next_id:  # row ids handed to held events (some acknowledged, never written) stay used:
+                    # the publisher's cursor is past them, so the next row must come after them
+                    self._db.execute(
+                        "DELETE FROM sqlite_sequence WHERE name = 'outbox' AND seq < ?", (self._next_id - 1,)
+                    )
+                    self._db.execute(
+                        "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ? "
+                        "WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+                        (self._next_id - 1,),
+                    )
         except StorageUnavailable as exc:
             self._fault = exc.cause
             self.health.failed(WHAT, exc.cause)

@@ -254,3 +254,20 @@ def test_a_header_that_is_not_a_database_starts_a_fresh_outbox_above_the_reserve
     assert (aside.first_lost_seq, aside.last_lost_seq) == (1, seq - 1)
     assert 3 < seq <= 1001, "above everything the old file may have used, within one reserved block"
     fresh.close()
+
+
+def test_rows_after_a_fault_come_after_every_id_handed_to_a_held_event(tmp_path: Path) -> None:
+    """The publisher's cursor passed the ids of held events acknowledged from memory; a row
+    written after the fault must get a later id, or the publisher would never send it."""
+    box, _alarms, _health, _ = _box(tmp_path / "outbox.sqlite3")
+    box.append("t", _payload)
+    with state_faults.inject("full"):
+        box.append("t", _payload)
+        box.append("t", _payload)
+        sent = box.pending()
+        box.remove([e.id for e in sent])  # all three acknowledged (two from memory)
+        cursor = sent[-1].id
+    box.prune()
+    box.append("t", _payload)
+    assert [e.seq for e in box.pending(after_id=cursor)] == [4]
+    box.close()

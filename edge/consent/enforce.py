@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
@@ -43,6 +44,9 @@ from edge.modality import ALL, Modality
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: A wall-clock change against the monotonic clock larger than this between two ticks is a step.
+CLOCK_STEP_S = 120.0
 
 
 @runtime_checkable
@@ -244,6 +248,8 @@ class Enforcer:
         self._seen: int | None = None  # the ledger generation the stores were last reconciled with
         self._incomplete = False  # a deletion waits for the disk: reconcile again at the next tick
         self._no_list_logged = False
+        self._clock_offset: float | None = None  # wall minus monotonic at the last tick
+        self._clock_behind = False
 
     # ------------------------------------------------------------------ lists
 
@@ -277,6 +283,7 @@ class Enforcer:
         """Call about once a second: picks up lists applied by other processes and expiries, and
         completes deletions a full disk or a crash left half done."""
         with self._lock:
+            self._watch_clock(now)
             receipts = self.redrive()
             self.ledger.reload_if_changed()
             if self._seen != self.ledger.generation or self._expiry_due(now) or self._incomplete:
@@ -322,6 +329,12 @@ class Enforcer:
                         "no consent list in force: nothing is deleted until one arrives (biometrics fail closed)"
                     )
                     self._no_list_logged = True
+                return []
+            if self.ledger.clock_behind(now):  # every entry would look "not yet granted": judge nothing
+                if not self._no_list_logged:
+                    log.warning("the clock reads before the list's issue time: nothing is deleted until it is right")
+                    self._no_list_logged = True
+                self._incomplete = True  # reconcile again once the clock is right
                 return []
             self._no_list_logged = False
             version = self.ledger.version
@@ -482,6 +495,29 @@ class Enforcer:
                     receipts.append(receipt)
         return receipts
 
+    def _watch_clock(self, now: float) -> None:
+        """One ``clock_step`` alarm (component ``clock``, ``count`` the step in whole seconds) when the
+        wall clock moved against the monotonic clock by more than ``CLOCK_STEP_S`` between ticks;
+        ``clock_behind`` raised while the clock reads before the list's issue time."""
+        offset = now - time.monotonic()
+        if self._clock_offset is not None and abs(offset - self._clock_offset) > CLOCK_STEP_S:
+            step = offset - self._clock_offset
+            log.warning("the wall clock stepped %+.0f s; consent times are judged on the new clock", step)
+            self._emit_alarm(Alarm("clock_step", "warning", component="clock", count=abs(int(step))))
+        self._clock_offset = offset
+        behind = self.ledger.clock_behind(now)
+        if behind != self._clock_behind:
+            self._clock_behind = behind
+            if behind:
+                log.error("the clock reads before the consent list's issue time: biometrics fail closed")
+            self._emit_alarm(Alarm("clock_behind", "critical", "raised" if behind else "cleared", "clock"))
+
+    def _emit_alarm(self, alarm: Alarm) -> None:
+        try:
+            self.sink.emit(alarm)
+        except Exception as exc:
+            log.error("the %s alarm could not be queued (%s)", alarm.code, exc.__class__.__name__)
+
     def _check_stale(self, now: float) -> None:
         stale = self.ledger.is_stale(now)
         if stale == self._stale:
@@ -504,8 +540,11 @@ class Enforcer:
                 "grace_period_s": self.ledger.grace_period_s,
                 "at": float(now),
             }
-            self.audit.append("consent_stale" if stale else "consent_fresh", details, at=now)
-        self.sink.emit(Alarm("consent_stale", "warning", "raised" if stale else "cleared", "consent"))
+            try:
+                self.audit.append("consent_stale" if stale else "consent_fresh", details, at=now)
+            except StorageError as exc:  # the alarm still goes out; the disk refused its record
+                log.error("could not audit the consent list's staleness (%s)", exc.one_line())
+        self._emit_alarm(Alarm("consent_stale", "warning", "raised" if stale else "cleared", "consent"))
 
     # ------------------------------------------------------------------ enrolment and matching
 

@@ -401,9 +401,17 @@ class ConsentLedger:
         return Place(self.device, gate.zones if gate is not None else frozenset())
 
     def is_stale(self, now: float) -> bool:
-        """True without a list, or when ``now`` is past the list's validity plus the grace period."""
+        """True without a list, when ``now`` is past the list's validity plus the grace period, or
+        when the device's clock reads earlier than the list's issue time (``clock_behind``): a
+        clock that is wrong cannot judge consent, so biometrics fail closed (credentials work)."""
         info = self._info
-        return info is None or now > info.valid_until + self.grace_period_s
+        return info is None or now > info.valid_until + self.grace_period_s or self.clock_behind(now)
+
+    def clock_behind(self, now: float) -> bool:
+        """Whether ``now`` (this device's clock) is before the list in force was issued, beyond the
+        allowed skew: the clock stepped back (NTP correction, a Pi's dead RTC battery)."""
+        info = self._info
+        return info is not None and now < info.issued_at - CLOCK_SKEW_S
 
     def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
         """Biometric use (enrolment or a match) of ``modality`` for ``purpose`` at this gate; False

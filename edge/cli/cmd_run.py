@@ -59,8 +59,10 @@ def run_cmd(config_path: Path, log_level: str, plain_logs: bool, wiring: str) ->
         module_name, _, attr = wiring.partition(":")
         build = getattr(importlib.import_module(module_name), attr)
 
-        def run(wired: Wired, on_ready: Callable[[], None], safe_status: str | None) -> int:
-            hook = safemode.ReadyHook(notifier, on_ready, safe_status)
+        def run(
+            wired: Wired, on_ready: Callable[[], None], safe_status: str | None, on_stop: Callable[[], None]
+        ) -> int:
+            hook = safemode.ReadyHook(notifier, on_ready, safe_status, on_stop)
             return run_agent(config, profile, wired, notifier=hook, stop=stop, protect=redactor.protect)
 
         # the same start-up failure 3 times: safe mode (credential path only) instead of a crash loop

@@ -55,6 +55,7 @@ class StartRecord:
     in_progress: bool = False
     safe_mode: bool = False
     safe_since: float = 0.0
+    running: bool = False  # READY was reached and no orderly stop followed (yet)
 
 
 def signature(exc: BaseException) -> tuple[str, str]:
@@ -114,14 +115,24 @@ class StartAttempts:
         self._save()
 
     def succeeded(self) -> None:
-        """READY: a normal start clears the record (safe mode keeps it, so status can show why)."""
-        if self.record.safe_mode:
+        """READY: a normal start clears the failures (safe mode keeps them, so status can show why)
+        and marks the agent running until its orderly stop (``stopped``)."""
+        if not self.record.safe_mode:
+            self.record = StartRecord()
+        self.record.running = True
+        self.record.in_progress = False
+        self._save()
+
+    def stopped(self) -> None:
+        """An orderly stop (SIGTERM): the next start is not an unclean one."""
+        self.record.running = False
+        if self.record == StartRecord():
+            try:
+                self.path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("start-attempt record not cleared (%s)", exc.strerror)
             return
-        self.record = StartRecord()
-        try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("start-attempt record not cleared (%s)", exc.strerror)
+        self._save()
 
 
 def load(state: StateDir) -> StartRecord:
@@ -221,13 +232,16 @@ def start(
     profile: Profile,
     state: StateDir,
     build: Callable[[AgentConfig, Profile, StateDir], Wired],
-    run: Callable[[Wired, Callable[[], None], str | None], int],
+    run: Callable[[Wired, Callable[[], None], str | None, Callable[[], None]], int],
 ) -> int:
-    """``edge run``'s start: ``run(wired, on_ready, safe_status)`` runs the gate; a failure before
+    """``edge run``'s start: ``run(wired, on_ready, safe_status, on_stop)`` runs the gate; a failure before
     READY is recorded, re-raised (systemd restarts) until it happened ``LIMIT`` times the same
     way, then the gate runs in safe mode instead."""
     attempts = StartAttempts(state)
+    unclean = attempts.record.running  # the last run reached READY and never stopped in order
+    attempts.record.running = False
     attempts.begin()
+    attempts.record.safe_mode = False  # every start tries a normal one first
     if attempts.exhausted:  # the last start died the same way often enough (SIGKILL, native crash)
         return _run_safe(config, profile, state, build, run, attempts)
     ready = False
@@ -239,7 +253,9 @@ def start(
 
     try:
         wired = build(config, profile, state)
-        return run(wired, on_ready, None)
+        if unclean:
+            _unclean_stop(wired)
+        return run(wired, on_ready, None, attempts.stopped)
     except Exception as exc:
         if ready:
             raise
@@ -255,12 +271,21 @@ def _run_safe(
     profile: Profile,
     state: StateDir,
     build: Callable[[AgentConfig, Profile, StateDir], Wired],
-    run: Callable[[Wired, Callable[[], None], str | None], int],
+    run: Callable[[Wired, Callable[[], None], str | None, Callable[[], None]], int],
     attempts: StartAttempts,
 ) -> int:
     attempts.entered_safe_mode()
     wired = build_safe(config, profile, state, build, attempts.record)
-    return run(wired, lambda: None, status_line(attempts.record))
+    return run(wired, attempts.succeeded, status_line(attempts.record), attempts.stopped)
+
+
+def _unclean_stop(wired: Wired) -> None:
+    """The last run ended without an orderly stop (SIGKILL, a crash, power loss): said once."""
+    log.warning("the last run ended without an orderly stop (killed, crashed or powered off)")
+    try:
+        wired.sink.emit(Alarm("unclean_stop", "warning", component="agent"))
+    except Exception as exc:
+        log.error("the unclean_stop alarm could not be queued (%s)", exc.__class__.__name__)
 
 
 def describe(state: StateDir) -> tuple[str, str] | None:
@@ -284,10 +309,17 @@ class ReadyHook:
     """The notifier ``run_agent`` gets: READY also clears the start record (``on_ready``), and in
     safe mode the STATUS line says so."""
 
-    def __init__(self, notifier: Notifier, on_ready: Callable[[], None], safe_status: str | None) -> None:
+    def __init__(
+        self,
+        notifier: Notifier,
+        on_ready: Callable[[], None],
+        safe_status: str | None,
+        on_stop: Callable[[], None] = lambda: None,
+    ) -> None:
         self.notifier = notifier
         self.on_ready = on_ready
         self.safe_status = safe_status
+        self.on_stop = on_stop
 
     @property
     def watchdog_interval_s(self) -> float | None:
@@ -305,4 +337,5 @@ class ReadyHook:
         return self.notifier.status(self.safe_status or text)
 
     def stopping(self) -> bool:
+        self.on_stop()
         return self.notifier.stopping()

@@ -170,8 +170,8 @@ class Agent:
                 ready.set()
                 return True
 
-        def run(wired: Any, on_ready: Callable[[], None], safe: str | None) -> int:
-            hook = safemode.ReadyHook(Note({}), on_ready, safe)
+        def run(wired: Any, on_ready: Callable[[], None], safe: str | None, on_stop: Callable[[], None]) -> int:
+            hook = safemode.ReadyHook(Note({}), on_ready, safe, on_stop)
             return run_agent(config, profile, wired, notifier=hook, stop=self.stop)
 
         def main() -> None:

@@ -62,7 +62,11 @@ def read_pairs(lfw: Path, limit: int | None = None) -> list[Pair]:
 
 
 def _cache_file(lfw: Path) -> Path:
-    tag = hashlib.sha256(str(lfw.resolve()).encode()).hexdigest()[:10]
+    """Keyed by the data's own checksum list where it has one (the same LFW-dev copy gives the same key
+    wherever it is mounted: the arm64 lane reuses the host's embeddings), else by its path."""
+    sums = lfw / "SHA256SUMS"
+    source = sums.read_bytes() if sums.is_file() else str(lfw.resolve()).encode()
+    tag = hashlib.sha256(source).hexdigest()[:10]
     return CACHE / f"lfw-dlib-{tag}.npz"
 
 

@@ -76,6 +76,7 @@ def enrol_cmd(
                     timeout_s=timeout_s or FACE_TIMEOUT_S,
                     feedback=feedback,
                     challenge=ports.face_challenge,
+                    share=ports.share_face,
                 )
             finally:
                 camera.close()
@@ -93,6 +94,7 @@ def enrol_cmd(
                 feedback=feedback,
                 duress=duress,
                 duress_slots=ports.duress_slots,
+                share=ports.share_finger,
             )
     finally:
         for close in reversed(ports.closers):
@@ -108,6 +110,8 @@ def enrol_cmd(
     if report.frames_seen:
         rows.append(("frames seen", report.frames_seen))
     rows += [(f"refused: {reason}", count) for reason, count in sorted(report.rejected.items())]
+    if report.shared_with:
+        rows.append(("shared with", f"{report.shared_with} other gate(s) in the person's consent scope (sealed)"))
     if report.duplicate_of:
         rows.append(("FLAGGED", f"matches enrolled subject {report.duplicate_of}: review before use"))
     table(f"Enrolled {subject}", ["item", "value"], rows)

@@ -43,6 +43,7 @@ class EnrolReport:
     duplicate_of: str | None = None  # another subject this one matched (flagged for review)
     frames_seen: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # quality reason -> frames refused for it
+    shared_with: int = 0  # site sync: gates a sealed copy was sent to
 
 
 def _enrolled(subject: str, modality: Modality, duplicate_of: str | None) -> Enrolment:
@@ -68,6 +69,7 @@ def enrol_face(
     feedback: Feedback = lambda _text: None,
     wall: Callable[[], float] = time.time,
     challenge: bool = False,
+    share: Callable[[str, list[Any]], list[str]] | None = None,
 ) -> EnrolReport:
     """``challenge``: first a random active liveness challenge (blink or head turn, edge.vision.challenge),
     as ``[face] liveness = "challenge"`` asks; not answered in time refuses the enrolment as an attack."""
@@ -117,6 +119,8 @@ def enrol_face(
             lambda: gallery.enrol(subject, "face", templates=embeddings, model_id=model_id),
             flagged=_flagged,
         )
+        if share is not None:  # site sync: sealed for the gates in the person's scope, while still in memory
+            report.shared_with = len(_share_safely(share, subject, embeddings))
     finally:
         embeddings.clear()
     report.stored = wanted
@@ -172,6 +176,16 @@ def _face_challenge(
     raise _refuse_attack(subject, enforcer, wall)
 
 
+def _share_safely(share: Callable[[str, Any], list[str]], subject: str, what: Any) -> list[str]:
+    """Sharing is best effort: the local enrolment stands; a failure is logged and the operator can
+    enrol at the other gates."""
+    try:
+        return share(subject, what)
+    except Exception as exc:
+        log.error("sharing the enrolment with the other gates failed: %s", exc.__class__.__name__)
+        return []
+
+
 class DuressMarks(Protocol):
     def mark(self, slot: int, duress: bool) -> None: ...
 
@@ -189,6 +203,7 @@ def enrol_finger(
     wall: Callable[[], float] = time.time,
     duress: bool = False,
     duress_slots: DuressMarks | None = None,
+    share: Callable[[str, int], list[str]] | None = None,
 ) -> EnrolReport:
     """``duress``: this finger is the person's duress finger (opens the door like any other and sends
     the site a silent alarm). Every finger enrolment sets or clears its slot's flag."""
@@ -227,4 +242,7 @@ def enrol_finger(
     if duress_slots is not None:
         duress_slots.mark(slot, duress)
     sink.emit(_enrolled(subject, Modality.fingerprint, result.duplicate_of))
-    return EnrolReport("fingerprint", 1, sensor_slot=slot, duplicate_of=result.duplicate_of)
+    report = EnrolReport("fingerprint", 1, sensor_slot=slot, duplicate_of=result.duplicate_of)
+    if share is not None and not duress:  # a duress finger is this gate's secret; it is not shared
+        report.shared_with = len(_share_safely(share, subject, slot))
+    return report

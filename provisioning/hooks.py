@@ -177,6 +177,10 @@ class EnrolPorts:
     duress_slots: Any = None
     #: [face] liveness = "challenge": face enrolment starts with an active liveness challenge
     face_challenge: bool = False
+    #: site sync (issue 14): share a new enrolment with the gates in the person's consent scope;
+    #: None without a sync key. Face: the raw embeddings; finger: the slot just stored.
+    share_face: Callable[[str, list[Any]], list[str]] | None = None
+    share_finger: Callable[[str, int], list[str]] | None = None
 
 
 class _FingerEnrol:
@@ -240,6 +244,30 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
         from edge.access.duress import DuressSlots
 
         ports.duress_slots = DuressSlots(state.duress_slots)
+        from edge.sync import wiring as sync_wiring
+
+        family = profile.fingerprint.family if profile.fingerprint is not None else None
+        sync = sync_wiring.open_site_sync(
+            site=config.device.site,
+            state=state,
+            identity=path.key,
+            ledger=path.ledger,
+            enforcer=enforcer,
+            gallery=gallery,
+            outbox=path.outbox,
+            sink=path.sink,
+            audit=path.audit,
+            face_model=str(pipeline.manifest.model_id) if want_face else None,
+            sensor_family=family,
+        )
+        if sync is not None:
+            closers.append(sync.store.close)
+            model = str(pipeline.manifest.model_id) if want_face else ""
+
+            def share_face(subject: str, embeddings: list[Any]) -> list[str]:
+                return sync_wiring.share_face(sync, subject, embeddings, model, time.time())
+
+            ports.share_face = share_face
         if want_face:
             ports.pipeline = pipeline
             ports.model_id = str(pipeline.manifest.model_id)
@@ -253,6 +281,13 @@ def enrol_ports(state: StateDir, modality: str | None = None, *, pipeline: Any =
                 return port
 
             ports.sensor = sensor
+            if sync is not None and family is not None:
+
+                def share_finger(subject: str, slot: int) -> list[str]:
+                    # the template read back from the slot just stored, on the same open port
+                    return sync_wiring.share_finger(sync, opened[-1].sensor, subject, slot, family, time.time())
+
+                ports.share_finger = share_finger
 
             def close_sensors() -> None:
                 for port in opened:

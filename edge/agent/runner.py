@@ -246,6 +246,7 @@ class GateRunner:
         prompt: Callable[[str], None] = lambda text: log.info("prompt: %s", text),
         tamper: TamperSwitch | None = None,
         erase_on_tamper: Callable[[], None] | None = None,
+        sensor_chore: Callable[[Any], None] | None = None,
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -333,6 +334,13 @@ class GateRunner:
                     colours, self._ring[:] = list(self._ring), []
                 if colours:
                     sensor.ring(colours[-1])  # only the latest colour matters
+                if sensor_chore is not None:
+                    try:
+                        sensor_chore(sensor)  # site sync: templates other gates shared, into the module
+                    except HardwareError:
+                        raise
+                    except Exception as exc:
+                        log.error("site sync on the sensor thread failed: %s", exc.__class__.__name__)
                 if self.sensor_erase.is_set():
                     sensor.empty()  # the tamper response: every template in the module is gone
                     self.sensor_erase.clear()

@@ -237,6 +237,8 @@ class ConsentService:
     """
 
     def __init__(self, enforcer: Any, sink: Any, *, tick_s: float = 1.0, clock: Callable[[], float] = time.time):
+        #: more work for this thread on each tick (site sync's incoming parcels), in order
+        self.hooks: list[Callable[[float], object]] = []
         self.enforcer = enforcer
         self.sink = sink
         self.tick_s = tick_s
@@ -253,6 +255,10 @@ class ConsentService:
 
     def submit(self, payload: bytes) -> None:
         self._queue.put(payload)
+
+    def wake(self) -> None:
+        """Run the tick's hooks now (a site-sync parcel arrived): no waiting for the next tick."""
+        self._queue.put(b"")
 
     def apply(self, payload: bytes) -> None:
         from edge.consent.signing import ListRejected
@@ -289,11 +295,16 @@ class ConsentService:
             except queue.Empty:
                 payload = None
             try:
-                if payload is not None:
+                if payload == b"":
+                    for hook in self.hooks:
+                        hook(self.clock())
+                elif payload is not None:
                     self.apply(payload)
                 if time.monotonic() >= next_tick:
                     next_tick = time.monotonic() + self.tick_s
                     self.enforcer.tick(self.clock())
+                    for hook in self.hooks:
+                        hook(self.clock())
             except Exception:
                 log.exception("consent service error; continuing")
 
@@ -400,9 +411,46 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         biometric_ok = path.stores.biometric_ok and (opened is not None or not biometric)
         consent = ConsentService(enforcer, sink)
 
+        from edge.sync.wiring import SensorChore, open_site_sync
+
+        sync = (
+            None
+            if not biometric_ok
+            else open_site_sync(  # no parcel is enrolled without an audit log
+                site=site,
+                state=state,
+                identity=path.key,
+                ledger=ledger,
+                enforcer=enforcer,
+                gallery=gallery,
+                outbox=outbox,
+                sink=sink,
+                audit=audit,
+                face_model=None,  # set below once the face models are loaded
+                sensor_family=profile.fingerprint.family
+                if profile.fingerprint is not None and config.fingerprint.enabled
+                else None,
+            )
+        )
         mqtt_settings = MqttSettings.from_section(config.mqtt)
         subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
-        receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
+        consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
+        if sync is not None:
+            sync.face_pending = config.face.enabled and config.camera.enabled  # its model id comes below
+            closers.append(sync.store.close)
+            consent.hooks.append(sync.process)  # incoming parcels on the consent thread, each tick
+            subscriptions.append(sync.subscription)
+            sync_prefix = f"sites/{site}/sync/"
+
+            def receiver(topic: str, payload: bytes, retained: bool) -> None:
+                if topic.startswith(sync_prefix):
+                    sync.on_message(topic, payload, retained)
+                    consent.wake()  # handled at once on the consent thread, not at the next tick
+                else:
+                    consent_receiver(topic, payload, retained)
+
+        else:
+            receiver = consent_receiver
         on_message = receiver
         passback_log = None
         if config.door.mode == "relay":
@@ -454,6 +502,10 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
                 # an operator's stricter or looser threshold moves the escalation band with it
                 centre = face_threshold - (float(info.threshold) - float(info.probe_threshold))
                 face_escalation = FaceEscalation(centre, float(info.escalation_band))
+            if sync is not None:
+                sync.face_model = str(face.manifest.model_id)
+                sync.face_pending = False
+                consent.wake()  # face parcels that arrived while the models loaded
             if face.pad is not None:
                 pad_doc = face.manifest.bundle.raw["pad"]
                 liveness = LivenessPolicy(
@@ -505,6 +557,8 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             audit=audit_append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
+            sensor_chore=SensorChore(sync) if sync is not None and fingerprint is not None else None,
+            site_sync=sync,
             **door_parts(config, profile, state, ledger, dev, passback_log, audit_append),
             camera=camera,
             face=face,

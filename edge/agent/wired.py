@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.access.rules import AccessRules, NoRules
 from edge.agent.decide import PolicyPort
@@ -43,6 +44,9 @@ class Wired:
     #: [security] erase_on_tamper: crypto-erase the gallery (the sensor library is emptied by its thread)
     erase_on_tamper: Callable[[], None] | None = None
     duress: Container[int] = field(default_factory=frozenset)  # duress finger slots
+    #: site sync's work on the fingerprint thread (synced templates into the module)
+    sensor_chore: Callable[[Any], None] | None = None
+    site_sync: Any = None  # edge.sync.service.SiteSync, or None (no sync key)
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

@@ -130,6 +130,7 @@ def run_agent(
             liveness=wired.liveness,
             tamper=open_tamper(door),
             erase_on_tamper=wired.erase_on_tamper,
+            sensor_chore=wired.sensor_chore,
             fingerprint=wired.fingerprint if config.fingerprint.enabled else None,
             credentials=wired.credentials,
             notifier=notifier,

@@ -28,6 +28,13 @@ import click
     show_default=True,
     help="osdp: the terminal is an OSDP reader under a simulated panel (Secure Channel) that grants by card number.",
 )
+@click.option(
+    "--gates",
+    type=click.IntRange(1, 20),
+    default=1,
+    show_default=True,
+    help="More than 1: N gates on one broker; enrol once at gate 1, matched at the others in scope.",
+)
 def demo_cmd(
     datasets: Path | None,
     broker_url: str | None,
@@ -36,6 +43,7 @@ def demo_cmd(
     fps: float,
     step_timeout_s: float,
     door: str,
+    gates: int,
 ) -> int:
     """Broker, consent authority, provisioned terminal, fingerprint simulator, replay camera, agent and
     a verifying subscriber on this machine; exits 0 only if every expected outcome happened."""
@@ -45,7 +53,13 @@ def demo_cmd(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = Options(
-        datasets=datasets, broker_url=broker_url, workdir=workdir, fps=fps, step_timeout_s=step_timeout_s, door=door
+        datasets=datasets,
+        broker_url=broker_url,
+        workdir=workdir,
+        fps=fps,
+        step_timeout_s=step_timeout_s,
+        door=door,
+        gates=gates,
     )
     if models_dir is not None:
         opts.models_dir = models_dir

@@ -93,11 +93,14 @@ def store_modality(store: Store) -> str | None:
 
 
 #: The enforcer's precise cause of a deletion (audited) -> the reason the receipt gives the person.
-#: Not consented for this modality, purpose or place any more is, to the person, a withdrawal.
+#: Not consented for this modality or purpose any more is, to the person, a withdrawal; a consent that
+#: stands elsewhere on the site but no longer covers this gate is ``out_of_scope`` (the person's
+#: templates left this gate, not the site).
 RECEIPT_REASONS: dict[str, ReceiptReason] = {
     "withdrawn": "withdrawn",
     "expired": "expired",
     "not-in-list": "not_listed",
+    "out-of-scope": "out_of_scope",
     "admin": "admin",
 }
 

@@ -58,6 +58,7 @@ class Options:
     step_timeout_s: float = 45.0
     out: IO[str] = sys.stdout
     door: str = "relay"  # "osdp": the terminal is an OSDP reader under a simulated panel
+    gates: int = 1  # more than 1: the site-wide enrolment demo (edge.demo.fleet)
 
 
 @dataclass
@@ -468,7 +469,7 @@ class Demo:
                         model_id=ports.model_id,
                         sink=ports.sink,
                         wanted=3,
-                        timeout_s=30,
+                        timeout_s=max(30.0, self.opts.step_timeout_s / 2),
                     )
                 finally:
                     camera.close()
@@ -492,7 +493,7 @@ class Demo:
                     gallery=ports.gallery,
                     sink=ports.sink,
                     captures=len(finger.enrol),
-                    timeout_s=20,
+                    timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation (arm64 lane)
                     feedback=drive,
                 )
                 sim.control.lift()
@@ -664,4 +665,8 @@ def _missing_parts(models_dir: Path) -> str:
 
 
 def run_demo(opts: Options) -> int:
+    if opts.gates > 1:
+        from edge.demo.fleet import FleetDemo
+
+        return FleetDemo(opts).run()
     return Demo(opts).run()

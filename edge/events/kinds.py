@@ -19,7 +19,7 @@ Verdict = Literal["granted", "denied"]
 Severity = Literal["info", "warning", "critical"]
 AlarmState = Literal["raised", "cleared"]
 EnrolOutcome = Literal["enrolled", "refused", "failed"]
-ReceiptReason = Literal["withdrawn", "expired", "not_listed", "admin"]
+ReceiptReason = Literal["withdrawn", "expired", "not_listed", "out_of_scope", "admin"]
 
 
 def _names(values: object) -> tuple[str, ...]:

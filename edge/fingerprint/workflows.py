@@ -230,6 +230,31 @@ class SensorWorkflows:
     def empty(self) -> None:
         self._with_reconnect(self.driver.empty)
 
+    def template_of(self, slot: int, size: int) -> bytes:
+        """The module's own template stored in ``slot`` (LoadChar, UpChar): for site-wide sync only,
+        sealed at once (edge.sync); never logged or stored in the clear."""
+
+        def read() -> bytes:
+            self.driver.load(slot, buffer=1)
+            return self.driver.read_template(1, expected=size)
+
+        data = self._with_reconnect(read)
+        assert isinstance(data, bytes)
+        return data
+
+    def install(self, template: bytes) -> int:
+        """Write a template another gate shared into the first free slot (DownChar, Store); the slot."""
+
+        def write() -> int:
+            self.driver.write_template(template, buffer=1)
+            slot = self.driver.first_free()
+            self.driver.store(slot, 1)
+            return slot
+
+        slot = self._with_reconnect(write)
+        assert isinstance(slot, int)
+        return slot
+
     def ring(self, colour: str | None) -> None:
         """Show an access panel's LED colour on the ring (reader mode); a sensor without one ignores it."""
         if self.led:

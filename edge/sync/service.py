@@ -117,6 +117,9 @@ class SiteSync:
         self.audit = audit
         self.face_model = face_model
         self.sensor_family = sensor_family
+        #: the face models are still loading (the agent's start): face parcels wait instead of being
+        #: refused as model_mismatch against a model not yet known
+        self.face_pending = False
         self._incoming: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._deferred: dict[str, bytes] = {}
 
@@ -239,6 +242,9 @@ class SiteSync:
         if self.ledger.is_stale(now):
             self._deferred[topic] = payload  # a fresh list decides; the broker keeps it meanwhile
             return Outcome("deferred", "consent_stale")
+        if contents.face is not None and self.face_model is None and self.face_pending:
+            self._deferred[topic] = payload  # retried once the face models are loaded
+            return Outcome("deferred", "face_models_loading")
         reason = self._consent_problem(contents, now)
         if reason is None and contents.face is not None and contents.face.model != self.face_model:
             reason = "model_mismatch"

@@ -296,7 +296,7 @@ def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: A
     assert face.subjects() == {"p-003", "p-004"}
     (receipt,) = sink.of_kind("deletion_receipt")
     assert receipt["subject"] == "p-001"
-    assert receipt["reason"] == "withdrawn"  # to the person, consent that no longer covers this gate is withdrawn
+    assert receipt["reason"] == "out_of_scope"  # the templates left this gate; the consent stands elsewhere
     (audited,) = [r for r in device.audit.records() if r.kind == "deletion"]
     assert audited.details["reason"] == "out-of-scope"
     assert not device.ledger.allows("p-001", "face", PURPOSE, T0 + 6)

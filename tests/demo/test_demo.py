@@ -75,3 +75,74 @@ def test_edge_demo_as_an_osdp_reader_under_a_panel() -> None:
     # the panel numbers are sealed in the list and never printed or logged
     for number in ("1101", "1102", "1105"):
         assert number not in out + proc.stderr
+
+
+def _unit_vectors_at_any_offset(payload: bytes, dim: int = 128) -> int:
+    """How many windows of ``dim`` float32 values (little or big endian, at any byte offset) in
+    ``payload`` look like an embedding: all finite, each within [-1, 1], L2 norm 1 +- 0.02."""
+    import numpy as np
+
+    found = 0
+    for dtype in ("<f4", ">f4"):
+        for shift in range(4):
+            usable = (len(payload) - shift) // 4
+            if usable < dim:
+                continue
+            with np.errstate(all="ignore"):
+                x = np.frombuffer(payload, dtype=dtype, count=usable, offset=shift).astype(np.float64)
+                ok = np.isfinite(x) & (np.abs(x) <= 1.0)
+                sq = np.where(ok, x * x, 0.0)
+            bad = np.concatenate([[0], np.cumsum(~ok)])
+            energy = np.concatenate([[0.0], np.cumsum(sq)])
+            windows = np.arange(usable - dim + 1)
+            clean = bad[windows + dim] - bad[windows] == 0
+            norm = energy[windows + dim] - energy[windows]
+            found += int(np.count_nonzero(clean & (np.abs(norm - 1.0) < 0.04)))
+    return found
+
+
+def test_the_detector_of_plaintext_embeddings_finds_one() -> None:
+    """The check below must be able to fail: a plain unit vector inside other bytes is found."""
+    import numpy as np
+
+    v = np.random.default_rng(2).standard_normal(128)
+    v /= np.linalg.norm(v)
+    assert _unit_vectors_at_any_offset(b"xyz" + v.astype("<f4").tobytes() + b"tail") >= 1
+    assert _unit_vectors_at_any_offset(bytes(range(256)) * 4) == 0
+
+
+def test_edge_demo_with_three_gates_and_every_byte_on_the_wire(tmp_path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+    """`edge demo --gates 3` on a broker this test watches: enrol once at gate 1, matched at the
+    others in scope, refused out of scope (card still works), a withdrawal with a receipt from every
+    gate confirmed by `edge-site consent status`. A subscriber on `#` records every byte the broker
+    carried: no embedding-like float vector appears at any offset in any message."""
+    import paho.mqtt.client as mqtt
+
+    captured: list[bytes] = []
+    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wire-spy", protocol=mqtt.MQTTv5)
+    spy.on_message = lambda _c, _u, m: captured.append(bytes(m.payload))
+    spy.connect("127.0.0.1", mosquitto.port)
+    spy.subscribe("#", qos=1)
+    spy.loop_start()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        proc = subprocess.run(
+            [sys.executable, "-m", "edge", "demo", "--gates", "3", "--broker", mosquitto.url, "--step-timeout", "60"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
+    out = proc.stdout
+    assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
+    for gate in ("gate-1", "gate-2", "gate-3"):
+        assert f"[x] p-anna (enrolled at gate-1) granted by face at {gate}" in out
+    assert "[x] p-dan still let through by card at gate-3" in out
+    assert "[x] edge-site consent status p-anna confirms every gate (exit 0)" in out
+    assert any(len(p) > 1000 for p in captured), "no sealed parcel was captured"
+    assert sum(_unit_vectors_at_any_offset(p) for p in captured) == 0

@@ -53,7 +53,7 @@ PUBLISHED: dict[str, dict[str, Field]] = {
         "subject": text(PSEUDONYM),
         "deleted": enum_list(*MODALITIES),
         "records": integer(0, 1_000_000),
-        "reason": enum("withdrawn", "expired", "not_listed", "admin"),
+        "reason": enum("withdrawn", "expired", "not_listed", "out_of_scope", "admin"),
         "consent_version": integer(),
         "deleted_at": integer(),
     },

@@ -139,3 +139,27 @@ def test_the_panels_led_colours_show_on_the_r503_ring(sim503: SimulatorProcess) 
         assert sim503.control.status()["led"][0] == 4
         drv.ring(None)  # the panel gave the LED back: the ring's own "ready"
         assert sim503.control.status()["led"] == [1, 100, 2, 0]
+
+
+def test_a_template_read_back_from_one_module_matches_the_finger_on_another(sim307: SimulatorProcess) -> None:
+    """Site sync's sensor half: the template stored in a slot of gate A's module, read back with
+    LoadChar + UpChar (SensorWorkflows.template_of), written into gate B's module with DownChar +
+    Store (SensorWorkflows.install), identifies the same finger on B."""
+    from edge.fingerprint.workflows import SensorWorkflows
+
+    with FingerprintDriver.open(sim307.port) as drv:
+        drv.empty()
+        assert drv.capture()
+        assert drv.image2tz(1) == 0
+        drv.store(7, 1)
+        template = SensorWorkflows(drv).template_of(7, 512)
+        assert len(template) == 512
+    with SimulatorProcess(model="r307", finger_always=True) as other, FingerprintDriver.open(other.port) as drv_b:
+        b = SensorWorkflows(drv_b)
+        slot = b.install(template)
+        assert drv_b.occupied() == [slot]
+        assert drv_b.capture()
+        assert drv_b.image2tz(1) == 0
+        hit = drv_b.search(1)
+        assert hit is not None
+        assert hit[0] == slot

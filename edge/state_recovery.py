@@ -115,10 +115,10 @@ def set_aside_files(root: Path) -> list[SetAside]:
         if MARK not in name or name.endswith(".json") or name.endswith(SIDECARS) or name.startswith("."):
             continue
         note = _note(path.with_name(name + ".json"))
-        if note is None:
+        if note is None:  # a state file set aside without a note (the deletion journal), or by hand
             live = name.split(MARK)[0]
-            store = next((s for s in STORES if live.startswith(s)), "outbox")
-            note = SetAside(store, live, name, "no note (moved by hand?)", path.stat().st_mtime, fresh=False)
+            store = next((s for s in STORES if live.startswith(s)), live)
+            note = SetAside(store, live, name, "unreadable", path.stat().st_mtime, fresh=False)
         found.append(note)
     return found
 
@@ -127,8 +127,8 @@ def report_set_aside(root: Path, audit: Callable[[str, dict[str, object]], int],
     """Audit and alarm every damaged store not reported yet; returns how many were reported."""
     count = 0
     for info in set_aside_files(root):
-        if info.audit_seq is not None:
-            continue
+        if info.audit_seq is not None or info.store not in STORES or not info.note_path(root).exists():
+            continue  # reported already, or not a store this module set aside (listed by edge status)
         details: dict[str, object] = {"store": info.store, "aside": info.aside, "fresh": info.fresh}
         if info.detail:
             details["detail"] = "".join(c if " " <= c <= "~" else "?" for c in info.detail)[:200]

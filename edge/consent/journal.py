@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,8 +60,21 @@ class DeletionJournal:
         self.path = path
         self._lock = threading.Lock()
         self._entries: dict[str, PendingDeletion] = {}
+        #: where an unreadable journal was moved (None: it was readable)
+        self.set_aside: Path | None = None
         if path is not None and path.exists():
-            for entry in _load(path):
+            try:
+                loaded = _load(path)
+            except StorageError as exc:  # not a reason to stop the door: kept aside, the start-up
+                # reconcile deletes again what consent no longer allows (with new receipts)
+                self.set_aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+                log.error("%s; moved aside to %s", exc.one_line(), self.set_aside.name)
+                try:
+                    path.replace(self.set_aside)
+                except OSError:
+                    self.set_aside = None
+                loaded = []
+            for entry in loaded:
                 self._entries[entry.key] = entry
 
     def __len__(self) -> int:

@@ -271,3 +271,13 @@ def test_a_damaged_audit_log_starts_a_new_chain_naming_a_verifiable_archive(devi
     assert aside.store == "audit"
     assert (device.state.root / aside.aside).exists()
     device.ledger.audit = device.audit
+
+
+def test_an_unreadable_deletion_journal_is_set_aside_not_fatal(tmp_path: Path) -> None:
+    path = tmp_path / "deletions.json"
+    path.write_bytes(b'{"version": 1, "pending": [{"subject": 7')  # cut off mid-write by a dying SD card
+    journal = DeletionJournal(path)
+    assert len(journal) == 0
+    assert journal.set_aside is not None
+    assert journal.set_aside.exists()
+    assert not path.exists()

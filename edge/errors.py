@@ -7,6 +7,8 @@ those as attributes only where an operator tool needs them, and ``__str__`` neve
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class EdgeError(Exception):
     """Base class of every error the agent raises on purpose."""
@@ -90,3 +92,41 @@ class TransportError(EdgeError):
 
 class StorageError(EdgeError):
     """The state directory or a store on it failed."""
+
+
+class StoreDamaged(StorageError):  # noqa: N818 - reads as what happened
+    """A store's file cannot be opened or read (not a database, a damaged header or page).
+
+    ``path`` is the file, ``what`` the store (``outbox``, ``audit log``, ...), ``detail`` SQLite's
+    own short reason (it never holds row data), ``aside`` where the damaged file was moved, if it was.
+    """
+
+    def __init__(self, path: object, what: str, cause: BaseException | None = None, *, aside: object = None) -> None:
+        self.path = path
+        self.what = what
+        self.detail = str(cause) if cause is not None else "unreadable"
+        self.aside = aside
+        moved = f"; moved aside to {aside}" if aside is not None else ""
+        super().__init__(
+            f"the {what} {path} is damaged ({self.detail}){moved}",
+            hint="the agent sets a damaged store aside and starts a fresh one where that is safe; "
+            "keep the damaged file for the vendor, check the SD card (`edge-provision selftest`)",
+        )
+
+
+class StorageUnavailable(StorageError):  # noqa: N818 - reads as what happened
+    """A store cannot be written now: the disk is full (``cause`` ``full``), the state directory is
+    read-only (``read_only``) or the device failed (``io``). Retried when the disk recovers."""
+
+    HINTS: ClassVar[dict[str, str]] = {
+        "full": "free space on the state directory's file system; the agent keeps working and writes what it holds",
+        "read_only": "the state directory's file system is read-only: check the SD card and remount it read-write",
+        "io": "the storage device reports I/O errors: check or replace the SD card",
+    }
+
+    def __init__(self, path: object, what: str, cause: str) -> None:
+        self.path = path
+        self.what = what
+        self.cause = cause
+        words = {"full": "the disk is full", "read_only": "the file system is read-only", "io": "an I/O error"}
+        super().__init__(f"cannot write the {what} {path}: {words.get(cause, cause)}", hint=self.HINTS.get(cause, ""))

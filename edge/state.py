@@ -6,12 +6,15 @@ subsystem that writes them. Nothing here holds raw biometrics in plaintext.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.errors import StorageError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,16 @@ class StateDir:
         return self.root / "sensor-erase.json"
 
     @property
+    def pending_deletions(self) -> Path:
+        """Deletions begun and not yet receipted (subject, reason, counts; never templates)."""
+        return self.root / "deletions.json"
+
+    @property
+    def start_attempts(self) -> Path:
+        """The last failed start-ups (``edge.ops.safemode``): what failed, how often, safe mode."""
+        return self.root / "start-attempts.json"
+
+    @property
     def settings(self) -> Path:
         """What provisioning chose: profile, broker, site (TOML, secrets redacted elsewhere)."""
         return self.root / "edge.toml"
@@ -107,6 +120,9 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
 
     Temp file beside it (created at ``mode``, never wider), fsync, rename, fsync of the directory.
     """
+    from edge.state_faults import check_file_write
+
+    check_file_write(path)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
@@ -125,15 +141,28 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         os.close(dir_fd)
 
 
-def open_store(path: Path, schema: str, what: str) -> sqlite3.Connection:
+def open_store(path: Path, schema: str, what: str, *, memory_fallback: bool = True) -> sqlite3.Connection:
     """A small store's SQLite database: WAL, ``synchronous=FULL`` (a commit survives a power cut),
     usable from several threads (the caller serialises with its own lock), ``schema`` applied.
-    Failure is a ``StorageError`` naming ``what`` and the file."""
+
+    A file that cannot be opened (a read-only state directory, a damaged file) is a
+    ``StorageError`` naming ``what`` and the file, unless ``memory_fallback``: then the store runs
+    in memory (it forgets at exit; logged, and reported to ``edge.state_health`` so the one
+    storage alarm covers it) and a damaged file is left where it is for the installer."""
     try:
         db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(schema)
     except sqlite3.Error as exc:
-        raise StorageError(f"cannot open the {what} {path}: {exc}", hint="check the state directory") from None
+        from edge.state_faults import classify
+        from edge.state_health import HEALTH
+
+        if not memory_fallback:
+            raise StorageError(f"cannot open the {what} {path}: {exc}", hint="check the state directory") from None
+        cause = classify(exc) or "io"
+        log.error("cannot open the %s %s (%s): it runs in memory until the agent restarts", what, path.name, exc)
+        HEALTH.failed(path.name.split(".")[0], "io" if cause == "damaged" else cause)
+        db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+        db.executescript(schema)
     return db

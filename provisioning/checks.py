@@ -66,6 +66,9 @@ def clock(
             time.strftime("clock reads %Y-%m-%d", time.gmtime(now())),
             "set the clock and enable NTP: consent validity and event times depend on it",
         )
+    behind = _before_the_list(state, now())
+    if behind is not None:
+        return behind
     binary = shutil.which(timedatectl) if timedatectl else None
     if binary is None:
         return CheckResult("unknown", "timedatectl not found; NTP state unknown", "make sure an NTP client runs")
@@ -87,6 +90,36 @@ def clock(
     if value == "yes":
         return CheckResult("pass", "NTP synchronised")
     return CheckResult("fail", "NTP not synchronised", "timedatectl set-ntp true; check the NTP server is reachable")
+
+
+def _before_the_list(state: StateDir, now: float) -> CheckResult | None:
+    """A clock that reads before the consent list in force was issued (it stepped back: an NTP
+    correction, a Pi whose RTC battery is dead) makes every consent look not yet granted: the
+    agent then fails biometrics closed and deletes nothing. Said here in so many words."""
+    import sqlite3
+
+    from edge.consent.ledger import CLOCK_SKEW_S
+
+    if not state.consent_db.exists():
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{state.consent_db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT version, issued_at FROM meta WHERE id = 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return None
+    if row is None or now >= float(row[1]) - CLOCK_SKEW_S:
+        return None
+    ahead = (float(row[1]) - now) / 3600.0
+    return CheckResult(
+        "fail",
+        time.strftime("clock reads %Y-%m-%d %H:%M UTC", time.gmtime(now))
+        + f", {ahead:.1f} h before consent list v{row[0]} was issued: biometrics fail closed until it is right",
+        "set the clock and enable NTP (timedatectl set-ntp true); on a Pi without RTC battery, fit one "
+        "or wait for NTP before the gate is used",
+    )
 
 
 def settings(state: StateDir) -> CheckResult:
@@ -122,8 +155,23 @@ def broker(state: StateDir, timeout_s: float = 10.0) -> CheckResult:
     )
 
 
+def stores(state: StateDir) -> CheckResult:
+    """Damage and degradation the agent recorded (edge.ops.findings): quarantined gallery rows,
+    stores set aside, safe mode, deletions and audit records waiting for the disk."""
+    from edge.ops.findings import storage_findings
+
+    found = storage_findings(state)
+    if not found:
+        return CheckResult("pass", "no damaged store, no quarantined gallery row, no failed start")
+    what, fix = "; ".join(f.what for f in found), "; ".join(f.fix for f in found)
+    if any(f.severity == "fail" for f in found):
+        return CheckResult("fail", what, fix)
+    return CheckResult("warn", what, fix)
+
+
 BASE_CHECKS = [
     Check("storage", storage),
+    Check("stores", stores),
     Check("clock", clock),
     Check("settings", settings),
     Check("trust", trust),

@@ -60,6 +60,17 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
 ALLOWED_PIDS: set[int] = set()
 
 
+@pytest.fixture(autouse=True)
+def clean_storage_faults() -> Iterator[None]:
+    """No injected storage fault and no storage alarm state outlives the test that made it."""
+    from edge import state_faults
+    from edge.state_health import HEALTH
+
+    yield
+    state_faults.disarm()
+    HEALTH.reset()
+
+
 @pytest.fixture(scope="session")
 def lfw_dev() -> Path:
     path = dataset("lfw-dev")

@@ -12,12 +12,16 @@ Exit is never refused (people must always be able to leave); a person never seen
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from edge.state import open_store
+
+log = logging.getLogger(__name__)
 
 Direction = Literal["in", "out"]
 ANTI_PASSBACK = "anti_passback"
@@ -72,7 +76,16 @@ class PassbackLog:
         return direction == "out" or not self.inside(area, subject)
 
     def record(self, passage: Passage) -> bool:
-        """Record a passage unless a later one is already known; True when it changed the state."""
+        """Record a passage unless a later one is already known; True when it changed the state.
+        A disk that refuses the write loses this passage (logged and alarmed by the storage
+        health), never the grant: anti-passback degrades open, the door does not stop."""
+        try:
+            return self._record(passage)
+        except sqlite3.OperationalError as exc:
+            _unwritable(self.path, exc)
+            return False
+
+    def _record(self, passage: Passage) -> bool:
         with self._lock:
             row = self._db.execute(
                 "SELECT at, gate, seq FROM presence WHERE area = ? AND subject = ?", (passage.area, passage.subject)
@@ -87,5 +100,17 @@ class PassbackLog:
 
     def forget(self, subject: str) -> int:
         """Drop a subject everywhere (removed from the list): no presence is kept without a reason."""
-        with self._lock:
-            return self._db.execute("DELETE FROM presence WHERE subject = ?", (subject,)).rowcount
+        try:
+            with self._lock:
+                return int(self._db.execute("DELETE FROM presence WHERE subject = ?", (subject,)).rowcount)
+        except sqlite3.OperationalError as exc:
+            _unwritable(self.path, exc)
+            return 0
+
+
+def _unwritable(path: Path, exc: sqlite3.OperationalError) -> None:
+    from edge.state_faults import classify
+    from edge.state_health import HEALTH
+
+    log.error("the anti-passback log cannot be written (%s); this passage is not recorded", exc)
+    HEALTH.failed("passback", classify(exc) or "io")

@@ -321,7 +321,8 @@ class ConsentService:
 
 @dataclass
 class EventPath:
-    """The device key, audit log, outbox, consent ledger and the signed sink."""
+    """The device key, audit log, outbox, consent ledger and the signed sink. ``stores`` says which
+    of them run on a fallback (``edge.ops.degrade``); ``audit`` is None when no audit log opens."""
 
     key: Any
     device_id: str
@@ -330,43 +331,31 @@ class EventPath:
     ledger: Any
     sink: Any
     host: Host
+    stores: Any = None
 
     def close(self) -> None:
         self.ledger.close()
         self.outbox.close()
-        self.audit.close()
+        if self.audit is not None:
+            self.audit.close()
 
 
 def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
-    from edge.audit.log import AuditLog
-    from edge.consent.ledger import ConsentLedger
     from edge.crypto.keys import device_id, load_signing_key
     from edge.events.envelope import EventSigner
     from edge.events.outbox_sink import OutboxSink
-    from edge.transport.outbox import Outbox
+    from edge.ops.degrade import open_event_stores
 
     if not state.identity_key.exists():
         raise EdgeError(f"{state.root} holds no device identity", hint="run `edge-provision init` first")
     key = load_signing_key(state.identity_key)
     dev = device_id(key.verify_key)
-    audit = AuditLog.open(state.audit_db, key)
-    try:
-        outbox = Outbox(
-            state.outbox_db, max_events=config.mqtt.outbox_max_events, max_age_s=config.mqtt.outbox_max_age_s
-        )
-        ledger = ConsentLedger.open(
-            state,
-            config.device.site,
-            grace_period_s=config.consent.grace_period_s,
-            audit=audit,
-            device=dev,
-        )
-    except BaseException:
-        audit.close()
-        raise
+    # a damaged store is set aside and started afresh; one that cannot open runs on a fallback
+    stores = open_event_stores(config, state, key, dev)
+    audit, outbox, ledger = stores.audit, stores.outbox, stores.ledger
     signer = EventSigner(key, dev, outbox, audit=audit)
     sink = OutboxSink(signer, outbox, config.device.site, audit=audit)
-    return EventPath(key, dev, audit, outbox, ledger, sink, Host(outbox.depth, state.root))
+    return EventPath(key, dev, audit, outbox, ledger, sink, Host(outbox.depth, state.root), stores)
 
 
 def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipeline: Any = None) -> Wired:
@@ -393,36 +382,56 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         erase_queue = EraseQueue(state.sensor_erase_queue)
         biometric = config.face.enabled or config.fingerprint.enabled
         gallery: Any
+        from edge.consent.journal import DeletionJournal
+        from edge.ops.degrade import FailClosedConsent, open_gallery, wire_storage
+
+        opened = None
         if has_module("edge.gallery.store") or biometric:
-            gallery_mod = optional_module("edge.gallery.store", "biometric gallery")
+            optional_module("edge.gallery.store", "biometric gallery")
             from edge.gallery.stores import FaceStore, FingerprintStore
 
-            gallery = gallery_mod.Gallery.open_configured(state, config.gallery)
-            closers.append(gallery.close)
-            stores: list[Any] = [FaceStore(gallery), FingerprintStore(gallery, erase_queue)]
+            opened = open_gallery(state, config.gallery, path.stores.notes)
+        if opened is not None:
+            gallery = opened
+            closers.append(opened.close)
+            stores: list[Any] = [FaceStore(opened), FingerprintStore(opened, erase_queue)]
         else:
             gallery = EmptyGallery()
             stores = []
-        enforcer = Enforcer(ledger, stores, sink, audit, purpose=config.consent.purpose)
+        enforcer = Enforcer(
+            ledger,
+            stores,
+            sink,
+            audit,
+            purpose=config.consent.purpose,
+            journal=DeletionJournal(state.pending_deletions),
+        )
         enforcer.startup(time.time())
+        wire_storage(state, sink.emit, audit, gallery=opened, ledger=ledger, notes=path.stores.notes)
+        # without an audit log, a writable ledger or the gallery, no biometric decision is made
+        biometric_ok = path.stores.biometric_ok and (opened is not None or not biometric)
         consent = ConsentService(enforcer, sink)
 
         from edge.sync import wiring as sync_wiring
 
-        sync = sync_wiring.open_site_sync(
-            site=site,
-            state=state,
-            identity=path.key,
-            ledger=ledger,
-            enforcer=enforcer,
-            gallery=gallery,
-            outbox=outbox,
-            sink=sink,
-            audit=audit,
-            face_model=None,  # set below once the face models are loaded
-            sensor_family=profile.fingerprint.family
-            if profile.fingerprint is not None and config.fingerprint.enabled
-            else None,
+        sync = (
+            None
+            if not biometric_ok
+            else sync_wiring.open_site_sync(  # no parcel is enrolled without an audit log
+                site=site,
+                state=state,
+                identity=path.key,
+                ledger=ledger,
+                enforcer=enforcer,
+                gallery=gallery,
+                outbox=outbox,
+                sink=sink,
+                audit=audit,
+                face_model=None,  # set below once the face models are loaded
+                sensor_family=profile.fingerprint.family
+                if profile.fingerprint is not None and config.fingerprint.enabled
+                else None,
+            )
         )
         mqtt_settings = MqttSettings.from_section(config.mqtt)
         subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
@@ -474,7 +483,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         liveness: LivenessPolicy | None = None
         camera: Callable[[], CameraPort] | None = None
         face = None
-        if config.face.enabled and config.camera.enabled:
+        if config.face.enabled and config.camera.enabled and biometric_ok:
             face = pipeline if pipeline is not None else load_pipeline(config, profile)
             face_threshold = config.face.threshold or float(face.manifest.threshold)
             if config.face.fast_probe:
@@ -501,7 +510,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             camera = camera_factory
 
         fingerprint: Callable[[], FingerprintPort] | None = None
-        if config.fingerprint.enabled:
+        if config.fingerprint.enabled and biometric_ok:
             optional_module("edge.fingerprint.workflows", "fingerprint support")
 
             def is_known(slot: int) -> bool:
@@ -522,19 +531,25 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         def subjects() -> list[str]:
             return sorted({e.subject for e in ledger.entries()})
 
+        def unaudited(kind: str, details: dict[str, object]) -> int:
+            log.error("no audit log: a %s record could not be written", kind)
+            return 0
+
+        audit_append = path.audit.append if path.audit is not None else unaudited
+
         return Wired(
             gallery=gallery,
-            consent=ledger,
+            consent=ledger if biometric_ok else FailClosedConsent(ledger, "a store is unavailable"),
             sink=sink,
             face_threshold=face_threshold,
             face_escalation=face_escalation,
             liveness=liveness,
-            audit=path.audit.append,
+            audit=audit_append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
             sensor_chore=sync_wiring.SensorChore(sync) if sync is not None and fingerprint is not None else None,
             site_sync=sync,
-            **door_parts(config, profile, state, ledger, dev, passback_log, path.audit.append),
+            **door_parts(config, profile, state, ledger, dev, passback_log, audit_append),
             camera=camera,
             face=face,
             fingerprint=fingerprint,

@@ -217,11 +217,13 @@ KINDS: dict[str, dict[str, Value]] = {
         "rule": text(NOTE),
     },
     "audit_chain_started": {
-        "reason": enum("reprovisioned"),
-        "previous_kid": text(HEX16),
-        "previous_head_seq": integer(),
-        "previous_head_hash": text(HEX64),
+        "reason": enum("reprovisioned", "damaged"),
+        # a damaged log's head may be unreadable: then only the archive (the file set aside) is named
+        "previous_kid": text(HEX16, required=False),
+        "previous_head_seq": integer(required=False),
+        "previous_head_hash": text(HEX64, required=False),
         "archive": text(FILE_NAME),
+        "salvaged": integer(required=False),
     },
     # issue 13: a face refused by the liveness check (never a score or an image)
     "presentation_attack": {
@@ -234,6 +236,28 @@ KINDS: dict[str, dict[str, Value]] = {
         "opened": boolean(),
         "erased": listof(enum("gallery_key", "sensor_library"), 2, required=False),
         "at": number(0, 2**40, required=False),
+    },
+    # issue 16: a gallery row that failed authentication, set aside unread (subject where known)
+    "gallery_quarantine": {
+        "subject": text(PSEUDONYM, required=False),
+        "modality": MODALITY,
+        "item": enum("record", "template"),
+        "reason": enum("authentication", "misfiled", "orphan", "record_damaged"),
+        "quarantine_id": integer(required=False),
+    },
+    # issue 16: a store that could not be opened, moved aside and started afresh (or not)
+    "store_replaced": {
+        "store": enum("outbox", "audit", "consent", "gallery"),
+        "aside": text(FILE_NAME),
+        "detail": text(NOTE, required=False),
+        "salvaged": integer(required=False),
+        "fresh": boolean(),
+    },
+    # issue 16: start-up failed the same way 3 times; the agent runs the credential path only
+    "safe_mode": {
+        "active": boolean(),
+        "reason": text(NOTE),
+        "attempts": integer(maximum=1_000_000, required=False),
     },
     "osdp_key": {
         "how": enum("hex", "generated", "install_mode", "panel_keyset"),

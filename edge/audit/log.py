@@ -40,8 +40,10 @@ from edge.audit.kinds import AuditRefused
 from edge.crypto import strictcbor
 from edge.crypto.cose import CoseError, peek_kid, sign1, verify1
 from edge.crypto.keys import key_id
-from edge.errors import IntegrityError, StorageError
+from edge.errors import IntegrityError, StorageError, StorageUnavailable, StoreDamaged
 from edge.state import atomic_write
+from edge.state_faults import check_write, storage_error
+from edge.state_health import HEALTH, StorageHealth
 
 __all__ = ["AuditLog", "AuditRefused", "AuditReport", "AuditVerifyError", "Handover", "verify_export"]
 
@@ -166,18 +168,25 @@ def _verify_head(signed: bytes, public: VerifyKey) -> tuple[int, bytes]:
 class AuditLog:
     """The device's audit log. Thread-safe; every append is one durable SQLite transaction."""
 
-    def __init__(self, conn: sqlite3.Connection, key: SigningKey, path: Path) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, key: SigningKey, path: Path, *, health: StorageHealth | None = None
+    ) -> None:
         self._conn = conn
         self._key = key
         self._kid = key_id(key.verify_key)
         self._lock = threading.Lock()
         self.path = path
-        row = conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+        self.health = health if health is not None else HEALTH
+        try:
+            row = conn.execute("SELECT seq, hash FROM head WHERE id = 1").fetchone()
+            last = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise _read_error(path, exc) from None
         if row is None:
             self._seq, self._hash = 0, genesis(self._kid)
         else:
             self._seq, self._hash = int(row[0]), bytes(row[1])
-        last = conn.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
         if (last is None and self._seq != 0) or (
             last is not None and (last[0], bytes(last[1])) != (self._seq, self._hash)
         ):
@@ -187,17 +196,75 @@ class AuditLog:
             )
 
     @classmethod
-    def open(cls, path: Path, signing_key: SigningKey, *, synchronous: str = "FULL") -> AuditLog:
+    def open(
+        cls,
+        path: Path,
+        signing_key: SigningKey,
+        *,
+        synchronous: str = "FULL",
+        health: StorageHealth | None = None,
+    ) -> AuditLog:
+        """Open the log; ``StoreDamaged`` when the file cannot be read, ``StorageError`` otherwise."""
         if synchronous not in ("FULL", "NORMAL"):
             raise ValueError("synchronous must be FULL or NORMAL")
         try:
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{path}: cannot open the audit log ({exc})") from None
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={synchronous}")
             conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise StorageError(f"{path}: cannot open the audit log ({exc})") from None
-        return cls(conn, signing_key, path)
+            conn.close()
+            raise _read_error(path, exc) from None
+        return cls(conn, signing_key, path, health=health)
+
+    @classmethod
+    def open_or_replace(cls, path: Path, signing_key: SigningKey, *, health: StorageHealth | None = None) -> AuditLog:
+        """Open the log; a damaged file is set aside, what is still readable of it archived as an
+        export (records and the signed head, as ``edge-provision init --force`` archives a log),
+        and a new chain started whose first record, ``audit_chain_started`` (reason ``damaged``),
+        names the archive and the old head where it could be read. The records are never lost:
+        the damaged file is kept and the archive verifies with ``edge-site audit verify``."""
+        from dataclasses import replace
+
+        from edge.state_recovery import set_aside, write_note
+
+        try:
+            return cls.open(path, signing_key, health=health)
+        except StoreDamaged as exc:
+            info = set_aside(path, "audit", exc.detail)
+        aside = path.with_name(info.aside)
+        details: dict[str, object] = {"reason": "damaged", "archive": info.aside}
+        salvaged = 0
+        records, head = _salvage(aside)
+        if records:
+            salvaged = len(records)
+            details["salvaged"] = salvaged
+        if head is not None and records:
+            archive = aside.with_name(info.aside + ".cbor")
+            doc = {
+                "format": EXPORT_FORMAT,
+                "device_kid": key_id(signing_key.verify_key),
+                "records": records,
+                "head": head[2],
+            }
+            try:
+                atomic_write(archive, bytes(cbor2.dumps(doc, canonical=True)), 0o600)
+                details.update(
+                    archive=archive.name,
+                    previous_kid=key_id(signing_key.verify_key).hex(),
+                    previous_head_seq=int(head[0]),
+                    previous_head_hash=bytes(head[1]).hex(),
+                )
+            except OSError as error:
+                log.error("could not write the audit archive (%s)", error.strerror)
+        fresh = cls.open(path, signing_key, health=health)
+        fresh.append(CHAIN_START, details)
+        write_note(path.parent, replace(info, salvaged=salvaged))
+        log.error("a new audit chain was started; %d records of the damaged log were archived", salvaged)
+        return fresh
 
     @property
     def kid(self) -> bytes:
@@ -216,6 +283,7 @@ class AuditLog:
             digest = record_hash(self._hash, seq, when, kind, encoded)
             signed = _sign_head(self._key, self._kid, seq, digest)
             try:
+                check_write(self.path)
                 self._conn.execute("BEGIN IMMEDIATE")
                 self._conn.execute(
                     "INSERT INTO records (seq, at, kind, details, hash) VALUES (?, ?, ?, ?, ?)",
@@ -230,8 +298,12 @@ class AuditLog:
             except sqlite3.Error as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                raise StorageError(f"{self.path}: cannot append to the audit log ({exc})") from None
+                error = storage_error(self.path, "audit log", exc)
+                if isinstance(error, StorageUnavailable):
+                    self.health.failed("audit", error.cause)
+                raise error from None
             self._seq, self._hash = seq, digest
+        self.health.succeeded("audit")
         log.debug("audit record %s (%s)", seq, kind)
         return seq
 
@@ -271,6 +343,43 @@ class AuditLog:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _read_error(path: Path, exc: sqlite3.Error) -> StorageError:
+    error = storage_error(path, "audit log", exc)
+    if isinstance(error, StoreDamaged):
+        return error
+    return StorageError(f"{path}: cannot open the audit log ({exc})", hint=error.hint)
+
+
+def _salvage(path: Path) -> tuple[list[list[Any]], tuple[int, bytes, bytes] | None]:
+    """The records (up to the first unreadable page) and the signed head still readable in a damaged
+    log. The head is returned only when it covers exactly the records read (a whole chain)."""
+    records: list[list[Any]] = []
+    head: tuple[int, bytes, bytes] | None = None
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return records, None
+    try:
+        try:
+            cur = conn.execute("SELECT seq, at, kind, details, hash FROM records ORDER BY seq")
+            while (row := cur.fetchone()) is not None:
+                s, a, k, d, h = row
+                records.append([int(s), float(a), str(k), cbor2.loads(d), bytes(h)])
+        except (sqlite3.Error, ValueError, TypeError, cbor2.CBORDecodeError):
+            pass
+        try:
+            found = conn.execute("SELECT seq, hash, signed FROM head WHERE id = 1").fetchone()
+            if found is not None:
+                head = (int(found[0]), bytes(found[1]), bytes(found[2]))
+        except (sqlite3.Error, ValueError, TypeError):
+            head = None
+    finally:
+        conn.close()
+    if head is not None and (not records or records[-1][0] != head[0] or len(records) != head[0]):
+        head = None  # records are missing: the archive would not verify against this head
+    return records, head
 
 
 def _verify_records(records: list[Any], signed_head: bytes, public: VerifyKey) -> AuditReport:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -35,8 +36,10 @@ def run_cmd(config_path: Path, log_level: str, plain_logs: bool, wiring: str) ->
     """Run the gate agent until SIGTERM or SIGINT."""
     import importlib
 
+    from edge.agent.wired import Wired
     from edge.agent.wiring import run_agent
     from edge.config.load import load_config
+    from edge.ops import safemode
     from edge.ops.logs import setup_logging
     from edge.ops.notify import Notifier
     from edge.state import StateDir
@@ -55,8 +58,15 @@ def run_cmd(config_path: Path, log_level: str, plain_logs: bool, wiring: str) ->
     try:
         module_name, _, attr = wiring.partition(":")
         build = getattr(importlib.import_module(module_name), attr)
-        wired = build(config, profile, state)
-        return run_agent(config, profile, wired, notifier=notifier, stop=stop, protect=redactor.protect)
+
+        def run(
+            wired: Wired, on_ready: Callable[[], None], safe_status: str | None, on_stop: Callable[[], None]
+        ) -> int:
+            hook = safemode.ReadyHook(notifier, on_ready, safe_status, on_stop)
+            return run_agent(config, profile, wired, notifier=hook, stop=stop, protect=redactor.protect)
+
+        # the same start-up failure 3 times: safe mode (credential path only) instead of a crash loop
+        return safemode.start(config, profile, state, build, run)
     finally:
         notifier.close()
         for sig, handler in previous.items():

@@ -14,19 +14,29 @@ which list version). Never template bytes.
 
 Staleness (list older than its validity plus the grace period) stops enrolment and matching but
 does not delete: an unreachable authority must not wipe a site's gallery. It raises an ``alarm``.
+Neither does a ledger that holds no list at all (a fresh one started after the old file was
+damaged): nothing is judged until a list arrives.
+
+Each deletion is one unit of work in the ``DeletionJournal`` (``edge.consent.journal``): written
+before anything is deleted, then the stores, the audit record and the receipt (committed to the
+outbox, not just held in memory); a full disk or a crash on the way leaves the unit in the
+journal and ``tick`` completes it once the disk takes writes again. No deletion without its
+receipt, ever.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
 from edge.audit.log import AuditLog
+from edge.consent.journal import DeletionJournal, PendingDeletion
 from edge.consent.ledger import ApplyOutcome, ConsentLedger, ListRejected
-from edge.errors import ConsentError
+from edge.errors import ConsentError, StorageError
 from edge.events.kinds import Alarm, DeletionReceipt, ReceiptReason
 from edge.events.sink import EventSink
 from edge.modality import ALL, Modality
@@ -34,6 +44,9 @@ from edge.modality import ALL, Modality
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: A wall-clock change against the monotonic clock larger than this between two ticks is a step.
+CLOCK_STEP_S = 120.0
 
 
 @runtime_checkable
@@ -224,16 +237,22 @@ class Enforcer:
         audit: AuditLog | None,
         *,
         purpose: str | None = None,
+        journal: DeletionJournal | None = None,
     ) -> None:
         self.ledger = ledger
         self.stores = list(stores)
         self.sink = sink
         self.audit = audit
         self.purpose = purpose
+        self.journal = journal if journal is not None else DeletionJournal()
         self._lock = threading.RLock()
         self._next_expiry: float | None = None
         self._stale: bool | None = None
         self._seen: int | None = None  # the ledger generation the stores were last reconciled with
+        self._incomplete = False  # a deletion waits for the disk: reconcile again at the next tick
+        self._no_list_logged = False
+        self._clock_offset: float | None = None  # wall minus monotonic at the last tick
+        self._clock_behind = False
 
     # ------------------------------------------------------------------ lists
 
@@ -264,12 +283,14 @@ class Enforcer:
             return receipts
 
     def tick(self, now: float) -> list[Deletion]:
-        """Call about once a second: picks up lists applied by other processes and expiries."""
+        """Call about once a second: picks up lists applied by other processes and expiries, and
+        completes deletions a full disk or a crash left half done."""
         with self._lock:
-            receipts: list[Deletion] = []
+            self._watch_clock(now)
+            receipts = self.redrive()
             self.ledger.reload_if_changed()
-            if self._seen != self.ledger.generation or self._expiry_due(now):
-                receipts = self.reconcile(now)
+            if self._seen != self.ledger.generation or self._expiry_due(now) or self._incomplete:
+                receipts += self.reconcile(now)
             self._check_stale(now)
             return receipts
 
@@ -299,15 +320,31 @@ class Enforcer:
 
         With ``subjects``, only those are checked (after a list change that named them); without,
         every subject in every store is (start-up, expiries, lists applied by another process).
+        Nothing is purged while the ledger holds no list at all.
         """
         with self._lock:
             full = subjects is None
             if full:
                 self.ledger.reload_if_changed()
+            if self.ledger.info is None:
+                if not self._no_list_logged:
+                    log.warning(
+                        "no consent list in force: nothing is deleted until one arrives (biometrics fail closed)"
+                    )
+                    self._no_list_logged = True
+                return []
+            if self.ledger.clock_behind(now):  # every entry would look "not yet granted": judge nothing
+                if not self._no_list_logged:
+                    log.warning("the clock reads before the list's issue time: nothing is deleted until it is right")
+                    self._no_list_logged = True
+                self._incomplete = True  # reconcile again once the clock is right
+                return []
+            self._no_list_logged = False
             version = self.ledger.version
-            deleted: dict[str, list[StorePart]] = {}
+            plan: dict[str, list[str]] = {}
             reasons: dict[str, str] = {}
             queued = 0
+            self._incomplete = False
             for store in self.stores:
                 modality = store_modality(store)
                 for subject in sorted(store.subjects() if subjects is None else _held(store, subjects)):
@@ -316,55 +353,173 @@ class Enforcer:
                     reason = reasons.setdefault(subject, self._reason(subject, modality, now))
                     if isinstance(store, DeferredStore):
                         # the template is erased later by the device's owner: its receipt follows then
-                        queued += store.schedule_deletion(subject, reason, version or 0)
+                        try:
+                            queued += store.schedule_deletion(subject, reason, version or 0)
+                        except StorageError as exc:
+                            log.error("a sensor erase could not be queued (%s); retried", exc.one_line())
+                            self._incomplete = True
                         continue
-                    part = (store_name(store), modality, dict(store.delete_subject(subject)))
-                    deleted.setdefault(subject, []).append(part)
-            receipts = [
-                self._receipt(subject, deleted[subject], reasons[subject], version, now) for subject in sorted(deleted)
-            ]
+                    plan.setdefault(subject, []).append(store_name(store))
+            receipts: list[Deletion] = []
+            for subject in sorted(plan):
+                entry = PendingDeletion(
+                    subject, reasons[subject], version, float(now), stores_left=plan[subject], audit_floor=self._head()
+                )
+                try:
+                    self.journal.begin(entry)
+                except StorageError as exc:
+                    log.error("a deletion waits for the disk (%s); the template is not used meanwhile", exc.one_line())
+                    self._incomplete = True
+                    continue
+                done = self._drive(entry)
+                if done is not None:
+                    receipts.append(done)
             if queued:
                 log.info("%s sensor template(s) queued for erasure; their receipts follow the erase", queued)
             if receipts:
                 log.info("reconciliation deleted templates of %s subject(s) under list %s", len(receipts), version)
             self._next_expiry = self.ledger.next_expiry(now)
-            if full:
+            if full and not self._incomplete:
                 self._seen = self.ledger.generation
             return receipts
 
-    def _receipt(
-        self,
-        subject: str,
-        deleted: Sequence[StorePart],
-        reason: str,
-        version: int | None,
-        now: float,
-    ) -> Deletion:
-        """Audit and sign one deletion receipt for what was actually deleted."""
-        done = Deletion(subject, tuple(deleted), reason, version, float(now))
-        if self.audit is not None:
-            self.audit.append(
-                "deletion",
-                {"subject": subject, "deleted": done.deleted, "reason": reason, "list_version": version},
-                at=now,
-            )
-        self.sink.emit(done.receipt())
+    def redrive(self) -> list[Deletion]:
+        """Complete the deletions in the journal (each store, the audit record, the receipt)."""
+        with self._lock:
+            out = []
+            for entry in self.journal.entries():
+                done = self._drive(entry)
+                if done is not None:
+                    out.append(done)
+            return out
+
+    @property
+    def pending_deletions(self) -> int:
+        """Deletions begun and not yet receipted (waiting for the disk)."""
+        return len(self.journal)
+
+    def _head(self) -> int:
+        return self.audit.head_seq if self.audit is not None else 0
+
+    def _drive(self, entry: PendingDeletion) -> Deletion | None:
+        """Take one unit as far as it goes now; the ``Deletion`` once its receipt is committed."""
+        by_name = {store_name(s): s for s in self.stores}
+        for name in list(entry.stores_left):
+            store = by_name.get(name)
+            if store is None or isinstance(store, DeferredStore):
+                entry.stores_left.remove(name)
+                continue
+            try:
+                result = dict(store.delete_subject(entry.subject))
+            except StorageError as exc:
+                log.error("a deletion waits for the disk (%s)", exc.one_line())
+                self._incomplete = True
+                self.journal.save()
+                return None
+            entry.parts.append((name, store_modality(store), result))
+            entry.stores_left.remove(name)
+            self.journal.save()
+        done = Deletion(entry.subject, tuple(entry.parts), entry.reason, entry.list_version, entry.at)
+        if not entry.audited and self.audit is not None:
+            try:
+                if not self._audited(entry):
+                    self.audit.append(
+                        "deletion",
+                        {
+                            "subject": entry.subject,
+                            "deleted": done.deleted,
+                            "reason": entry.reason,
+                            "list_version": entry.list_version,
+                        },
+                        at=entry.at,
+                    )
+            except StorageError as exc:
+                log.error("a deletion's audit record waits for the disk (%s)", exc.one_line())
+                self._incomplete = True
+                self.journal.save()
+                return None
+            entry.audited = True
+            self.journal.save()
+        try:
+            self._emit_receipt(done)
+        except StorageError as exc:
+            log.error("a deletion receipt waits for the disk (%s)", exc.one_line())
+            self._incomplete = True
+            return None
+        self.journal.done(entry)
         return done
+
+    def _audited(self, entry: PendingDeletion) -> bool:
+        """Whether this unit's audit record is already in the log (written before a crash)."""
+        assert self.audit is not None
+        return any(
+            r.kind == "deletion"
+            and r.details.get("subject") == entry.subject
+            and r.details.get("reason") == entry.reason
+            and r.details.get("list_version") == entry.list_version
+            and r.at == entry.at
+            for r in self.audit.records(since=entry.audit_floor)
+        )
+
+    def _emit_receipt(self, done: Deletion) -> None:
+        """Commit the receipt: to the outbox's file when the sink can say so (``emit_durably``)."""
+        durable = getattr(self.sink, "emit_durably", None)
+        if callable(durable):
+            durable(done.receipt())
+        else:
+            self.sink.emit(done.receipt())
 
     def erased(self, done: Sequence[ErasedSlot], now: float) -> list[Deletion]:
         """Receipts for sensor slots the device's owner has just erased (one per subject and reason).
 
-        Called from the thread that erased them; orphans (no subject) owe nobody a receipt.
+        Called from the thread that erased them; orphans (no subject) owe nobody a receipt. Raises
+        ``StorageError`` when the units cannot even be journaled: the caller keeps the slots queued
+        (erasing them again is harmless) and calls again later.
         """
         groups: dict[tuple[str, str, int], list[int]] = {}
         for item in done:
             if item.subject is not None:
                 groups.setdefault((item.subject, item.reason, item.list_version), []).append(item.slot)
         receipts = []
-        for (subject, reason, version), slots in sorted(groups.items()):
-            result: dict[str, object] = {"templates": 0, "slots": sorted(slots), "modalities": ["fingerprint"]}
-            receipts.append(self._receipt(subject, [("fingerprint", "fingerprint", result)], reason, version, now))
+        with self._lock:
+            for (subject, reason, version), slots in sorted(groups.items()):
+                result: dict[str, object] = {"templates": 0, "slots": sorted(slots), "modalities": ["fingerprint"]}
+                entry = PendingDeletion(
+                    subject,
+                    reason,
+                    version,
+                    float(now),
+                    parts=[("fingerprint", "fingerprint", result)],
+                    audit_floor=self._head(),
+                )
+                self.journal.begin(entry)
+                receipt = self._drive(entry)
+                if receipt is not None:
+                    receipts.append(receipt)
         return receipts
+
+    def _watch_clock(self, now: float) -> None:
+        """One ``clock_step`` alarm (component ``clock``, ``count`` the step in whole seconds) when the
+        wall clock moved against the monotonic clock by more than ``CLOCK_STEP_S`` between ticks;
+        ``clock_behind`` raised while the clock reads before the list's issue time."""
+        offset = now - time.monotonic()
+        if self._clock_offset is not None and abs(offset - self._clock_offset) > CLOCK_STEP_S:
+            step = offset - self._clock_offset
+            log.warning("the wall clock stepped %+.0f s; consent times are judged on the new clock", step)
+            self._emit_alarm(Alarm("clock_step", "warning", component="clock", count=abs(int(step))))
+        self._clock_offset = offset
+        behind = self.ledger.clock_behind(now)
+        if behind != self._clock_behind:
+            self._clock_behind = behind
+            if behind:
+                log.error("the clock reads before the consent list's issue time: biometrics fail closed")
+            self._emit_alarm(Alarm("clock_behind", "critical", "raised" if behind else "cleared", "clock"))
+
+    def _emit_alarm(self, alarm: Alarm) -> None:
+        try:
+            self.sink.emit(alarm)
+        except Exception as exc:
+            log.error("the %s alarm could not be queued (%s)", alarm.code, exc.__class__.__name__)
 
     def _check_stale(self, now: float) -> None:
         stale = self.ledger.is_stale(now)
@@ -388,8 +543,11 @@ class Enforcer:
                 "grace_period_s": self.ledger.grace_period_s,
                 "at": float(now),
             }
-            self.audit.append("consent_stale" if stale else "consent_fresh", details, at=now)
-        self.sink.emit(Alarm("consent_stale", "warning", "raised" if stale else "cleared", "consent"))
+            try:
+                self.audit.append("consent_stale" if stale else "consent_fresh", details, at=now)
+            except StorageError as exc:  # the alarm still goes out; the disk refused its record
+                log.error("could not audit the consent list's staleness (%s)", exc.one_line())
+        self._emit_alarm(Alarm("consent_stale", "warning", "raised" if stale else "cleared", "consent"))
 
     # ------------------------------------------------------------------ enrolment and matching
 

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -44,10 +45,12 @@ from edge.consent.listformat import (
 from edge.consent.signing import MAX_VERSION, MAX_VERSION_STEP, ListRejected, verify_list
 from edge.credentials.hashing import KEY_FILE_NAME, KEY_SIZE, CredentialFormatError, credential_digest
 from edge.credentials.panel_number import PanelNumberError, open_panel_number
-from edge.crypto.keys import read_secret
+from edge.crypto.keys import key_id, read_secret
 from edge.crypto.strictcbor import COSE as _COSE_PROFILE
-from edge.errors import StorageError
+from edge.errors import StorageError, StorageUnavailable, StoreDamaged
 from edge.state import StateDir
+from edge.state_faults import check_write, storage_error
+from edge.state_health import HEALTH
 
 __all__ = ["ApplyOutcome", "ConsentLedger", "ListRejected"]
 
@@ -84,6 +87,12 @@ CREATE TABLE IF NOT EXISTS list_settings (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS pending_audit (
+    id INTEGER PRIMARY KEY,
+    details BLOB NOT NULL,
+    at REAL NOT NULL,
+    audit_floor INTEGER NOT NULL
+);
 """
 
 
@@ -98,11 +107,17 @@ class ApplyOutcome:
     affected: frozenset[str] = field(default_factory=frozenset, repr=False)
     pinned: tuple[bytes, ...] = ()
     retired: tuple[bytes, ...] = ()
+    #: the list is in force but its ``consent_applied`` audit record could not be written yet (a
+    #: full disk): it is kept in the ledger and written by the next apply, tick or open
+    audit_pending: bool = False
+    #: a ``consent_applied`` record left pending earlier was written by this call
+    audit_completed: bool = False
 
     def __repr__(self) -> str:
         return (
             f"ApplyOutcome(changed={self.changed}, version={self.version}, kind={self.kind!r}, "
-            f"previous_version={self.previous_version}, affected={len(self.affected)})"
+            f"previous_version={self.previous_version}, affected={len(self.affected)}, "
+            f"audit_pending={self.audit_pending})"
         )
 
 
@@ -157,8 +172,13 @@ class ConsentLedger:
         self.generation = 0
         self._credential_key: bytes | None = None
         self._credential_key_loaded = False
-        self._load()
+        self._audit_due = False
+        try:
+            self._load()
+        except (sqlite3.DatabaseError, cbor2.CBORDecodeError, ValueError, TypeError, KeyError) as exc:
+            raise StoreDamaged(state.consent_db, "consent ledger", exc) from None
         self._finish_key_announcement()
+        self._audit_due = not self.finish_pending_audit()
 
     # ------------------------------------------------------------------ open / load
 
@@ -175,13 +195,81 @@ class ConsentLedger:
         path = state.consent_db
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        except sqlite3.Error as exc:
+            raise StorageError(f"{path}: cannot open the consent ledger ({exc})") from None
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
         except sqlite3.Error as exc:
-            raise StorageError(f"{path}: cannot open the consent ledger ({exc})") from None
-        return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit, device=device)
+            conn.close()
+            error = storage_error(path, "consent ledger", exc)
+            if isinstance(error, StoreDamaged):
+                raise error from None
+            raise StorageError(f"{path}: cannot open the consent ledger ({exc})", hint=error.hint) from None
+        try:
+            return cls(state, site, conn, grace_period_s=grace_period_s, audit=audit, device=device)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def open_fallback(
+        cls, state: StateDir, site: str, *, grace_period_s: float, device: str = "", read_only: bool = True
+    ) -> ConsentLedger:
+        """A ledger for a state directory that cannot be written: ``read_only`` opens the file as it
+        is (the card path keeps the last list; a new list cannot be applied), else an empty ledger
+        in memory that takes the retained list from MQTT and forgets it at exit. No audit log: such
+        a ledger never serves a biometric decision (``edge.ops.degrade.FailClosedConsent``)."""
+        target = f"file:{state.consent_db}?mode=ro&immutable=1" if read_only else ":memory:"
+        try:
+            conn = sqlite3.connect(target, uri=read_only, check_same_thread=False, isolation_level=None)
+            if not read_only:
+                conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise storage_error(state.consent_db, "consent ledger", exc) from None
+        try:
+            return cls(state, site, conn, grace_period_s=grace_period_s, audit=None, device=device)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
+    def open_or_replace(
+        cls,
+        state: StateDir,
+        site: str,
+        *,
+        grace_period_s: float,
+        audit: AuditLog | None = None,
+        device: str = "",
+    ) -> ConsentLedger:
+        """Open the ledger; a damaged file is set aside and a fresh ledger started. The last list
+        still readable in the damaged file is applied again with every check of a new list (the
+        signature against the pinned keys, the site; at the time it was first applied), so the
+        gate keeps its list; otherwise the fresh ledger holds no list (biometrics fail closed, and
+        nothing is purged for want of one) until the retained list arrives over MQTT."""
+        from dataclasses import replace
+
+        from edge.state_recovery import set_aside, write_note
+
+        try:
+            return cls.open(state, site, grace_period_s=grace_period_s, audit=audit, device=device)
+        except StoreDamaged as exc:
+            info = set_aside(state.consent_db, "consent", exc.detail)
+        ledger = cls.open(state, site, grace_period_s=grace_period_s, audit=audit, device=device)
+        salvaged = _salvage(state.consent_db.with_name(info.aside))
+        restored = 0
+        if salvaged is not None:
+            message, applied_at = salvaged
+            try:
+                ledger.apply(message, applied_at)
+                restored = 1
+            except (ListRejected, StorageError) as exc:
+                log.error("the list salvaged from the damaged ledger was not applied again (%s)", exc)
+        write_note(state.root, replace(info, salvaged=restored))
+        return ledger
 
     def close(self) -> None:
         with self._lock:
@@ -237,10 +325,14 @@ class ConsentLedger:
         return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
 
     def reload_if_changed(self) -> bool:
-        """Reload when another process committed a list (e.g. ``edge consent apply``)."""
+        """Reload when another process committed a list (e.g. ``edge consent apply``); write a
+        ``consent_applied`` record a full disk held back (the agent ticks this every second)."""
         with self._lock:
+            if self._audit_due:
+                self._audit_due = not self.finish_pending_audit()
             if self._pragma_data_version() == self._data_version:
                 return False
+            self._audit_due = self.audit is not None
             before = self.version
             self._load()
             if self.version != before:
@@ -309,9 +401,17 @@ class ConsentLedger:
         return Place(self.device, gate.zones if gate is not None else frozenset())
 
     def is_stale(self, now: float) -> bool:
-        """True without a list, or when ``now`` is past the list's validity plus the grace period."""
+        """True without a list, when ``now`` is past the list's validity plus the grace period, or
+        when the device's clock reads earlier than the list's issue time (``clock_behind``): a
+        clock that is wrong cannot judge consent, so biometrics fail closed (credentials work)."""
         info = self._info
-        return info is None or now > info.valid_until + self.grace_period_s
+        return info is None or now > info.valid_until + self.grace_period_s or self.clock_behind(now)
+
+    def clock_behind(self, now: float) -> bool:
+        """Whether ``now`` (this device's clock) is before the list in force was issued, beyond the
+        allowed skew: the clock stepped back (NTP correction, a Pi's dead RTC battery)."""
+        info = self._info
+        return info is not None and now < info.issued_at - CLOCK_SKEW_S
 
     def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
         """Biometric use (enrolment or a match) of ``modality`` for ``purpose`` at this gate; False
@@ -370,10 +470,19 @@ class ConsentLedger:
     def apply(self, message: bytes, now: float) -> ApplyOutcome:
         """Verify and apply one signed list; raises ``ListRejected`` (state unchanged, audited)."""
         with self._lock:
+            had_pending = self.has_pending_audit()
             self.reload_if_changed()
+            completed = had_pending and self.finish_pending_audit()
             info = self._info
-            if info is not None and bytes(message) == info.message:
-                return ApplyOutcome(False, info.version, info.kind, info.version)  # a retained redelivery
+            if info is not None and bytes(message) == info.message:  # a retained redelivery, or a retry
+                return ApplyOutcome(
+                    False,
+                    info.version,
+                    info.kind,
+                    info.version,
+                    audit_pending=had_pending and not completed,
+                    audit_completed=completed,
+                )
             try:
                 if len(message) > MAX_LIST_BYTES:
                     raise ListRejected("oversize", f"{len(message)} bytes, over the {MAX_LIST_BYTES} a device takes")
@@ -455,7 +564,29 @@ class ConsentLedger:
             else None
         )
         previous = self.version
+        details: dict[str, object] = {
+            "version": lst.version,
+            "previous_version": previous,
+            "kind": lst.kind,
+            "signer_kid": kid.hex(),
+            "list_sha256": _digest_prefix(message),
+            "changed_subjects": sorted(affected),
+            "withdrawn": sorted(e.subject for e in upserts if e.status == "withdrawn"),
+            "removed": sorted(removed),
+            # what _finish_key_announcement will pin and retire, known before the commit
+            "pinned_keys": [key_id(VerifyKey(pub)).hex() for pub in lst.keys.successors] if lst.keys else [],
+            "retired_keys": [
+                k.hex()
+                for k in (lst.keys.retire if lst.keys else ())
+                if k != kid and trust.key_path(self.state, k).exists()
+            ],
+        }
         with self._transaction():
+            if self.audit is not None:  # the list and its audit record are one unit of work
+                self._conn.execute(
+                    "INSERT INTO pending_audit (details, at, audit_floor) VALUES (?, ?, ?)",
+                    (bytes(cbor2.dumps(details, canonical=True)), now, self.audit.head_seq),
+                )
             self._conn.executemany("DELETE FROM entries WHERE subject = ?", [(s,) for s in removed])
             self._conn.executemany(
                 "INSERT INTO entries (subject, body) VALUES (?, ?) "
@@ -509,24 +640,61 @@ class ConsentLedger:
         self._data_version = self._pragma_data_version()
         pinned, retired = self._finish_key_announcement()
         log.info("consent list %s (%s) applied: %s subjects changed", lst.version, lst.kind, len(affected))
-        if self.audit is not None:
-            self.audit.append(
-                "consent_applied",
-                {
-                    "version": lst.version,
-                    "previous_version": previous,
-                    "kind": lst.kind,
-                    "signer_kid": kid.hex(),
-                    "list_sha256": _digest_prefix(message),
-                    "changed_subjects": sorted(affected),
-                    "withdrawn": sorted(e.subject for e in upserts if e.status == "withdrawn"),
-                    "removed": sorted(removed),
-                    "pinned_keys": [k.hex() for k in pinned],
-                    "retired_keys": [k.hex() for k in retired],
-                },
-                at=now,
-            )
-        return ApplyOutcome(True, lst.version, lst.kind, previous, affected, pinned, retired)
+        pending = self.audit is not None and not self.finish_pending_audit()
+        self._audit_due = pending
+        return ApplyOutcome(True, lst.version, lst.kind, previous, affected, pinned, retired, audit_pending=pending)
+
+    # ------------------------------------------------------------------ the consent_applied record
+
+    def finish_pending_audit(self) -> bool:
+        """Write the ``consent_applied`` records a full disk held back (by this process or another,
+        e.g. ``edge consent apply``), oldest first; True when none is pending any more. Never
+        writes one twice: a record already in the log since its list was applied is recognised."""
+        if self.audit is None:
+            return not self.has_pending_audit()
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT id, details, at, audit_floor FROM pending_audit ORDER BY id"
+                ).fetchall()
+            except sqlite3.Error:
+                return False
+            for row_id, blob, at, floor in rows:
+                details = cbor2.loads(bytes(blob))
+                try:
+                    written = any(
+                        r.kind == "consent_applied"
+                        and r.details.get("version") == details.get("version")
+                        and r.details.get("list_sha256") == details.get("list_sha256")
+                        for r in self.audit.records(since=int(floor))
+                    )
+                    if not written:
+                        self.audit.append("consent_applied", details, at=float(at))
+                except StorageError as exc:
+                    log.error(
+                        "the consent_applied record of list %s is pending (%s)", details.get("version"), exc.one_line()
+                    )
+                    return False
+                try:
+                    with self._transaction():
+                        self._conn.execute("DELETE FROM pending_audit WHERE id = ?", (row_id,))
+                    self._data_version = self._pragma_data_version()
+                except StorageError as exc:  # written; the row goes next time (recognised, not repeated)
+                    log.warning("could not clear a pending consent_applied record (%s)", exc.one_line())
+                    return False
+                if written:
+                    log.info("a pending consent_applied record was already in the audit log")
+                else:
+                    log.info("the pending consent_applied record of list %s is written", details.get("version"))
+            return True
+
+    def has_pending_audit(self) -> bool:
+        with self._lock:
+            try:
+                row = self._conn.execute("SELECT 1 FROM pending_audit LIMIT 1").fetchone()
+            except sqlite3.Error:
+                row = None
+            return row is not None
 
     def _place_of(self, gates: dict[str, Gate]) -> Place:
         gate = gates.get(self.device)
@@ -554,12 +722,19 @@ class ConsentLedger:
     @contextmanager
     def _transaction(self) -> Iterator[None]:
         try:
+            check_write(self.state.consent_db)
             self._conn.execute("BEGIN IMMEDIATE")
             yield
             self._conn.execute("COMMIT")
+            HEALTH.succeeded("consent")
         except sqlite3.Error as exc:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
+            error = storage_error(self.state.consent_db, "consent ledger", exc)
+            if isinstance(error, StorageUnavailable):
+                HEALTH.failed("consent", error.cause)
+            if isinstance(error, (StorageUnavailable, StoreDamaged)):
+                raise error from None
             raise StorageError(f"{self.state.consent_db}: cannot write the consent ledger ({exc})") from None
         except BaseException:
             if self._conn.in_transaction:
@@ -576,4 +751,26 @@ class ConsentLedger:
                 "size": len(message),
                 "version_in_force": self.version,
             }
-            self.audit.append("consent_rejected", details, at=now)
+            try:
+                self.audit.append("consent_rejected", details, at=now)
+            except StorageError as error:  # the rejection stands; the disk refused its record
+                log.error("could not audit a rejected consent list (%s)", error.one_line())
+
+
+def _salvage(path: Path) -> tuple[bytes, float] | None:
+    """The last list (signed bytes) and when it was applied, if a damaged ledger still shows them
+    and it is a snapshot (a delta needs the entries of its base, which are not trusted from a
+    damaged file: the retained list brings them back)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT kind, message, applied_at FROM meta WHERE id = 1").fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+    if row is None or row[0] != "snapshot":
+        return None
+    return bytes(row[1]), float(row[2])

@@ -35,7 +35,13 @@ class OutboxSink:
     def emit(self, event: AnyEvent) -> None:
         self.publish(event.kind, event.body())
 
-    def publish(self, kind: str, body: Mapping[str, object]) -> None:
+    def emit_durably(self, event: AnyEvent) -> None:
+        """``emit``, but only once the event is committed to the outbox's file: raises
+        ``StorageUnavailable`` on a full or read-only disk instead of holding it in memory (the
+        enforcer's deletion receipts: their unit of work stays open until the receipt is durable)."""
+        self.publish(event.kind, event.body(), durable=True)
+
+    def publish(self, kind: str, body: Mapping[str, object], *, durable: bool = False) -> None:
         clean = check(kind, body, audit=self.audit)
         topic = self.topic(kind)
-        self.outbox.append(topic, lambda seq: self.signer.sign_with_seq(topic, kind, clean, seq))
+        self.outbox.append(topic, lambda seq: self.signer.sign_with_seq(topic, kind, clean, seq), durable=durable)

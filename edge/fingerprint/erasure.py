@@ -70,23 +70,30 @@ class EraseQueue:
         return [p.slot for p in self.pending()]
 
     def drain(self, erase: Callable[[int], None], erased: Callable[[list[PendingErase]], None]) -> int:
-        """Erase every queued slot with ``erase``, then hand what went to ``erased`` (receipts).
+        """Erase every queued slot with ``erase``, hand what went to ``erased`` (receipts), then
+        take those slots off the queue.
 
         A failing ``erase`` stops the drain and propagates; what was erased before it is still
-        handed to ``erased`` first, and what was not stays queued.
+        handed to ``erased`` first, and what was not stays queued. A failing ``erased`` (its
+        receipts cannot be journaled: a full disk) leaves every slot queued: erasing an erased
+        slot again is harmless, and the receipts are tried again with it (issue 16).
         """
         done: list[PendingErase] = []
         try:
             for item in self.pending():
                 erase(item.slot)
-                with self._lock:
-                    self._pending.pop(item.slot, None)
-                    self._save()
                 done.append(item)
         finally:
-            self.erased += len(done)
             if done:
                 erased(done)
+                self.erased += len(done)
+                with self._lock:
+                    for item in done:
+                        self._pending.pop(item.slot, None)
+                    try:
+                        self._save()
+                    except OSError as exc:  # receipted already; after a restart they are erased again
+                        log.warning("sensor erase queue not saved (%s)", exc.strerror)
         return len(done)
 
     def _save(self) -> None:

@@ -1,13 +1,22 @@
-"""The encrypted gallery: SQLite at rest, one contiguous protected matrix in memory.
+"""The encrypted gallery's facade: ``Gallery``, the one object callers use.
 
-At rest (``gallery.sqlite3``, WAL, ``synchronous=FULL``, ``secure_delete``, incremental
-auto-vacuum), each row is a SecretBox with a fresh nonce: one *record* per (subject, modality)
-holding the subject id, sensor slots, enrolment time and model id, and one row per face template.
-Rows are found by an opaque keyed tag of the subject id, never the id itself. Face templates are
+Three modules make the gallery: ``db.py`` (the SQLite file: sealed rows, the quarantine, no key),
+``index.py`` (memory: subjects, sensor slots, the protected template matrix, no file) and this
+facade, which holds the key and the lock, seals and opens rows, and keeps the two in step: every
+change is one SQLite transaction first, and the memory changes only after it committed. When
+``enrol``/``delete_subject`` returns, the change is on disk; a crash before that leaves the
+previous state.
+
+At rest each row is a SecretBox with a fresh nonce: one *record* per (subject, modality) holding
+the subject id, sensor slots, enrolment time and model id, and one row per face template. Rows
+are found by an opaque keyed tag of the subject id, never the id itself. Face templates are
 stored after the device-keyed protective rotation (``protect.py``); probes get the same rotation.
 
-Every change is one SQLite transaction: when ``enrol``/``delete_subject`` returns, it is on disk,
-and a crash before that leaves the previous state. The in-memory matrix changes only after commit.
+Damage: a row that fails authentication (or sits under another subject's tag, or is a template
+whose face record is gone) is moved to the quarantine table when it is read, kept sealed for
+forensics and never used; the gallery goes on with everybody else. ``damage()`` lists what is
+quarantined, with the subject where a readable sibling row or the consent list names it (memory
+only, never written beside the row); ``edge.gallery.damage`` audits and alarms it once.
 
 Thread safety: one lock serialises all calls, so an enrolment thread and the matching loop may
 share a gallery.
@@ -17,11 +26,10 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,8 +38,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge.config.schema import GallerySection
-from edge.errors import IntegrityError, StorageError
-from edge.gallery.backends import BACKENDS, SearchBackend, best_subjects, make_backend
+from edge.errors import IntegrityError, StorageError, StoreDamaged
+from edge.gallery.backends import BACKENDS, SearchBackend
+from edge.gallery.db import SCHEMA_VERSION, GalleryDb, has_data
+from edge.gallery.index import GalleryIndex
 from edge.gallery.protect import Protector
 from edge.gallery.sealed import (
     GalleryKey,
@@ -44,24 +54,16 @@ from edge.gallery.sealed import (
     seal_template,
     store_key,
 )
-from edge.gallery.subjects import SubjectTable, tag_key
+from edge.gallery.subjects import tag_key
 from edge.modality import BIOMETRIC, Modality, in_order, parse
-from edge.numeric import dot_rows, fixed_sum
+from edge.numeric import fixed_sum
 from edge.state import StateDir
 
 log = logging.getLogger(__name__)
 
 MODALITIES: tuple[Modality, ...] = in_order(BIOMETRIC)
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS records (
-    tag BLOB NOT NULL, modality TEXT NOT NULL, box BLOB NOT NULL, PRIMARY KEY (tag, modality)
-);
-CREATE TABLE IF NOT EXISTS templates (id INTEGER PRIMARY KEY, tag BLOB NOT NULL, box BLOB NOT NULL);
-CREATE INDEX IF NOT EXISTS templates_tag ON templates (tag);
-"""
+#: the marker of a matrix row that was quarantined while loading (dropped once the load is done)
+_QUARANTINED = -3
 
 
 # ----------------------------------------------------------------------------- results
@@ -123,6 +125,25 @@ class DeletionReport(Mapping[str, object]):
         return 4
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A quarantined gallery row: what it was, why, when, and whose.
+
+    ``id`` is the quarantine row (0 when the file could not take the move: then the row is only
+    excluded in memory and found again at the next open). ``subject`` is known from a readable
+    sibling row or the consent list (``Gallery.resolve_damage``); it is never written beside the
+    row. ``audit_seq`` is the audit record that reported it (None until reported)."""
+
+    id: int
+    item: str  # "record" | "template"
+    modality: str
+    reason: str
+    at: float
+    tag: bytes = field(repr=False)
+    subject: str | None = field(default=None, repr=False)
+    audit_seq: int | None = None
+
+
 # ----------------------------------------------------------------------------- the gallery
 
 
@@ -132,7 +153,7 @@ class Gallery:
     def __init__(
         self,
         state: StateDir,
-        conn: sqlite3.Connection,
+        db: GalleryDb,
         key: GalleryKey,
         *,
         backend: str,
@@ -141,21 +162,19 @@ class Gallery:
         threshold: float | None,
     ) -> None:
         self._state = state
-        self._conn: sqlite3.Connection | None = conn
+        self._db = db
         self._key = key
         self._protector = Protector.from_seed(key.protect_seed, dim)
-        self._backend_name = backend
-        self._backend: SearchBackend = make_backend(backend, dim)
+        self._index = GalleryIndex(backend, dim)
         self.dim = dim
         self.templates_per_subject = templates_per_subject
         self.threshold = threshold
         self._lock = threading.RLock()
-        # Kept small on purpose (about 33 bytes plus the id per subject, see subjects.py): record
-        # fields stay sealed in the file and are read back when a subject changes.
-        self._subjects = SubjectTable()  # subject index <-> subject id
-        self._slots: dict[int, str] = {}  # fingerprint sensor slot -> subject
-        self._row_subject = np.empty(0, dtype=np.int32)  # subject index of each matrix row
-        self._row_template = np.empty(0, dtype=np.int64)  # template row id of each matrix row
+        self._damage: list[Damage] = []
+        self._damaged_tags: set[bytes] = set()
+        #: called (under the lock) when a row is quarantined while the gallery is open; set by
+        #: ``edge.gallery.damage.watch_damage`` so it is audited and alarmed at once
+        self.on_damage: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ opening and closing
 
@@ -173,7 +192,8 @@ class Gallery:
         """Open (or with ``create_key`` create) the gallery in ``state``.
 
         ``threshold`` is the face match threshold used to flag duplicate enrolments (None: no check).
-        Raises StorageError for a missing key or an unusable file, IntegrityError for a wrong key.
+        Raises StorageError for a missing key, ``StoreDamaged`` for a file that cannot be read at
+        all, IntegrityError for a wrong key. A damaged row is quarantined, not raised (``damage()``).
         """
         if backend not in BACKENDS:
             raise StorageError(f"unknown gallery backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
@@ -181,12 +201,12 @@ class Gallery:
             raise StorageError(f"templates_per_subject must be 1..50, got {templates_per_subject}")
         state.ensure()
         key = cls._load_or_create_key(state, create_key=create_key)
-        conn = _connect(state.gallery_db)
+        db = GalleryDb(state.gallery_db)
         try:
-            key = cls._check_key(state, conn, key, dim)
+            key = cls._check_key(state, db, key, dim)
             gallery = cls(
                 state,
-                conn,
+                db,
                 key,
                 backend=backend,
                 dim=dim,
@@ -194,16 +214,12 @@ class Gallery:
                 threshold=threshold,
             )
             gallery._load()
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StorageError(
-                f"{state.gallery_db} could not be read ({exc.__class__.__name__})",
-                hint="check the SD card; restore the file or factory-reset the gallery and re-enrol",
-            ) from None
         except BaseException:
-            conn.close()
+            db.close()
             raise
-        log.info("gallery opened: %d subjects, %d templates, backend %s", len(gallery._subjects), len(gallery), backend)
+        log.info(
+            "gallery opened: %d subjects, %d templates, backend %s", len(gallery._index.subjects), len(gallery), backend
+        )
         return gallery
 
     @classmethod
@@ -226,12 +242,36 @@ class Gallery:
             threshold=threshold,
         )
 
+    @classmethod
+    def open_or_replace(
+        cls, state: StateDir, section: GallerySection, *, dim: int = 128, threshold: float | None = None
+    ) -> Gallery:
+        """``open_configured``; a file that cannot be read is set aside (``edge.state_recovery``),
+        the sealed rows still readable in it are copied into a fresh file, and the gallery opens on
+        that (each row is authenticated as it loads; the rest are quarantined). The key stays."""
+        from edge.state_recovery import set_aside, write_note
+
+        try:
+            return cls.open_configured(state, section, dim=dim, threshold=threshold)
+        except StoreDamaged as exc:
+            info = set_aside(state.gallery_db, "gallery", exc.detail)
+        key = load_key(state.gallery_key)
+        db = GalleryDb(state.gallery_db)
+        try:
+            db.init_meta(dim, key.key_check())
+            copied = db.copy_rows_from(state.gallery_db.with_name(info.aside))
+        finally:
+            db.close()
+        write_note(state.root, replace(info, salvaged=copied))
+        log.error("fresh gallery started: %d sealed rows copied from the damaged file", copied)
+        return cls.open_configured(state, section, dim=dim, threshold=threshold)
+
     @staticmethod
     def _load_or_create_key(state: StateDir, *, create_key: bool) -> GalleryKey:
         path = state.gallery_key
         if path.exists():
             return load_key(path)
-        if _has_data(state.gallery_db):
+        if has_data(state.gallery_db):
             raise StorageError(
                 f"{path} is missing, so the gallery in {state.gallery_db} cannot be read",
                 hint="restore gallery.key from the device backup; otherwise run a factory reset and re-enrol",
@@ -244,28 +284,26 @@ class Gallery:
         return key
 
     @staticmethod
-    def _check_key(state: StateDir, conn: sqlite3.Connection, key: GalleryKey, dim: int) -> GalleryKey:
+    def _check_key(state: StateDir, db: GalleryDb, key: GalleryKey, dim: int) -> GalleryKey:
         """Check the key against the file; finish or roll back an interrupted re-key."""
-        meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        meta = db.meta()
         pending = state.gallery_key.with_name(state.gallery_key.name + ".next")
         if not meta:
-            with _transaction(conn):
-                conn.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-                conn.execute("INSERT INTO meta VALUES ('dim', ?)", (dim,))
-                conn.execute("INSERT INTO meta VALUES ('key_check', ?)", (key.key_check(),))
+            db.init_meta(dim, key.key_check())
             destroy_file(pending)
             return key
-        if int(meta.get("schema", -1)) != SCHEMA_VERSION:
+        if int(str(meta.get("schema", -1))) != SCHEMA_VERSION:
             raise StorageError(
                 f"{state.gallery_db} has schema {meta.get('schema')}, this agent reads {SCHEMA_VERSION}",
                 hint="upgrade the agent, or factory-reset the gallery",
             )
-        if int(meta["dim"]) != dim:
+        if int(str(meta.get("dim", -1))) != dim:
             raise StorageError(
-                f"{state.gallery_db} holds {meta['dim']}-d templates but {dim}-d were asked for",
+                f"{state.gallery_db} holds {meta.get('dim')}-d templates but {dim}-d were asked for",
                 hint="the face model changed: re-enrol with the new model after a factory reset",
             )
-        check = bytes(meta["key_check"])
+        check = meta.get("key_check")
+        check = bytes(check) if isinstance(check, (bytes, bytearray, memoryview)) else b""
         if pending.exists():
             next_key = load_key(pending)
             if next_key.matches(check):  # the re-key committed; the rename did not happen
@@ -282,39 +320,61 @@ class Gallery:
             )
         return key
 
+    def _subject_of_tag(self, tag: bytes) -> str | None:
+        """The enrolled subject whose tag is ``tag`` (from the subject table), else None."""
+        found = int(self._index.subjects.find_keys(np.array([tag_key(tag)], dtype=np.int64))[0])
+        if found < 0:
+            return None
+        name = self._index.subjects.name(found)
+        return name if name is not None and self._key.tag(name) == tag else None
+
     def _load(self) -> None:
-        conn = self._need_conn()
+        """Read every row into memory; quarantine the rows that fail (see the module docstring)."""
+        db, key, index = self._db, self._key, self._index
+        subjects = index.subjects
+        bad_records: list[tuple[bytes, str, str]] = []  # (tag, modality, reason)
+        bad_templates: list[tuple[int, str]] = []  # (row id, reason)
+        hints: dict[bytes, str] = {}  # damaged tag -> the subject a readable row names
+        dead_faces: set[bytes] = set()  # tags whose face record is quarantined: their templates follow
         faces = 0
         # Face records first, so subjects with a face record get the indices below ``faces``;
         # each subject has at most one record per modality, so no lookups are needed here.
         for modality in MODALITIES:
-            rows = conn.execute(
-                "SELECT CAST(tag AS BLOB), CAST(box AS BLOB) FROM records WHERE modality = ?", (modality,)
-            )
-            for tag, box in rows:
-                fields = open_record(self._key, bytes(box))
-                subject = str(fields["subject"])
-                if self._key.tag(subject) != tag or fields.get("modality") != modality:
-                    raise IntegrityError("a gallery record is stored under another subject's tag (file altered)")
+            for tag, box in db.record_rows(modality):
+                try:
+                    fields = open_record(key, box)
+                    subject = str(fields["subject"])
+                except (IntegrityError, ValueError, KeyError, TypeError):
+                    bad_records.append((tag, modality, "authentication"))
+                    if modality == "face":
+                        dead_faces.add(tag)
+                    continue
+                if key.tag(subject) != tag or fields.get("modality") != modality:
+                    bad_records.append((tag, modality, "misfiled"))  # authentic, but not this row's
+                    hints[tag] = subject
+                    if modality == "face":
+                        dead_faces.add(tag)
+                    continue
                 if modality == "face":
-                    self._subjects.add(subject, tag, reindex=False)
-                elif self._subjects.find(subject, tag) is None:
-                    self._subjects.add(subject, tag)
+                    subjects.add(subject, tag, reindex=False)
+                elif subjects.find(subject, tag) is None:
+                    subjects.add(subject, tag)
                 for slot in fields.get("slots", []):
-                    self._slots[int(slot)] = subject
+                    index.slots[int(slot)] = subject
             if modality == "face":
-                faces = len(self._subjects)
-                self._subjects.reindex()
-        count = int(conn.execute("SELECT count(*) FROM templates").fetchone()[0])
+                faces = len(subjects)
+                subjects.reindex()
+        count = db.template_count()
         ids = np.empty(count, dtype=np.int64)
         owners = np.empty(count, dtype=np.int32)
-        ambiguous = self._subjects.ambiguous_keys()
+        ambiguous = subjects.ambiguous_keys()
         loaded = 0
 
         def blocks(size: int = 1024) -> Iterator[NDArray[np.float32]]:
             """Templates decrypted straight into one reused block (512 KB at 128-d); the backend
             copies each block into its matrix before the next is read. Owners are looked up a
-            block at a time, vectorised, so no array the size of the gallery is made for it."""
+            block at a time, vectorised, so no array the size of the gallery is made for it. A
+            quarantined template keeps its row as zeros until the load ends, so the count holds."""
             nonlocal loaded
             block = np.empty((size, self.dim), dtype=np.float32)
             keys = np.empty(size, dtype=np.int64)
@@ -324,23 +384,36 @@ class Gallery:
             def resolve() -> None:
                 got = found[:filled]
                 plain = got == -1
-                got[plain] = self._subjects.find_keys(keys[:filled][plain])
-                if got.min() < 0 or got.max() >= faces:  # no such subject, or no face record
-                    raise IntegrityError("a gallery template has no matching subject record (file altered)")
+                got[plain] = subjects.find_keys(keys[:filled][plain])
+                orphan = (got != _QUARANTINED) & ((got < 0) | (got >= faces))  # no such subject, or no face record
+                for at in np.flatnonzero(orphan):
+                    bad_templates.append((int(ids[loaded - filled + int(at)]), "orphan"))
+                    block[at] = 0.0
+                got[orphan] = _QUARANTINED
                 owners[loaded - filled : loaded] = got
                 got[:] = -1
 
-            rows = conn.execute("SELECT id, CAST(tag AS BLOB), CAST(box AS BLOB) FROM templates ORDER BY id")
-            for row_id, tag, box in rows:
+            for row_id, tag, box in db.template_rows():
                 if loaded == count:
                     raise StorageError(f"gallery load expected {count} templates, read more")
-                subject = open_template_into(self._key, bytes(box), block[filled])
-                if self._key.tag(subject) != tag:
-                    raise IntegrityError("a gallery template has no matching subject record (file altered)")
+                reason: str | None = "record_damaged" if tag in dead_faces else None
+                try:
+                    subject = open_template_into(key, box, block[filled])
+                except IntegrityError:
+                    subject, reason = None, reason or "authentication"
+                if reason is None and subject is not None and key.tag(subject) != tag:
+                    reason = "misfiled"
                 ids[loaded] = row_id
-                keys[filled] = key = tag_key(tag)
-                if key in ambiguous:  # a key prefix two subjects share: resolve by id (-2: none)
-                    owner = self._subjects.find(subject, tag)
+                keys[filled] = tkey = tag_key(tag)
+                if reason is not None:
+                    bad_templates.append((row_id, reason))
+                    if subject is not None:
+                        hints.setdefault(tag, subject)
+                    block[filled] = 0.0
+                    found[filled] = _QUARANTINED
+                elif tkey in ambiguous:  # a key prefix two subjects share: resolve by id (-2: none)
+                    assert subject is not None
+                    owner = subjects.find(subject, tag)
                     found[filled] = -2 if owner is None else owner
                 loaded += 1
                 filled += 1
@@ -353,18 +426,60 @@ class Gallery:
                 yield block[:filled]
 
         # decrypted block by block straight into the backend: the matrix exists once in memory
-        self._backend.add_from(count, blocks())
-        self._row_template = ids
-        self._row_subject = owners
+        index.backend.add_from(count, blocks())
+        index.load(ids, owners)
+        index.drop_rows(owners == _QUARANTINED)
+        self._quarantine(bad_records, bad_templates, hints)
+
+    def _quarantine(
+        self, records: list[tuple[bytes, str, str]], templates: list[tuple[int, str]], hints: dict[bytes, str]
+    ) -> None:
+        """Move the rows found damaged into the quarantine (one transaction), then list every
+        quarantined row with the subject where a hint or the subject table names it."""
+        now = time.time()
+        fresh: list[Damage] = []
+        if records or templates:
+            tags = dict(self._template_tags([r for r, _ in templates]))
+            try:
+                ids = self._db.quarantine(records, templates, now)
+            except StorageError as exc:  # a full or read-only disk: excluded in memory, found again next time
+                log.error("could not move damaged gallery rows to the quarantine: %s", exc.one_line())
+                ids = [0] * (len(records) + len(templates))
+            items = [("record", tag, modality, reason) for tag, modality, reason in records]
+            items += [("template", tags.get(row_id, b""), "face", reason) for row_id, reason in templates]
+            fresh = [
+                Damage(qid, item, modality, reason, now, tag)
+                for qid, (item, tag, modality, reason) in zip(ids, items, strict=True)
+            ]
+            log.error(
+                "gallery: %d damaged row(s) quarantined (never used); the gate goes on with everyone else",
+                len(fresh),
+            )
+        known = {d.id for d in fresh if d.id}
+        hints = {**{d.tag: d.subject for d in self._damage if d.subject is not None}, **hints}
+        earlier = [
+            Damage(q.id, q.item, q.modality, q.reason, q.at, q.tag, None, q.audit_seq)
+            for q in self._db.quarantined()
+            if q.id not in known
+        ]
+        listed = earlier + [d for d in self._damage if not d.id] + fresh
+        self._damage = [replace(d, subject=hints.get(d.tag) or self._subject_of_tag(d.tag)) for d in listed]
+        self._damaged_tags = {d.tag for d in self._damage}
+        if fresh and self.on_damage is not None:
+            try:
+                self.on_damage()
+            except Exception as exc:  # reported again at the next chance: the row stays unreported
+                log.error("reporting gallery damage failed (%s); retried later", exc.__class__.__name__)
+
+    def _template_tags(self, row_ids: list[int]) -> list[tuple[int, bytes]]:
+        if not row_ids:
+            return []
+        wanted = set(row_ids)
+        return [(row_id, tag) for row_id, tag, _box in self._db.template_rows() if row_id in wanted]
 
     def close(self) -> None:
         with self._lock:
-            if self._conn is not None:
-                try:
-                    self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    self._conn.close()
-                    self._conn = None
+            self._db.close()
 
     def __enter__(self) -> Gallery:
         return self
@@ -374,32 +489,71 @@ class Gallery:
     ) -> None:
         self.close()
 
+    # ------------------------------------------------------------------ damage
+
+    def damage(self) -> list[Damage]:
+        """Every quarantined row, oldest first (subjects where known)."""
+        with self._lock:
+            return list(self._damage)
+
+    def resolve_damage(self, candidates: Iterable[str]) -> int:
+        """Name the subject of quarantined rows whose tag one of ``candidates`` (e.g. the consent
+        list's subjects) has; returns how many were newly named."""
+        with self._lock:
+            open_tags = {d.tag for d in self._damage if d.subject is None}
+            if not open_tags:
+                return 0
+            named = {tag: s for s in candidates if (tag := self._key.tag(s)) in open_tags}
+            self._damage = [replace(d, subject=named.get(d.tag, d.subject)) for d in self._damage]
+            return len(named)
+
+    def mark_reported(self, reported: Sequence[tuple[Damage, int]]) -> None:
+        """Record that each quarantined row was audited (by that audit record) and alarmed: it is
+        never reported again, across restarts too."""
+        lookup = dict(reported)
+        with self._lock:
+            stored = [(d.id, seq) for d, seq in reported if d.id]
+            if stored:
+                try:
+                    self._db.mark_reported(stored)
+                except StorageError as exc:
+                    log.warning("could not record that gallery damage was reported: %s", exc.one_line())
+            self._damage = [replace(d, audit_seq=lookup[d]) if d in lookup else d for d in self._damage]
+
+    def holds_quarantined(self, subject: str) -> bool:
+        with self._lock:
+            return self._key.tag(subject) in self._damaged_tags
+
+    def quarantined_subjects(self) -> set[str]:
+        with self._lock:
+            return {d.subject for d in self._damage if d.subject is not None}
+
     # ------------------------------------------------------------------ queries
 
     def __len__(self) -> int:
         """Face templates held."""
-        return len(self._backend)
+        return len(self._index)
 
     @property
     def backend(self) -> str:
-        return self._backend_name
+        return self._index.backend_name
+
+    @property
+    def _backend(self) -> SearchBackend:  # the matrix, for parity checks and tests
+        return self._index.backend
 
     def subjects(self, modality: str | None = None) -> set[str]:
         with self._lock:
-            if modality is None:
-                return set(self._subjects)
-            if modality == "fingerprint":
-                return set(self._slots.values())
-            return {str(self._subjects.name(int(i))) for i in np.unique(self._row_subject)}
+            return self._index.subject_ids(modality)
 
     def subject_for_slot(self, slot: int) -> str | None:
         with self._lock:
-            return self._slots.get(int(slot))
+            return self._index.slots.get(int(slot))
 
     def slots_of(self, subject: str) -> list[int]:
         """The sensor slots holding ``subject``'s fingerprint templates, in order."""
         with self._lock:
-            return sorted(slot for slot, who in self._slots.items() if who == subject)
+            return self._index.slots_of(subject)
 
     def search(self, probe: NDArray[np.floating[Any]], k: int = 2) -> SearchResult:
         """The best ``k`` subjects for a face probe (max score over each subject's templates)."""
@@ -420,17 +574,14 @@ class Gallery:
         unit = _unit(probe, self.dim)
         with self._lock:
             q = self._protector.apply_one(unit)
-            index = self._subjects.find(subject, self._key.tag(subject))
+            index = self._index.find(subject, self._key.tag(subject))
             if index is None:
                 return -math.inf
-            rows = np.flatnonzero(self._row_subject == index).astype(np.int64)
-            if not len(rows):
-                return -math.inf
-            return float(np.max(dot_rows(self._backend.rows(rows), q)))
+            best = self._index.best_of(index, q)
+            return -math.inf if best is None else best
 
     def _best_subjects(self, q: NDArray[np.float32], k: int) -> list[tuple[str, float]]:
-        found = best_subjects(self._backend, q, self._row_subject, k, self.templates_per_subject)
-        return [(str(self._subjects.name(owner)), score) for owner, score in found]
+        return self._index.best(q, k, self.templates_per_subject)
 
     # ------------------------------------------------------------------ changes
 
@@ -476,11 +627,11 @@ class Gallery:
         Each item is (subject, templates) for a subject not yet enrolled. Returns templates added.
         """
         with self._lock:
-            conn = self._need_conn()
+            key, index = self._key, self._index
             now = time.time()
             rows: list[tuple[str, NDArray[np.float32]]] = []
             for subject, templates in items:
-                if self._subjects.find(subject, self._key.tag(subject)) is not None:
+                if index.find(subject, key.tag(subject)) is not None:
                     raise ValueError("enrol_many takes only subjects not yet enrolled")
                 vecs = np.stack([_unit(t, self.dim) for t in templates])[-self.templates_per_subject :]
                 rows.extend((subject, v) for v in self._protector.apply(vecs))
@@ -488,26 +639,21 @@ class Gallery:
                 subject: {"subject": subject, "modality": "face", "slots": [], "enrolled_at": now, "model_id": model_id}
                 for subject, _ in items
             }
-            with _transaction(conn):
+            with self._db.transaction() as conn:
                 conn.executemany(
                     "INSERT INTO records VALUES (?, 'face', ?)",
-                    [(self._key.tag(s), seal_record(self._key, f)) for s, f in records.items()],
+                    [(key.tag(s), seal_record(key, f)) for s, f in records.items()],
                 )
-                before = conn.execute("SELECT coalesce(max(id), 0) FROM templates").fetchone()[0]
+                before = int(conn.execute("SELECT coalesce(max(id), 0) FROM templates").fetchone()[0])
                 conn.executemany(
                     "INSERT INTO templates (id, tag, box) VALUES (?, ?, ?)",
-                    [
-                        (before + 1 + i, self._key.tag(s), seal_template(self._key, s, v))
-                        for i, (s, v) in enumerate(rows)
-                    ],
+                    [(before + 1 + i, key.tag(s), seal_template(key, s, v)) for i, (s, v) in enumerate(rows)],
                 )
-            ids = np.arange(before + 1, before + 1 + len(rows), dtype=np.int64)
-            new = {s: self._subjects.add(s, self._key.tag(s), reindex=False) for s in records}
-            self._subjects.reindex()
+            new = {s: index.subjects.add(s, key.tag(s), reindex=False) for s in records}
+            index.subjects.reindex()
             owners = np.array([new[s] for s, _ in rows], dtype=np.int32)
-            self._backend.add(np.stack([v for _, v in rows]) if rows else np.empty((0, self.dim), np.float32))
-            self._row_template = np.concatenate([self._row_template, ids])
-            self._row_subject = np.concatenate([self._row_subject, owners])
+            vectors = np.stack([v for _, v in rows]) if rows else np.empty((0, self.dim), np.float32)
+            index.add_rows(vectors, range(before + 1, before + 1 + len(rows)), owners)
             return len(rows)
 
     def _duplicate(self, subject: str, vecs: NDArray[np.float32]) -> tuple[str, float] | None:
@@ -528,55 +674,47 @@ class Gallery:
         model_id: str,
         duplicate: tuple[str, float] | None,
     ) -> EnrolResult:
-        conn = self._need_conn()
-        if sensor_slot is not None and self._slots.get(sensor_slot, subject) != subject:
+        key, index = self._key, self._index
+        if sensor_slot is not None and index.slots.get(sensor_slot, subject) != subject:
             raise StorageError(
                 f"sensor slot {sensor_slot} already belongs to another enrolled subject",
                 hint="erase that slot through a deletion first, or store the finger in a free slot",
             )
-        tag = self._key.tag(subject)
-        index = self._subjects.find(subject, tag)
-        old = self._read_record(tag, modality.value)
+        tag = key.tag(subject)
+        at = index.find(subject, tag)
+        old = self._read_record(subject, tag, modality.value)
         fields: dict[str, Any] = dict(old) if old else {"subject": subject, "modality": modality.value, "slots": []}
         fields["enrolled_at"] = time.time()
         fields["model_id"] = model_id or fields.get("model_id", "")
         if sensor_slot is not None and sensor_slot not in fields["slots"]:
             fields["slots"] = [*fields["slots"], sensor_slot]
         protected = self._protector.apply(vecs) if len(vecs) else vecs
-        existing = self._row_template[self._row_subject == index].tolist() if index is not None else []
+        existing = index.template_ids(at)
         keep_new = protected[-self.templates_per_subject :]
         overflow = len(existing) + len(keep_new) - self.templates_per_subject
         dropped = existing[: max(0, overflow)]
         new_ids: list[int] = []
-        with _transaction(conn):
-            conn.execute(
-                "INSERT OR REPLACE INTO records VALUES (?, ?, ?)", (tag, modality.value, seal_record(self._key, fields))
-            )
+        with self._db.transaction() as conn:
+            self._db.put_record(conn, tag, modality.value, seal_record(key, fields))
             if dropped:
-                conn.executemany("DELETE FROM templates WHERE id = ?", [(i,) for i in dropped])
+                self._db.drop_templates(conn, dropped)
             for vec in keep_new:
-                cur = conn.execute(
-                    "INSERT INTO templates (tag, box) VALUES (?, ?)", (tag, seal_template(self._key, subject, vec))
-                )
-                assert cur.lastrowid is not None
-                new_ids.append(int(cur.lastrowid))
+                new_ids.append(self._db.add_template(conn, tag, seal_template(key, subject, vec)))
         # committed: now the memory
-        if index is None:
-            index = self._subjects.add(subject, tag)
+        if at is None:
+            at = index.subjects.add(subject, tag)
         if sensor_slot is not None:
-            self._slots[sensor_slot] = subject
+            index.slots[sensor_slot] = subject
         if dropped:
-            self._drop_rows(np.isin(self._row_template, np.array(dropped, dtype=np.int64)))
+            index.drop_template_ids(dropped)
         if new_ids:
-            self._backend.add(keep_new)
-            self._row_template = np.concatenate([self._row_template, np.array(new_ids, dtype=np.int64)])
-            self._row_subject = np.concatenate([self._row_subject, np.full(len(new_ids), index, np.int32)])
+            index.add_rows(keep_new, new_ids, np.full(len(new_ids), at, np.int32))
         log.info("enrolled %s: %d templates added, %d dropped", modality, len(new_ids), len(dropped))
         return EnrolResult(
             subject=subject,
             modality=modality,
             templates_added=len(new_ids),
-            templates_total=int(np.count_nonzero(self._row_subject == index)),
+            templates_total=index.count_of(at),
             templates_dropped=len(dropped),
             sensor_slot=sensor_slot,
             duplicate_of=duplicate[0] if duplicate else None,
@@ -587,38 +725,44 @@ class Gallery:
         """Remove the records and templates of ``subject`` now, and scrub the freed pages.
 
         ``modality``: only that modality's data (a withdrawal of face consent keeps the person's
-        fingerprint, which they still consent to); None: everything the subject has.
+        fingerprint, which they still consent to); None: everything the subject has. Quarantined
+        rows of the subject go too (counted with the face templates where they were templates).
         The report's ``sensor_slots`` must be erased on the fingerprint sensor by the caller.
         Deleting an unknown subject is not an error (``found`` is False).
         """
         if modality is not None:
             modality = parse(modality, BIOMETRIC).value
         with self._lock:
-            conn = self._need_conn()
+            index = self._index
             tag = self._key.tag(subject)
-            index = self._subjects.find(subject, tag)
-            held = {m for (m,) in conn.execute("SELECT modality FROM records WHERE tag = ?", (tag,))}
+            at = index.find(subject, tag)
+            held = self._db.modalities_of(tag)
             targets = held if modality is None else held & {modality}
-            finger = self._read_record(tag, "fingerprint") if "fingerprint" in targets else None
+            finger = self._read_record(subject, tag, "fingerprint") if "fingerprint" in targets else None
             drop_face = modality in (None, "face")
-            with _transaction(conn):
-                n_templates = conn.execute("DELETE FROM templates WHERE tag = ?", (tag,)).rowcount if drop_face else 0
-                conn.executemany("DELETE FROM records WHERE tag = ? AND modality = ?", [(tag, m) for m in targets])
-            self._scrub(conn)
+            gone = [d for d in self._damage if d.tag == tag and (modality is None or d.modality == modality)]
+            with self._db.transaction() as conn:
+                n_templates = self._db.drop_subject(
+                    conn, tag, targets | {d.modality for d in gone if d.item == "record"}, templates=drop_face
+                )
+            self._db.scrub()
             slots = tuple(sorted(int(s) for s in finger.get("slots", []))) if finger else ()
             for slot in slots:
-                self._slots.pop(slot, None)
-            if index is not None:
+                index.slots.pop(slot, None)
+            if at is not None:
                 if drop_face:
-                    self._drop_rows(self._row_subject == index)
+                    index.drop_rows(index.row_subject == at)
                 if not held - targets:  # nothing of the subject is left
-                    self._subjects.remove(index)
+                    index.subjects.remove(at)
+            if gone:
+                self._damage = [d for d in self._damage if d not in gone]
+                self._damaged_tags = {d.tag for d in self._damage}
             log.info("deleted a subject's data: %d face templates, %d sensor slots", n_templates, len(slots))
             return DeletionReport(
-                found=bool(targets) or n_templates > 0,
+                found=bool(targets) or n_templates > 0 or bool(gone),
                 face_templates=n_templates,
                 sensor_slots=slots,
-                modalities=tuple(sorted(targets)),
+                modalities=tuple(sorted(targets | {d.modality for d in gone})),
             )
 
     def rekey(self) -> None:
@@ -626,40 +770,39 @@ class Gallery:
 
         Crash-safe: the new key is written to ``gallery.key.next`` first, the whole file is
         re-sealed in one transaction, then the key file is replaced. ``open`` finishes or rolls
-        back an interrupted re-key.
+        back an interrupted re-key. Quarantined rows are dropped: they cannot be re-sealed, and
+        once the old key is destroyed nobody can read them.
         """
         with self._lock:
-            conn = self._need_conn()
+            db = self._db
             new_key = GalleryKey.generate()
             new_protector = Protector.from_seed(new_key.protect_seed, self.dim)
             pending = self._state.gallery_key.with_name(self._state.gallery_key.name + ".next")
             store_key(pending, new_key, overwrite=True)
-            with _transaction(conn):
-                for tag, modality, box in conn.execute("SELECT tag, modality, box FROM records").fetchall():
-                    fields = open_record(self._key, bytes(box))
+            records = db.all_records()
+            templates = list(db.template_rows())
+            with db.transaction() as conn:
+                for tag, modality, box in records:
+                    fields = open_record(self._key, box)
                     conn.execute("DELETE FROM records WHERE tag = ? AND modality = ?", (tag, modality))
-                    conn.execute(
-                        "INSERT INTO records VALUES (?, ?, ?)",
-                        (new_key.tag(str(fields["subject"])), modality, seal_record(new_key, fields)),
-                    )
-                for row_id, box in conn.execute("SELECT id, box FROM templates").fetchall():
-                    subject, vec = open_template(self._key, bytes(box))
+                    db.put_record(conn, new_key.tag(str(fields["subject"])), modality, seal_record(new_key, fields))
+                for row_id, _tag, box in templates:
+                    subject, vec = open_template(self._key, box)
                     renewed = new_protector.apply(self._protector.invert(vec[None, :]))[0]
                     conn.execute(
                         "UPDATE templates SET tag = ?, box = ? WHERE id = ?",
                         (new_key.tag(subject), seal_template(new_key, subject, renewed), row_id),
                     )
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'key_check'", (new_key.key_check(),))
+                dropped = db.clear_quarantine(conn)
             store_key(self._state.gallery_key, new_key, overwrite=True)
             destroy_file(pending)
-            self._scrub(conn)
+            db.scrub()
             # reload memory from the renewed file
             self._key, self._protector = new_key, new_protector
-            self._backend = make_backend(self._backend_name, self.dim)
-            self._subjects.clear()
-            self._slots.clear()
+            self._index.reset()
             self._load()
-            log.info("gallery re-keyed: %d templates renewed", len(self))
+            log.info("gallery re-keyed: %d templates renewed, %d quarantined rows dropped", len(self), dropped)
 
     def crypto_erase(self, state: StateDir) -> None:
         """Tamper response: destroy the key (every record sealed under it becomes unreadable) and
@@ -668,11 +811,9 @@ class Gallery:
         with self._lock:
             destroy_file(state.gallery_key)
             destroy_file(state.gallery_key.with_name(state.gallery_key.name + ".next"))
-            self._backend = make_backend(self._backend_name, self.dim)
-            self._subjects.clear()
-            self._slots.clear()
-            self._row_template = self._row_template[:0]
-            self._row_subject = self._row_subject[:0]
+            self._index.reset()
+            self._damage = []
+            self._damaged_tags = set()
         log.warning("tamper: gallery key destroyed, templates forgotten")
 
     @staticmethod
@@ -688,34 +829,16 @@ class Gallery:
 
     # ------------------------------------------------------------------ internals
 
-    def _need_conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StorageError("the gallery is closed")
-        return self._conn
-
-    def _read_record(self, tag: bytes, modality: str) -> dict[str, Any] | None:
-        row = (
-            self._need_conn()
-            .execute("SELECT CAST(box AS BLOB) FROM records WHERE tag = ? AND modality = ?", (tag, modality))
-            .fetchone()
-        )
-        return open_record(self._key, bytes(row[0])) if row else None
-
-    def _drop_rows(self, drop: NDArray[np.bool_]) -> None:
-        if not drop.any():
-            return
-        keep = ~drop
-        self._backend.keep(keep)
-        self._row_subject = self._row_subject[keep]
-        self._row_template = self._row_template[keep]
-
-    @staticmethod
-    def _scrub(conn: sqlite3.Connection) -> None:
-        """Return freed pages to the file system and empty the WAL so no old ciphertext lingers.
-
-        ``secure_delete`` has already zeroed the freed content inside the pages."""
-        conn.execute("PRAGMA incremental_vacuum")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def _read_record(self, subject: str, tag: bytes, modality: str) -> dict[str, Any] | None:
+        """``subject``'s record; a record that fails authentication now is quarantined (None)."""
+        box = self._db.record_box(tag, modality)
+        if box is None:
+            return None
+        try:
+            return open_record(self._key, box)
+        except (IntegrityError, ValueError, KeyError, TypeError):
+            self._quarantine([(tag, modality, "authentication")], [], {tag: subject})
+            return None
 
 
 def factory_reset(state: StateDir) -> None:
@@ -735,45 +858,3 @@ def _unit(vector: NDArray[np.floating[Any]], dim: int) -> NDArray[np.float32]:
         raise ValueError("template is zero or not finite")
     unit: NDArray[np.float32] = (v64 * (1.0 / math.sqrt(norm2))).astype(np.float32)
     return unit
-
-
-def _has_data(path: Path) -> bool:
-    return path.exists() and path.stat().st_size > 0
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")  # effective only on a new file
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA secure_delete = ON")
-        # 512 KiB page cache (default 2 MB): the load is one sequential scan, and a change touches a
-        # few B-tree pages; measured -1.7 MB of peak RSS opening 100k templates, no slower
-        conn.execute("PRAGMA cache_size = -512")
-        conn.executescript(_SCHEMA)
-    except sqlite3.DatabaseError as exc:
-        raise StorageError(
-            f"{path} is not a usable gallery database ({exc})",
-            hint="check the SD card; restore the file or factory-reset the gallery and re-enrol",
-        ) from None
-    return conn
-
-
-class _transaction:  # noqa: N801 - used like a function
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is None:
-            self.conn.execute("COMMIT")
-        else:
-            self.conn.execute("ROLLBACK")

@@ -94,6 +94,9 @@ def collect(state: StateDir) -> dict[str, Any]:
         for p in (state.gallery_db, state.consent_db, state.audit_db, state.outbox_db)
         if p.exists()
     }
+    from edge.ops.findings import storage_findings
+
+    doc["damage"] = [f.as_dict() for f in storage_findings(state)]
     doc["provisioned"] = not missing
     return doc
 
@@ -118,6 +121,9 @@ def rows(doc: dict[str, Any]) -> list[tuple[str, str]]:
         out.append(("settings problem", problem))
     for name, size in doc.get("stores", {}).items():
         out.append((name, f"{size} bytes"))
+    for finding in doc.get("damage", []):
+        out.append(("DAMAGE" if finding["severity"] == "fail" else "damage", finding["what"]))
+        out.append(("  fix", finding["fix"]))
     for step in doc["missing"]:
         out.append(("to do", step))
     return out

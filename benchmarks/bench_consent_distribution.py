@@ -31,7 +31,6 @@ from edge.consent.authority import Authority  # noqa: E402
 from edge.consent.distribution import (  # noqa: E402
     Broker,
     ConsentReceiver,
-    consent_subscriptions,
     pinned_keys,
     publish_list_report,
 )
@@ -41,6 +40,7 @@ from edge.site.acl import render_acl  # noqa: E402
 from edge.site.registry import Registry  # noqa: E402
 from edge.state import StateDir  # noqa: E402
 from edge.testing.mosquitto import Mosquitto, free_port, make_pki, production_config, write_passwords  # noqa: E402
+from edge.transport import topics  # noqa: E402
 from edge.transport.mqtt import MqttSettings, close, connect, guarded, make_client  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def receive(settings: MqttSettings, site: str, state: StateDir, timeout_s: float
     connect(client, settings)
     client.on_message = guarded("on_message", lambda _c, _u, m: receiver.on_message(m.topic, bytes(m.payload), True))
     started = time.perf_counter()
-    for topic in consent_subscriptions(site):
+    for topic in topics.consent_subscriptions(site):
         client.subscribe(topic, qos=1)
     deadline = time.monotonic() + timeout_s
     while not lists and time.monotonic() < deadline:

@@ -97,7 +97,7 @@ def start_gate(gate: FleetGate, broker_url: str, authority_keys: list[bytes]) ->
     from edge.agent.subsystems import ConsentService
     from edge.audit.log import AuditLog
     from edge.consent import trust
-    from edge.consent.distribution import ConsentReceiver, consent_subscriptions, pinned_keys
+    from edge.consent.distribution import ConsentReceiver, pinned_keys
     from edge.consent.enforce import Enforcer
     from edge.consent.ledger import ConsentLedger
     from edge.events.envelope import EventSigner
@@ -108,6 +108,7 @@ def start_gate(gate: FleetGate, broker_url: str, authority_keys: list[bytes]) ->
     from edge.sync.service import SiteSync
     from edge.sync.store import SyncStore
     from edge.sync.wiring import attach
+    from edge.transport import topics
     from edge.transport.mqtt import MqttPublisher, MqttSettings
     from edge.transport.outbox import Outbox
 
@@ -136,7 +137,7 @@ def start_gate(gate: FleetGate, broker_url: str, authority_keys: list[bytes]) ->
         face_model=MODEL,
     )
     consent = ConsentService(enforcer, sink)
-    subscriptions = list(consent_subscriptions(SITE))
+    subscriptions = topics.consent_subscriptions(SITE)
     receiver = ConsentReceiver(SITE, pinned_keys(state), consent.submit).on_message
     on_message = attach(sync, consent, subscriptions, receiver)  # as the agent's assembly does
     publisher = MqttPublisher(

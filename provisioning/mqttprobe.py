@@ -10,8 +10,6 @@ come back. Each failure carries the fix an installer can act on.
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edge.errors import ConfigError, ConfigProblem
-from edge.transport.mqtt import guarded
+from edge.transport.mqtt import ConnectFailed, MqttSettings, connect, guarded, make_client
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +95,30 @@ def probe_broker(
     key_file: Path | None = None,
     timeout_s: float = 10.0,
 ) -> ProbeResult:
+    """Connect through the agent's own connect path (``edge.transport.mqtt``), then publish once."""
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
     target = parse_url(url)
+    settings = MqttSettings(
+        host=target.host,
+        port=target.port,
+        tls=target.tls,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+        username=username or None,
+        password=password if username else None,
+        connect_timeout_s=timeout_s,
+    )
     result = ProbeResult(ok=False, stage="connect")
-    connected = threading.Event()
     published = threading.Event()
     subscribed = threading.Event()
     echoed = threading.Event()
     outcome: dict[str, Any] = {}
 
-    def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        outcome["connack"] = reason_code
-        connected.set()
-
     def on_publish(client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         outcome["puback"] = reason_code
         published.set()
-
-    def on_disconnect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if not connected.is_set():
-            outcome["closed_early"] = reason_code
-            connected.set()
 
     def on_subscribe(client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
         outcome["suback"] = reason_codes
@@ -129,64 +128,22 @@ def probe_broker(
         if message.topic == topic:
             echoed.set()
 
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    client.on_connect = guarded("on_connect", on_connect, logger=log)
-    client.on_publish = guarded("on_publish", on_publish, logger=log)
-    client.on_subscribe = guarded("on_subscribe", on_subscribe, logger=log)
-    client.on_disconnect = guarded("on_disconnect", on_disconnect, logger=log)
-    client.on_message = guarded("on_message", on_message, logger=log)
-    client.connect_timeout = timeout_s
-    if username:
-        client.username_pw_set(username, password)
-    if target.tls:
-        try:
-            client.tls_set(
-                ca_certs=str(ca_file) if ca_file else None,
-                certfile=str(cert_file) if cert_file else None,
-                keyfile=str(key_file) if key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-        except (ssl.SSLError, OSError) as exc:
-            result.problem, result.reason = "tls", f"cannot load TLS files: {exc.__class__.__name__}"
-            return result
     started = time.monotonic()
     try:
-        client.connect(target.host, target.port, keepalive=30, clean_start=True)
-    except socket.gaierror:
-        result.problem, result.reason = "dns", f"cannot resolve {target.host}"
+        client = make_client(settings, client_id)
+        connect(client, settings)
+    except ConnectFailed as exc:
+        result.problem, result.reason = exc.problem, exc.reason
+        if exc.problem in ("closed", "auth", "connack"):
+            result.steps.append(("connect", False, result.reason))
         return result
-    except ConnectionRefusedError:
-        result.problem, result.reason = "refused", f"connection to {target.host}:{target.port} refused"
-        return result
-    except ssl.SSLError as exc:
-        result.problem, result.reason = "tls", f"TLS handshake failed: {exc.reason or exc.__class__.__name__}"
-        return result
-    except TimeoutError:
-        result.problem, result.reason = "timeout", f"no answer from {target.host}:{target.port}"
-        return result
-    except OSError as exc:
-        result.problem, result.reason = "refused", f"cannot connect: {exc.strerror or exc.__class__.__name__}"
-        return result
+    result.connect_ms = (time.monotonic() - started) * 1000
+    result.steps.append(("connect", True, f"CONNACK success in {result.connect_ms:.0f} ms"))
+    client.on_publish = guarded("on_publish", on_publish, logger=log)
+    client.on_subscribe = guarded("on_subscribe", on_subscribe, logger=log)
+    client.on_message = guarded("on_message", on_message, logger=log)
     client.loop_start()
     try:
-        if not connected.wait(timeout_s):
-            result.problem, result.reason = "timeout", "no CONNACK within the timeout"
-            return result
-        if "connack" not in outcome:
-            # TLS 1.3 reports a refused client certificate only by closing after the handshake.
-            result.problem = "closed"
-            result.reason = "the broker closed the connection before CONNACK"
-            result.steps.append(("connect", False, result.reason))
-            return result
-        connack = outcome["connack"]
-        result.connect_ms = (time.monotonic() - started) * 1000
-        if connack.is_failure:
-            value = int(connack.value)
-            result.problem = "auth" if value in (0x86, 0x87, 0x8C) else "connack"
-            result.reason = f"CONNACK {connack} (0x{value:02x})"
-            result.steps.append(("connect", False, result.reason))
-            return result
-        result.steps.append(("connect", True, f"CONNACK success in {result.connect_ms:.0f} ms"))
         result.stage = "publish"
         client.subscribe(topic, qos=1)
         can_read = subscribed.wait(timeout_s) and not any(rc.is_failure for rc in outcome.get("suback", []))

@@ -360,8 +360,9 @@ def open_event_path(config: AgentConfig, state: StateDir) -> EventPath:
 
 def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipeline: Any = None) -> Wired:
     """``pipeline``: an already loaded ``FacePipeline`` to reuse (the demo enrols with it first)."""
-    from edge.consent.distribution import ConsentReceiver, consent_subscriptions, pinned_keys
+    from edge.consent.distribution import ConsentReceiver, pinned_keys
     from edge.consent.enforce import Enforcer
+    from edge.transport import topics
     from edge.transport.mqtt import MqttPublisher, MqttSettings
 
     closers: list[Callable[[], None]] = []
@@ -434,7 +435,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             )
         )
         mqtt_settings = MqttSettings.from_section(config.mqtt)
-        subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
+        subscriptions = topics.consent_subscriptions(site)  # the list, and a large list's chunks
         consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
         receiver: sync_wiring.Receiver = consent_receiver
         if sync is not None:  # the gate's inbox: parcels handled on the consent thread

@@ -37,6 +37,7 @@ from edge.crypto import strictcbor
 from edge.crypto.cose import CoseError, peek_payload, peek_protected, sign1, verify1
 from edge.crypto.keys import key_id
 from edge.errors import IntegrityError
+from edge.transport import topics
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,13 @@ class ManifestError(IntegrityError):
         super().__init__(f"consent list manifest rejected: {reason}")
 
 
-def chunks_prefix(site: str) -> str:
-    return f"sites/{site}/consent/chunks/"
-
-
 def chunks_filter(site: str) -> str:
     """The subscription filter for a site's chunk topics."""
-    return f"sites/{site}/consent/chunks/+"
+    return topics.consent_chunks(site) + "+"
 
 
 def chunk_topic(site: str, digest: bytes) -> str:
-    return chunks_prefix(site) + digest.hex()
+    return topics.consent_chunk(site, digest)
 
 
 @dataclass(frozen=True)
@@ -203,6 +200,7 @@ class Reassembler:
         self, site: str, keys: Callable[[], dict[bytes, VerifyKey]] | None, *, max_pending: int = MAX_LIST_BYTES
     ) -> None:
         self.site = site
+        self._list_topic = topics.consent(site)
         self.keys = keys
         self.max_pending = max_pending
         self.manifest: Manifest | None = None
@@ -213,7 +211,7 @@ class Reassembler:
     def offer(self, topic: str, payload: bytes) -> bytes | None:
         if not payload:
             return None  # a cleared retained topic
-        if topic == f"sites/{self.site}/consent":
+        if topic == self._list_topic:
             if not is_manifest(payload):
                 return bytes(payload)
             if self.keys is None:
@@ -232,7 +230,7 @@ class Reassembler:
             self._trim()
             log.info("consent list manifest for version %s: %s chunks", manifest.version, len(manifest.chunks))
             return self._complete()
-        prefix = chunks_prefix(self.site)
+        prefix = topics.consent_chunks(self.site)
         if not topic.startswith(prefix):
             return None
         name = topic[len(prefix) :]

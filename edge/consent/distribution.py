@@ -10,8 +10,10 @@ cleared (empty retained messages) once the new manifest is in place. A broker re
 reason code, or the broker closing the connection on an oversize packet) is a ``TransportError``.
 
 Deltas are for ``edge consent apply`` only: a retained delta would strand any device not holding
-its base. paho-mqtt is imported inside the functions (CLI modules stay light) and driven with
-``loop()`` in the calling thread, so nothing here starts a thread.
+its base. Connections go through the product's one connect path (``edge.transport.mqtt``:
+``make_client`` + ``connect``) and the topics come from ``edge.transport.topics``; paho-mqtt is
+imported inside the functions (CLI modules stay light) and driven with ``loop()`` in the calling
+thread, so nothing here starts a thread.
 """
 
 from __future__ import annotations
@@ -24,31 +26,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from edge.errors import TransportError
+from edge.transport import topics
 
 if TYPE_CHECKING:
     from nacl.signing import SigningKey, VerifyKey
 
     from edge.state import StateDir
+    from edge.transport.mqtt import MqttSettings
 
 log = logging.getLogger(__name__)
 
 
-def consent_topic(site: str) -> str:
-    return f"sites/{site}/consent"
-
-
-def consent_subscriptions(site: str) -> list[str]:
-    """What a device subscribes to for its site's list: the list topic and its chunk topics."""
-    from edge.consent.chunks import chunks_filter
-
-    return [consent_topic(site), chunks_filter(site)]
-
-
 @dataclass(frozen=True)
 class Broker:
+    """The site tools' broker: a URL and the authority's credentials."""
+
     url: str
     username: str | None = None
     password: str | None = None
@@ -56,6 +50,13 @@ class Broker:
 
     def __repr__(self) -> str:
         return f"Broker(url={self.url!r}, username={self.username!r})"
+
+    def settings(self, timeout_s: float) -> MqttSettings:
+        from edge.transport.mqtt import MqttSettings
+
+        return MqttSettings.from_url(
+            self.url, username=self.username, password=self.password, ca_file=self.ca_file, connect_timeout_s=timeout_s
+        )
 
 
 @dataclass(frozen=True)
@@ -77,48 +78,12 @@ def _connect(broker: Broker, client_prefix: str, timeout_s: float) -> Any:
 
 def _connect_limits(broker: Broker, client_prefix: str, timeout_s: float) -> tuple[Any, int | None]:
     """A connected client and the broker's Maximum Packet Size (CONNACK property), if it sent one."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
+    from edge.transport.mqtt import connect, make_client
 
-    from edge.transport.mqtt import guarded
-
-    parts = urlsplit(broker.url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise TransportError(f"{broker.url!r} is not an mqtt:// or mqtts:// URL", hint="e.g. mqtt://127.0.0.1:1883")
-    port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"{client_prefix}-{secrets.token_hex(4)}",
-        protocol=mqtt.MQTTv5,
-    )
-    if broker.username:
-        client.username_pw_set(broker.username, broker.password)
-    if parts.scheme == "mqtts":
-        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None)
-    state: dict[str, Any] = {}
-
-    def on_connect(_c: Any, _u: Any, _flags: Any, reason_code: Any, props: Any) -> None:
-        state["rc"] = reason_code
-        state["max_packet"] = getattr(props, "MaximumPacketSize", None) if props is not None else None
-
-    client.on_connect = guarded("on_connect", on_connect, logger=log)
-    try:
-        client.connect(parts.hostname, port, keepalive=30)
-    except (OSError, ValueError) as exc:
-        raise TransportError(
-            f"cannot reach the broker at {parts.hostname}:{port} ({exc.__class__.__name__})",
-            hint="check the URL and that the broker is running",
-        ) from None
-    deadline = time.monotonic() + timeout_s
-    while "rc" not in state:
-        if time.monotonic() > deadline or client.loop(timeout=0.05) != mqtt.MQTT_ERR_SUCCESS:
-            client.disconnect()
-            raise TransportError(f"no CONNACK from {parts.hostname}:{port} within {timeout_s} s")
-    if state["rc"].is_failure:
-        client.disconnect()
-        raise TransportError(f"the broker refused the connection ({state['rc']})", hint="check username/password")
-    max_packet = state.get("max_packet")
-    return client, int(max_packet) if isinstance(max_packet, int) and max_packet > 0 else None
+    settings = broker.settings(timeout_s)
+    client = make_client(settings, f"{client_prefix}-{secrets.token_hex(4)}")
+    connack = connect(client, settings)
+    return client, connack.max_packet_size
 
 
 class _Sender:
@@ -235,9 +200,9 @@ def publish_list_report(
     """
     from edge.consent import chunks as chunking
 
+    topic = topics.consent(site)  # a site that is not one topic level is refused before connecting
     started = time.monotonic()
     client, max_packet = _connect_limits(broker, f"consent-authority-{site}", timeout_s)
-    topic = consent_topic(site)
     limit = chunking.SINGLE_MESSAGE_MAX if max_packet is None else min(chunking.SINGLE_MESSAGE_MAX, max_packet - 1024)
     size = chunk_size or (chunking.CHUNK_SIZE if max_packet is None else min(chunking.CHUNK_SIZE, max_packet - 1024))
     try:
@@ -287,11 +252,11 @@ def fetch_retained_list(
 
     ``keys``: check a manifest's signature with them (a device does); without, it is only parsed.
     """
-    from edge.consent.chunks import Reassembler, chunks_filter
+    from edge.consent.chunks import Reassembler
     from edge.transport.mqtt import guarded
 
+    reassembler = Reassembler(site, (lambda: keys) if keys is not None else None)  # checks the site first
     client = _connect(broker, f"consent-fetch-{site}", timeout_s)
-    reassembler = Reassembler(site, (lambda: keys) if keys is not None else None)
     got: list[bytes] = []
     subscribed: list[bool] = []
 
@@ -303,7 +268,7 @@ def fetch_retained_list(
     client.on_message = guarded("on_message", on_message, logger=log)
     client.on_subscribe = guarded("on_subscribe", lambda *_a: subscribed.append(True), logger=log)
     try:
-        client.subscribe([(consent_topic(site), 1), (chunks_filter(site), 1)])
+        client.subscribe([(topic, 1) for topic in topics.consent_subscriptions(site)])
         deadline = time.monotonic() + timeout_s
         settle: float | None = None
         while not got and time.monotonic() < deadline:

@@ -26,6 +26,7 @@ registry (a test keeps them equal).
 from __future__ import annotations
 
 from edge.site.registry import Device, Registry
+from edge.transport import topics
 
 STATIC = """\
 # gate-edge broker ACL (Mosquitto acl_file), as written by `edge-site broker-acl`.
@@ -80,9 +81,8 @@ def render_acl(registry: Registry) -> str:
     """The whole ACL file for the devices in ``registry``."""
     blocks = [
         f"user {dev.device_id}\n"
-        f"topic read sites/{dev.site}/consent\n"
-        f"topic read sites/{dev.site}/consent/chunks/+\n"
-        f"topic write sites/{dev.site}/sync/+/{dev.device_id}/+\n"
+        + "".join(f"topic read {topic}\n" for topic in topics.consent_subscriptions(dev.site))
+        + f"topic write sites/{dev.site}/sync/+/{dev.device_id}/+\n"
         f"topic readwrite sites/{dev.site}/sync/{dev.device_id}/+/+\n" + _partner_reads(registry, dev)
         for dev in sorted(registry.devices.values(), key=lambda d: d.device_id)
     ]

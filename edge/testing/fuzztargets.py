@@ -235,10 +235,10 @@ def targets() -> list[Target]:
 
     def run_manifest(data: bytes) -> object:
         reassembler = Reassembler("hq", lambda: fx.keys, max_pending=4096)
-        reassembler.offer("sites/hq/consent", data)
+        reassembler.offer(topics.consent("hq"), data)
         chunk = data[: len(data) // 2]
-        reassembler.offer("sites/hq/consent/chunks/" + hashlib.sha256(chunk).hexdigest(), chunk)
-        reassembler.offer("sites/hq/consent/chunks/" + data[:8].hex(), data)
+        reassembler.offer(topics.consent_chunk("hq", hashlib.sha256(chunk).digest()), chunk)
+        reassembler.offer(topics.consent_chunks("hq") + data[:8].hex(), data)
         return verify_manifest(data, fx.keys)
 
     # --- events: the payload, and the verifier on a device's topic

@@ -1,4 +1,12 @@
-"""The device's MQTT v5 client (paho-mqtt 2.x) and the publisher thread that drains the outbox.
+"""The product's one way to an MQTT v5 broker (paho-mqtt 2.x), and the publisher thread that
+drains the outbox.
+
+``make_client`` + ``connect`` are the only place a paho client is configured and connected: the
+publisher, the site listener, ``publish_once``, the consent list tools
+(``edge.consent.distribution``) and the installer's broker probe (``provisioning.mqttprobe``) all
+go through them. ``connect`` believes a connection only after a CONNACK with a success reason code,
+and a failure is a ``ConnectFailed`` naming what went wrong (``dns``, ``refused``, ``timeout``,
+``tls``, ``closed``, ``auth``, ``connack``), so every caller can say the same thing to an installer.
 
 Concurrency in one sentence: the caller only writes the SQLite outbox; one ``mqtt-publisher`` thread
 owns the paho client (no paho threads: it drives ``Client.loop`` itself), connects with backoff,
@@ -13,6 +21,8 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -112,6 +122,27 @@ class MqttSettings:
         return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
 
+class ConnectFailed(TransportError):  # noqa: N818 - reads as what happened
+    """No connection: ``problem`` says why (``dns``, ``refused``, ``timeout``, ``tls``, ``closed``,
+    ``auth``, ``connack``), ``reason`` in a few words (never a password)."""
+
+    def __init__(self, problem: str, message: str, *, reason: str = "", hint: str = "") -> None:
+        self.problem = problem
+        self.reason = reason or message
+        super().__init__(message, hint=hint)
+
+
+@dataclass(frozen=True)
+class Connack:
+    """What the broker's CONNACK said besides success."""
+
+    max_packet_size: int | None  # the broker's Maximum Packet Size, when it announced one
+
+
+#: CONNACK reason codes that mean the credentials were refused (bad user/password, not authorised, bad auth method)
+AUTH_REFUSALS = frozenset({0x86, 0x87, 0x8C})
+
+
 class Backoff:
     """Exponential backoff with full jitter: a random delay in [base/2, min(cap, base * 2**n)]."""
 
@@ -144,12 +175,16 @@ def make_client(
     client.connect_timeout = settings.connect_timeout_s
     if settings.tls:
         if settings.ca_file is not None and not Path(settings.ca_file).exists():
-            raise TransportError(f"broker CA file {settings.ca_file} is missing", hint="check [mqtt] ca_file")
-        client.tls_set(
-            ca_certs=str(settings.ca_file) if settings.ca_file else None,
-            certfile=str(settings.cert_file) if settings.cert_file else None,
-            keyfile=str(settings.key_file) if settings.key_file else None,
-        )
+            raise ConnectFailed("tls", f"broker CA file {settings.ca_file} is missing", hint="check [mqtt] ca_file")
+        try:
+            client.tls_set(
+                ca_certs=str(settings.ca_file) if settings.ca_file else None,
+                certfile=str(settings.cert_file) if settings.cert_file else None,
+                keyfile=str(settings.key_file) if settings.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise ConnectFailed("tls", f"cannot load TLS files: {exc.__class__.__name__}") from None
     if settings.username is not None:
         client.username_pw_set(settings.username, settings.password)
     if will is not None:
@@ -164,16 +199,18 @@ def connect(
     clean_start: bool = True,
     session_expiry_s: int | None = None,
     stop: threading.Event | None = None,
-) -> None:
-    """Connect and wait for the CONNACK; raise ``TransportError`` unless the broker accepted us."""
+) -> Connack:
+    """Connect and wait for the CONNACK; raise ``ConnectFailed`` unless the broker accepted us."""
     import paho.mqtt.client as paho
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     result: dict[str, Any] = {}
+    where = settings.describe()
 
     def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         result["rc"] = reason_code
+        result["max_packet"] = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
 
     client.on_connect = guarded("on_connect", on_connect)
     props = None
@@ -184,20 +221,60 @@ def connect(
         client.connect(settings.host, settings.port, settings.keepalive_s, clean_start=clean_start, properties=props)
     except (OSError, ValueError) as exc:
         close(client)
-        raise TransportError(f"cannot reach the broker at {settings.describe()}: {exc}") from None
+        raise _unreachable(exc, settings) from None
     deadline = time.monotonic() + settings.connect_timeout_s
     while "rc" not in result:
         rc = client.loop(timeout=0.05)
-        if rc != paho.MQTT_ERR_SUCCESS or time.monotonic() > deadline or (stop is not None and stop.is_set()):
+        if "rc" in result:
+            break  # a refusing broker sends its CONNACK and closes in the same read: the CONNACK counts
+        if rc != paho.MQTT_ERR_SUCCESS:
+            # TLS 1.3 reports a refused client certificate only by closing after the handshake
             close(client)
-            raise TransportError(f"no CONNACK from the broker at {settings.describe()} ({paho.error_string(rc)})")
+            raise ConnectFailed(
+                "closed",
+                f"the broker at {where} closed the connection before CONNACK ({paho.error_string(rc)})",
+                reason="the broker closed the connection before CONNACK",
+            )
+        if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+            close(client)
+            raise ConnectFailed(
+                "timeout",
+                f"no CONNACK from the broker at {where} within the timeout",
+                reason="no CONNACK within the timeout",
+            )
     reason = result["rc"]
     if reason.is_failure:
         close(client)
-        raise TransportError(
-            f"the broker at {settings.describe()} refused the connection: {reason}",
+        value = int(reason.value)
+        raise ConnectFailed(
+            "auth" if value in AUTH_REFUSALS else "connack",
+            f"the broker at {where} refused the connection: {reason}",
+            reason=f"CONNACK {reason} (0x{value:02x})",
             hint="check the device certificate or username/password and the broker's ACL",
         )
+    max_packet = result.get("max_packet")
+    return Connack(int(max_packet) if isinstance(max_packet, int) and max_packet > 0 else None)
+
+
+def _unreachable(exc: BaseException, settings: MqttSettings) -> ConnectFailed:
+    """Why ``client.connect`` raised, in the installer's words (never the exception's own text for TLS)."""
+    where = f"{settings.host}:{settings.port}"
+    hint = "check the URL and that the broker is running"
+    if isinstance(exc, socket.gaierror):
+        return ConnectFailed("dns", f"cannot reach the broker: cannot resolve {settings.host}", hint=hint)
+    if isinstance(exc, ConnectionRefusedError):
+        return ConnectFailed(
+            "refused",
+            f"cannot reach the broker at {where}: connection refused",
+            reason=f"connection to {where} refused",
+            hint=hint,
+        )
+    if isinstance(exc, ssl.SSLError):
+        return ConnectFailed("tls", f"TLS handshake with {where} failed: {exc.reason or exc.__class__.__name__}")
+    if isinstance(exc, TimeoutError):
+        return ConnectFailed("timeout", f"cannot reach the broker at {where}: no answer", hint=hint)
+    detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+    return ConnectFailed("refused", f"cannot reach the broker at {where}: {detail}", hint=hint)
 
 
 def close(client: Any) -> None:

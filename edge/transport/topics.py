@@ -3,6 +3,10 @@
 - ``sites/{site}/gates/{device}/events/{kind}``  signed events (QoS 1, not retained)
 - ``sites/{site}/gates/{device}/availability``   ``online`` / ``offline`` (retained; last will)
 - ``sites/{site}/consent``                        the signed consent list (retained, site authority)
+- ``sites/{site}/consent/chunks/{sha256 hex}``    the chunks of a list too large for one message
+
+Every topic the product builds comes from here, with its levels checked; the consent topics above
+are built nowhere else (the authority publishes and the device subscribes with the same strings).
 
 Site and device ids are single topic levels: no ``/``, ``+``, ``#`` or ``$``.
 """
@@ -40,6 +44,21 @@ def availability(site: str, device_id: str) -> str:
 def consent(site: str) -> str:
     """Where the site authority publishes the signed consent list (retained)."""
     return f"sites/{_level('site', site)}/consent"
+
+
+def consent_chunks(site: str) -> str:
+    """The prefix of a site's consent-list chunk topics."""
+    return consent(site) + "/chunks/"
+
+
+def consent_chunk(site: str, digest: bytes) -> str:
+    """The chunk whose SHA-256 is ``digest``."""
+    return consent_chunks(site) + digest.hex()
+
+
+def consent_subscriptions(site: str) -> list[str]:
+    """What a device subscribes to for its site's list: the list topic and its chunk topics."""
+    return [consent(site), consent_chunks(site) + "+"]
 
 
 def events_filter(site: str = "+") -> str:

@@ -20,9 +20,10 @@ from edge.cli.site import main as site_main
 from edge.consent import trust
 from edge.consent.authority import Authority
 from edge.consent.chunks import is_manifest
-from edge.consent.distribution import Broker, ConsentReceiver, consent_subscriptions, fetch_retained_list, pinned_keys
+from edge.consent.distribution import Broker, ConsentReceiver, fetch_retained_list, pinned_keys
 from edge.consent.ledger import ConsentLedger
 from edge.state import StateDir
+from edge.transport import topics
 from edge.transport.mqtt import MqttSettings, close, connect, guarded, make_client
 
 pytestmark = pytest.mark.mosquitto
@@ -44,7 +45,7 @@ def receive_on_device(settings: MqttSettings, site: str, state: StateDir, timeou
     client.on_message = guarded(
         "on_message", lambda _c, _u, m: receiver.on_message(m.topic, bytes(m.payload), bool(m.retain))
     )
-    for topic in consent_subscriptions(site):
+    for topic in topics.consent_subscriptions(site):
         client.subscribe(topic, qos=1)
     deadline = time.monotonic() + timeout_s
     try:

@@ -1,20 +1,242 @@
-"""Final validation: what the configured drivers need against what the profile offers.
+"""Final validation: what the configured drivers need against what the profile offers, and the
+device plan that results.
 
 Drivers declare their needs in ``DRIVER_NEEDS``; each check reads the raw config document (so it
-still runs when the schema found other problems) and the validated profile. Pure.
+still runs when the schema found other problems) and the validated profile. ``device_plan`` turns a
+valid config and its profile into a ``DevicePlan``: every device resolved once (the fingerprint
+sensor's and the OSDP bus's serial link from an explicit port or a profile UART, the camera, the
+credential reader, the door's mode and lines). The checks and the plan share the resolvers below,
+so a UART is looked up in one place, and the wiring (``edge.agent.assembly``) only reads the plan.
+Pure.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
-from edge.config.schema import Profile
+from edge.config.schema import AgentConfig, DoorMode, GpioLine, GpioOffer, Profile
 from edge.config.tomlpos import KeyPath, line_of
-from edge.errors import ConfigProblem
+from edge.credentials.authorise import enabled_kinds
+from edge.errors import ConfigError, ConfigProblem
+from edge.modality import Modality
 
 Check = Callable[[str, dict[str, Any], Profile, dict[KeyPath, int]], list[ConfigProblem]]
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class SerialLink:
+    """A serial device resolved once: a configured port (or pyserial URL), or a profile UART's path."""
+
+    url: str
+    baud: int
+
+
+@dataclass(frozen=True)
+class FingerprintPlan:
+    link: SerialLink
+    address: int
+    family: str
+    led: bool  # the R503's LED ring shows ready, scanning, success or failure; the others have none
+    gpio_chip: str
+    touch_gpio: GpioLine | None  # None, or a simulated GPIO: no touch line
+    gpio_simulated: bool
+
+
+@dataclass(frozen=True)
+class CameraPlan:
+    kind: str
+    device: str
+    width: int | None
+    height: int | None
+    fps: float | None
+    mirrored: bool
+
+
+@dataclass(frozen=True)
+class CredentialPlan:
+    reader: str  # "none" | "sim" | "wiegand" | "serial"
+    kinds: frozenset[Modality]  # the credential kinds the gate accepts ([credentials] card, pin, qr)
+    port: str | None
+    baud: int
+    wiegand_formats: tuple[str, ...]
+    wiegand_value: str
+    gpio: GpioOffer
+
+
+@dataclass(frozen=True)
+class DoorPlan:
+    mode: DoorMode
+    gpio: GpioOffer
+    osdp: SerialLink | None  # mode = "osdp": the RS-485 bus
+    pulse_s: float
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """Every device the config enables, resolved against the profile (``device_plan``)."""
+
+    fingerprint: FingerprintPlan | None  # None: disabled
+    camera: CameraPlan | None  # None: the camera is disabled
+    credentials: CredentialPlan
+    door: DoorPlan
+
+
+class Unresolved(NamedTuple):
+    """Why a device cannot be resolved: the problem's key, what was expected, what was found."""
+
+    key: str
+    expected: str
+    found: str
+    at: KeyPath
+    suggestion: str = ""
+
+    def problem(self, path: str, lines: dict[KeyPath, int]) -> ConfigProblem:
+        return ConfigProblem(path, self.key, self.expected, self.found, line_of(lines, self.at), self.suggestion)
+
+
+def fingerprint_link(profile: Profile, uart: object, port: object, *, uart_given: bool) -> SerialLink | Unresolved:
+    """The sensor's serial link: ``[fingerprint] port``, else the UART ``[fingerprint] uart`` (or the
+    profile's) names, fast enough for the sensor's baud rate."""
+    offer = profile.fingerprint
+    if offer is None:
+        return Unresolved(
+            "fingerprint.enabled",
+            "the profile has no fingerprint sensor; set fingerprint.enabled = false",
+            "true",
+            ("fingerprint",),
+        )
+    if port:
+        return SerialLink(str(port), offer.baud)  # an explicit port (e.g. a simulator pty) needs no profile UART
+    wanted = uart if uart_given else offer.uart
+    names = [u.name for u in profile.uarts]
+    for found in profile.uarts:
+        if found.name == wanted:
+            if offer.baud > found.max_baud:
+                return Unresolved(
+                    "fingerprint.uart",
+                    f"a UART that supports {offer.baud} baud",
+                    f"{found.name!r} (max {found.max_baud})",
+                    ("fingerprint", "uart"),
+                )
+            return SerialLink(found.path, offer.baud)
+    close = difflib.get_close_matches(str(wanted), names, n=1)
+    return Unresolved(
+        "fingerprint.uart",
+        f"a UART the profile offers ({', '.join(names) or 'none'})",
+        repr(wanted),
+        ("fingerprint", "uart") if uart_given else ("fingerprint",),
+        close[0] if close else "",
+    )
+
+
+def osdp_link(profile: Profile, port: object, uart: object, baud: object) -> SerialLink | Unresolved:
+    """The OSDP bus: ``[door] port``, else the profile UART ``[door] uart`` names, fast enough for ``baud``."""
+    speed = baud if isinstance(baud, int) else 9600
+    if port:
+        return SerialLink(str(port), speed)
+    names = [u.name for u in profile.uarts]
+    if uart is None:
+        return Unresolved(
+            "door.port",
+            "the RS-485 port for mode = 'osdp' (door.port, e.g. /dev/serial/by-id/usb-..., or door.uart "
+            f"naming one of the profile's UARTs: {', '.join(names) or 'none'})",
+            "nothing",
+            ("door", "mode"),
+        )
+    for found in profile.uarts:
+        if found.name == uart:
+            if speed > found.max_baud:
+                return Unresolved(
+                    "door.baud",
+                    f"a speed UART {found.name!r} supports (max {found.max_baud})",
+                    str(speed),
+                    ("door", "baud"),
+                )
+            return SerialLink(found.path, speed)
+    close = difflib.get_close_matches(str(uart), names, n=1)
+    return Unresolved(
+        "door.uart",
+        f"a UART the profile offers ({', '.join(names) or 'none'})",
+        repr(uart),
+        ("door", "uart"),
+        close[0] if close else "",
+    )
+
+
+def resolved(path: str, link: SerialLink | Unresolved) -> SerialLink:
+    """``link``, or the ``ConfigError`` that says why it does not resolve."""
+    if isinstance(link, Unresolved):
+        raise ConfigError(path, [link.problem(path, {})])
+    return link
+
+
+def device_plan(config: AgentConfig, profile: Profile, *, path: str = "settings") -> DevicePlan:
+    """The devices ``config`` enables, resolved against ``profile``. A config that ``load_config``
+    accepted always resolves; anything else is the same ``ConfigError`` final validation raises."""
+    finger: FingerprintPlan | None = None
+    section = config.fingerprint
+    offer = profile.fingerprint
+    if section.enabled:
+        link = resolved(
+            path, fingerprint_link(profile, section.uart, section.port, uart_given=section.uart is not None)
+        )
+        assert offer is not None  # fingerprint_link refuses a profile without a sensor
+        finger = FingerprintPlan(
+            link=link,
+            address=offer.address,
+            family=offer.family,
+            led=offer.family == "r503",
+            gpio_chip=profile.gpio.chip,
+            touch_gpio=offer.touch_gpio,
+            gpio_simulated=profile.gpio.simulated or profile.gpio.chip == "sim",
+        )
+    camera: CameraPlan | None = None
+    if config.camera.enabled:
+        shown = profile.camera
+        if shown is None and not config.camera.source and config.face.enabled:
+            raise ConfigError(
+                path,
+                [
+                    ConfigProblem(
+                        path, "camera", "the profile has no camera: set camera.source or camera.enabled = false"
+                    )
+                ],
+            )
+        camera = CameraPlan(
+            kind=shown.kind if shown else "replay",
+            device=config.camera.source or (shown.device if shown else ""),
+            width=config.camera.width,
+            height=config.camera.height,
+            fps=config.camera.fps,
+            mirrored=shown is not None and shown.mirrored,
+        )
+    cards = config.credentials
+    credentials = CredentialPlan(
+        reader=cards.card,
+        kinds=enabled_kinds(cards.card, cards.pin, cards.qr),
+        port=cards.port,
+        baud=cards.baud,
+        wiegand_formats=tuple(cards.wiegand_formats),
+        wiegand_value=cards.wiegand_value,
+        gpio=profile.gpio,
+    )
+    door = config.door
+    osdp = resolved(path, osdp_link(profile, door.port, door.uart, door.baud)) if door.mode == "osdp" else None
+    return DevicePlan(
+        fingerprint=finger,
+        camera=camera,
+        credentials=credentials,
+        door=DoorPlan(mode=door.mode, gpio=profile.gpio, osdp=osdp, pulse_s=config.policy.door_pulse_s),
+    )
+
+
+# --------------------------------------------------------------------------- the checks
 
 
 def _section(doc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -32,45 +254,8 @@ def fingerprint_needs_uart(
     if not _enabled(doc, "fingerprint"):
         return []
     section = _section(doc, "fingerprint")
-    if profile.fingerprint is None:
-        return [
-            ConfigProblem(
-                path,
-                "fingerprint.enabled",
-                "the profile has no fingerprint sensor; set fingerprint.enabled = false",
-                "true",
-                line_of(lines, ("fingerprint",)),
-            )
-        ]
-    if section.get("port"):
-        return []  # an explicit port (e.g. a simulator pty) needs no profile UART
-    wanted = section.get("uart", profile.fingerprint.uart)
-    names = [u.name for u in profile.uarts]
-    if wanted in names:
-        uart = next(u for u in profile.uarts if u.name == wanted)
-        if profile.fingerprint.baud > uart.max_baud:
-            return [
-                ConfigProblem(
-                    path,
-                    "fingerprint.uart",
-                    f"a UART that supports {profile.fingerprint.baud} baud",
-                    f"{uart.name!r} (max {uart.max_baud})",
-                    line_of(lines, ("fingerprint", "uart")),
-                )
-            ]
-        return []
-    close = difflib.get_close_matches(str(wanted), names, n=1)
-    key = ("fingerprint", "uart") if "uart" in section else ("fingerprint",)
-    return [
-        ConfigProblem(
-            path,
-            "fingerprint.uart",
-            f"a UART the profile offers ({', '.join(names) or 'none'})",
-            repr(wanted),
-            line_of(lines, key),
-            close[0] if close else "",
-        )
-    ]
+    link = fingerprint_link(profile, section.get("uart"), section.get("port"), uart_given="uart" in section)
+    return [link.problem(path, lines)] if isinstance(link, Unresolved) else []
 
 
 def camera_needs_source(
@@ -186,46 +371,8 @@ def door_mode_needs_wiring(
     mode = section.get("mode", "relay")
     where = line_of(lines, ("door", "mode"))
     if mode == "osdp":
-        if section.get("port"):
-            return []
-        wanted = section.get("uart")
-        names = [u.name for u in profile.uarts]
-        if wanted is None:
-            return [
-                ConfigProblem(
-                    path,
-                    "door.port",
-                    "the RS-485 port for mode = 'osdp' (door.port, e.g. /dev/serial/by-id/usb-..., or door.uart "
-                    f"naming one of the profile's UARTs: {', '.join(names) or 'none'})",
-                    "nothing",
-                    where,
-                )
-            ]
-        if wanted not in names:
-            close = difflib.get_close_matches(str(wanted), names, n=1)
-            return [
-                ConfigProblem(
-                    path,
-                    "door.uart",
-                    f"a UART the profile offers ({', '.join(names) or 'none'})",
-                    repr(wanted),
-                    line_of(lines, ("door", "uart")),
-                    close[0] if close else "",
-                )
-            ]
-        uart = next(u for u in profile.uarts if u.name == wanted)
-        baud = section.get("baud", 9600)
-        if isinstance(baud, int) and baud > uart.max_baud:
-            return [
-                ConfigProblem(
-                    path,
-                    "door.baud",
-                    f"a speed UART {uart.name!r} supports (max {uart.max_baud})",
-                    str(baud),
-                    line_of(lines, ("door", "baud")),
-                )
-            ]
-        return []
+        link = osdp_link(profile, section.get("port"), section.get("uart"), section.get("baud", 9600))
+        return [link.problem(path, lines)] if isinstance(link, Unresolved) else []
     if mode == "wiegand-out" and not (profile.gpio.simulated or profile.gpio.chip == "sim"):
         missing = [name for name in ("wiegand_out_d0", "wiegand_out_d1") if getattr(profile.gpio, name) is None]
         if missing:

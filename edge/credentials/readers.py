@@ -15,13 +15,21 @@ from typing import TYPE_CHECKING
 from edge.errors import HardwareError
 
 if TYPE_CHECKING:
+    from edge.config.final import CredentialPlan
     from edge.config.schema import GpioOffer
 
 from edge.credentials.base import Credential, CredentialReader
 from edge.credentials.serial_reader import SerialCredentialReader
 from edge.credentials.sim_reader import SimCredentialReader
 
-__all__ = ["Credential", "CredentialReader", "SerialCredentialReader", "SimCredentialReader", "open_card_reader"]
+__all__ = [
+    "Credential",
+    "CredentialReader",
+    "SerialCredentialReader",
+    "SimCredentialReader",
+    "open_card_reader",
+    "open_planned",
+]
 
 
 def open_card_reader(
@@ -66,3 +74,20 @@ def open_card_reader(
             source = GpiodEdgeSource(gpio.chip, gpio.wiegand_d0, gpio.wiegand_d1)
         return WiegandReader(source, formats=wiegand_formats, value=wiegand_value)
     raise HardwareError(f"card reader backend {backend!r} is not known", hint="use none, sim, serial or wiegand")
+
+
+def open_planned(plan: CredentialPlan, control: Path | None) -> CredentialReader:
+    """The reader the device plan names (``edge.config.final.CredentialPlan``); ``control``: the
+    control FIFO the ``sim`` reader and a simulated ``wiegand`` reader are fed through."""
+    reader = open_card_reader(
+        plan.reader,
+        url=plan.port,
+        baud=plan.baud,
+        control=control if plan.reader in ("sim", "wiegand") else None,
+        gpio=plan.gpio,
+        wiegand_formats=plan.wiegand_formats,
+        wiegand_value=plan.wiegand_value,
+    )
+    if reader is None:
+        raise HardwareError("no card reader configured", hint="set [credentials] card")
+    return reader

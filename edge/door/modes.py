@@ -54,12 +54,10 @@ def door_lines(door: DoorSection, profile: Profile, *, exit_pulse_s: float = 3.0
 
 
 def osdp_port(door: DoorSection, profile: Profile) -> str:
-    if door.port:
-        return door.port
-    for uart in profile.uarts:
-        if uart.name == door.uart:
-            return uart.path
-    raise ConfigError("settings", [ConfigProblem("settings", "door.port", "the RS-485 port for mode = 'osdp'")])
+    """The RS-485 port of mode ``osdp``, resolved as final validation resolves it (``edge.config.final``)."""
+    from edge.config.final import osdp_link, resolved
+
+    return resolved("settings", osdp_link(profile, door.port, door.uart, door.baud)).url
 
 
 def open_configured_door(
@@ -71,10 +69,12 @@ def open_configured_door(
     identity: PdIdentity | None = None,
     start: bool = True,
     audit: Callable[[str, dict[str, object]], object] | None = None,
+    port: str | None = None,
 ) -> ConfiguredDoor:
     """The door for ``door.mode``. OSDP: the key from ``scbk_path`` (required with ``secure``);
     a KEYSET from the panel replaces that file and is audited (``osdp_key``, how ``panel_keyset``)
-    through ``audit``. Wiegand out: the profile's output lines."""
+    through ``audit``; ``port``: the bus the device plan resolved (else resolved here). Wiegand
+    out: the profile's output lines."""
     gpio = profile.gpio
     if door.mode == "relay":
         return open_door(gpio, exit_pulse_s=exit_pulse_s)
@@ -92,7 +92,7 @@ def open_configured_door(
 
         lines = _reader_mode_lines(gpio)
         try:
-            channel = SerialChannel.open(osdp_port(door, profile), door.baud, rs485_rts=door.rs485_rts)
+            channel = SerialChannel.open(port or osdp_port(door, profile), door.baud, rs485_rts=door.rs485_rts)
             pd = OsdpPeripheral(
                 channel,
                 address=door.address,

@@ -17,12 +17,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from edge.fingerprint import api
 from edge.fingerprint.driver import FingerprintDriver
 from edge.fingerprint.erasure import EraseQueue, PendingErase
 from edge.fingerprint.errors import FingerprintError, SensorDisconnectedError, SensorTimeoutError
-from edge.fingerprint.touch import TouchLine
+from edge.fingerprint.touch import TouchLine, open_touch_line
+
+if TYPE_CHECKING:
+    from edge.config.final import FingerprintPlan
 
 log = logging.getLogger(__name__)
 
@@ -302,3 +306,33 @@ def open_sensor(
         driver.close()
         raise
     return SensorWorkflows(driver, led=led, touch=line, erase_queue=erase_queue, on_erased=on_erased, is_known=is_known)
+
+
+def open_planned(
+    plan: FingerprintPlan,
+    *,
+    password: int = 0,
+    erase_queue: EraseQueue | None = None,
+    on_erased: Callable[[list[PendingErase]], None] = _nothing_erased,
+    is_known: Callable[[int], bool] = _all_known,
+    touch: bool = False,
+) -> SensorWorkflows:
+    """The sensor the device plan resolved (``edge.config.final.FingerprintPlan``): its serial link,
+    address and family (the R503's LED cues), and with ``touch`` its touch line. The agent passes
+    its erase queue, the receipts callback and the gallery's slot check; tools pass none."""
+    return open_sensor(
+        plan.link.url,
+        baud=plan.link.baud,
+        address=plan.address,
+        password=password,
+        led=plan.led,
+        touch=(lambda: touch_line(plan)) if touch else None,
+        erase_queue=erase_queue,
+        on_erased=on_erased,
+        is_known=is_known,
+    )
+
+
+def touch_line(plan: FingerprintPlan) -> TouchLine | None:
+    """The sensor's touch output when the profile wires one (real GPIO only)."""
+    return open_touch_line(plan.gpio_chip, plan.touch_gpio, plan.family, simulated=plan.gpio_simulated)

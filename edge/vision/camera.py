@@ -11,11 +11,14 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from edge.errors import HardwareError
+
+if TYPE_CHECKING:
+    from edge.config.final import CameraPlan
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +228,11 @@ def open_camera(
     ``mirrored`` flips its frames back (see :class:`Unmirrored`)."""
     opened = _open(kind, device, width, height, fps)
     return Unmirrored(opened) if mirrored else opened
+
+
+def open_planned(plan: CameraPlan) -> Camera:
+    """The camera the device plan resolved (``edge.config.final.CameraPlan``)."""
+    return open_camera(plan.kind, plan.device, plan.width, plan.height, plan.fps, mirrored=plan.mirrored)
 
 
 def _open(kind: str, device: str, width: int | None, height: int | None, fps: float | None) -> Camera:

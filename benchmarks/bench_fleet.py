@@ -94,12 +94,12 @@ class CountingOutbox:
 
 
 def start_gate(gate: FleetGate, broker_url: str, authority_keys: list[bytes]) -> None:
-    from edge.agent.subsystems import ConsentService
     from edge.audit.log import AuditLog
     from edge.consent import trust
     from edge.consent.distribution import ConsentReceiver, pinned_keys
     from edge.consent.enforce import Enforcer
     from edge.consent.ledger import ConsentLedger
+    from edge.consent.service import ConsentService
     from edge.events.envelope import EventSigner
     from edge.events.outbox_sink import OutboxSink
     from edge.gallery.store import Gallery

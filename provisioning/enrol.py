@@ -86,7 +86,7 @@ def enrol_face(
             time.sleep(0.01)
             continue
         report.frames_seen += 1
-        observation = pipeline.process(frame, rule="enrol")
+        observation = pipeline.process(frame, rule="gate")
         del frame
         if observation is None:
             hint = "no face: look at the camera"
@@ -161,7 +161,7 @@ def _face_challenge(
                 if session.observe(None, time.monotonic()) is Outcome.FAILED:
                     break
                 continue
-            observation = pipeline.process(frame, rule="enrol")
+            observation = pipeline.process(frame, rule="gate")
             del frame
             if observation is not None and observation.attack:
                 raise _refuse_attack(subject, enforcer, wall)

@@ -15,10 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
 
 from edge.credentials.authorise import EntryLike
 from edge.fingerprint.api import Identified
+
+#: A BGR camera frame (height x width x 3); it lives only on the camera thread, for one step.
+Frame = NDArray[np.uint8]
+#: An L2-normalised face embedding; in memory only, never in an event, log record or file.
+Embedding = NDArray[np.float32]
+#: Which face of several the pipeline takes: the gate's rule, or the one nearest the centre.
+Rule = Literal["gate", "center"]
 
 # --------------------------------------------------------------------------- camera and face
 
@@ -26,7 +36,7 @@ from edge.fingerprint.api import Identified
 class CameraPort(Protocol):
     """``edge.vision`` cameras: a BGR frame, or None when no frame is ready yet."""
 
-    def read(self) -> Any | None: ...
+    def read(self) -> Frame | None: ...
 
     def close(self) -> None: ...
 
@@ -43,7 +53,7 @@ class FaceObservation(Protocol):
     """``edge.vision.FaceResult``: an L2-normalised embedding and the quality verdict."""
 
     @property
-    def embedding(self) -> Any: ...
+    def embedding(self) -> Embedding: ...
 
     @property
     def quality(self) -> FaceQualityLike: ...
@@ -60,18 +70,18 @@ class FaceObservation(Protocol):
     def box(self) -> tuple[float, float, float, float]: ...
 
     @property
-    def points(self) -> Any:
+    def points(self) -> NDArray[np.float32] | None:
         """FaceMesh landmarks when the pipeline was asked for them (the active challenge), else None."""
 
 
 class FacePipelinePort(Protocol):
     want_points: bool  # probe() also returns landmarks (for the active liveness challenge)
 
-    def process(self, frame: Any, rule: str = "gate") -> FaceObservation | None:
+    def process(self, frame: Frame, rule: Rule = "gate") -> FaceObservation | None:
         """The accurate embedding (as enrolled); None when the frame holds no face."""
 
     def probe(
-        self, frame: Any, rule: str = "gate", uncertain: Callable[[Any], bool] | None = None
+        self, frame: Frame, rule: Rule = "gate", uncertain: Callable[[Embedding], bool] | None = None
     ) -> FaceObservation | None:
         """The fast embedding, replaced by the accurate one when ``uncertain(fast)`` is true."""
 
@@ -123,7 +133,7 @@ class SearchHit(Protocol):
 
 
 class GalleryPort(Protocol):
-    def search(self, probe: Any, k: int = 2) -> SearchHit: ...
+    def search(self, probe: Embedding, k: int = 2) -> SearchHit: ...
 
     def subject_for_slot(self, slot: int) -> str | None: ...
 
@@ -187,7 +197,8 @@ class SensorHealthPort(Protocol):
 
     def template_count(self) -> int: ...
 
-    def health(self) -> Any: ...
+    def health(self) -> str:
+        """A few words for the selftest line: what the sensor says about itself ("ok", or what is wrong)."""
 
 
 # --------------------------------------------------------------------------- enrolment
@@ -206,9 +217,9 @@ class EnrolGalleryPort(Protocol):
         subject: str,
         modality: str,
         *,
-        templates: Sequence[Any] | None = None,
+        templates: Sequence[Embedding] = (),
         sensor_slot: int | None = None,
-        model_id: str | None = None,
+        model_id: str = "",
     ) -> EnrolResultLike: ...
 
 

@@ -1,11 +1,11 @@
-"""The ports bundle the agent runs on: what ``edge.agent.subsystems.build_wired`` assembles from the
+"""The ports bundle the agent runs on: what ``edge.agent.assembly.build_wired`` assembles from the
 real subsystems, and what tests assemble from doubles. ``edge.agent.wiring.run_agent`` takes it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge.access.rules import AccessRules, NoRules
 from edge.agent.decide import PolicyPort
@@ -24,6 +24,9 @@ from edge.door.base import DoorOutput
 from edge.events.sink import EventSink
 from edge.ops.host import QuietHost
 from edge.vision.liveness import LivenessPolicy
+
+if TYPE_CHECKING:
+    from edge.sync.service import SiteSync
 
 
 @dataclass
@@ -45,8 +48,8 @@ class Wired:
     erase_on_tamper: Callable[[], None] | None = None
     duress: Container[int] = field(default_factory=frozenset)  # duress finger slots
     #: site sync's work on the fingerprint thread (synced templates into the module)
-    sensor_chore: Callable[[Any], None] | None = None
-    site_sync: Any = None  # edge.sync.service.SiteSync, or None (no sync key)
+    sensor_chore: Callable[[FingerprintPort], None] | None = None
+    site_sync: SiteSync | None = None  # None: no sync key (site-wide enrolment is off)
     fingerprint: Callable[[], FingerprintPort] | None = None
     credentials: Callable[[], CredentialReaderPort] | None = None
     door: DoorOutput | None = None

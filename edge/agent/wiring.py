@@ -5,7 +5,7 @@ threads, READY/WATCHDOG/STOPPING to systemd, and an orderly stop. It takes a ``W
 ports, so tests run it with in-memory doubles and ``build()`` is the only place that names the
 real modules.
 
-``build()`` assembles the real subsystems (``edge.agent.subsystems.build_wired``): the signed event
+``build()`` assembles the real subsystems (``edge.agent.assembly.build_wired``): the signed event
 path (egress guard, COSE signer, SQLite outbox, MQTT publisher subscribed to the retained consent
 topic), the consent ledger and enforcer (reconciled at start, ticked every second on the ``consent``
 thread), the encrypted gallery as the enforcer's two biometric stores, the face pipeline and
@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from edge.agent.assembly import build_wired
 from edge.agent.decide import LanePolicy
 from edge.agent.gate import Clock, GateCore, GateSettings, SystemClock
 from edge.agent.runner import GateRunner, Watchdog
-from edge.agent.subsystems import build_wired
 from edge.agent.wired import Wired
 from edge.config.schema import AgentConfig, Profile
 from edge.credentials.authorise import enabled_kinds
@@ -45,11 +45,8 @@ class Notify(Watchdog, Protocol):
 
 
 def build(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
-    """The real ports for this config: stores, signed event path, consent, devices.
-
-    Subsystems that are absent from this build (``edge.gallery``, ``edge.vision``,
-    ``edge.fingerprint``) are a loud ``EdgeError`` when the config enables them, never a silent skip.
-    """
+    """The real ports for this config: stores, signed event path, consent, devices (the plug-in
+    ``edge run --wiring`` names by default; the demo and tests pass their own)."""
     return build_wired(config, profile, state)
 
 

@@ -117,23 +117,20 @@ class FleetDemo(Demo):
         work.mkdir(parents=True, exist_ok=True)
         if opts.workdir is None:
             self.cleanups.append(lambda: shutil.rmtree(work, ignore_errors=True))
-        if opts.datasets is not None:
-            os.environ["EDGE_DATASETS"] = str(opts.datasets)  # the simulator children read it too
         from edge.datasets import datasets_root
 
         datasets = opts.datasets or datasets_root()
         self.site = f"demo-{secrets.token_hex(3)}"
         self.say(f"edge demo --gates {n}: site {self.site}, work dir {work}")
         self.gates = [FleetGate(k, work / f"gate-{k}", CAR_PARK if k == n else LOBBY) for k in range(1, n + 1)]
-        self._start_simulators()
+        self._start_simulators(datasets)
         broker_url = self.broker(work)
 
-        from edge.agent.subsystems import optional_module
         from edge.demo import data as demo_data
+        from edge.vision.pipeline import FacePipeline
 
-        vision = optional_module("edge.vision.pipeline", "face support")
         for gate in self.gates:  # one set of models per gate: an interpreter serves one thread
-            gate.pipeline = vision.FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
+            gate.pipeline = FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
         manifest = self.gates[0].pipeline.manifest
         self.say(f"face models loaded for {n} gates ({manifest.model_id}, threshold {manifest.threshold:.3f})")
         material = demo_data.load(datasets, opts.cache, self.gates[0].pipeline, faces_wanted=3)
@@ -187,12 +184,11 @@ class FleetDemo(Demo):
 
     # ------------------------------------------------------------------ set-up
 
-    def _start_simulators(self) -> None:
-        from edge.agent.subsystems import optional_module
+    def _start_simulators(self, datasets: Path | None) -> None:
+        from edge.fingerprint.sim.process import SimulatorProcess
 
-        process = optional_module("edge.fingerprint.sim.process", "fingerprint simulator")
-        for gate in self.gates:
-            sim = process.SimulatorProcess(model="r503")
+        for gate in self.gates:  # the simulators read the FVC fingers from the same datasets
+            sim = SimulatorProcess(model="r503", extra_args=("--datasets", str(datasets)) if datasets else ())
             errors: list[BaseException] = []
             thread = threading.Thread(target=lambda s=sim, e=errors: _capture(s.start, e), name="demo-fpsim")
             thread.start()
@@ -254,7 +250,7 @@ class FleetDemo(Demo):
             raise EdgeError(f"edge consent apply failed at {gate.name}: {out.getvalue().strip()[-300:]}")
 
     def _start_agent(self, gate: FleetGate) -> None:
-        from edge.agent.subsystems import build_wired
+        from edge.agent.assembly import build_wired
         from edge.agent.wiring import run_agent
         from edge.config.load import load_config
         from edge.ops.notify import Notifier
@@ -281,12 +277,11 @@ class FleetDemo(Demo):
     ) -> float:
         """Gate 1's installer enrols anna and dan by face, ben and cara on the sensor; each enrolment
         is sealed for the gates in the person's scope as it is stored. Returns when it finished."""
-        from edge.agent.subsystems import optional_module
         from edge.errors import ConsentError
         from edge.state import StateDir
+        from edge.vision.camera import ReplayCamera
         from provisioning import enrol, hooks
 
-        ReplayCamera = optional_module("edge.vision.camera", "face support").ReplayCamera  # noqa: N806
         ports = hooks.enrol_ports(StateDir(gate.root), pipeline=gate.pipeline)
         assert ports is not None
         sim = gate.sim
@@ -464,7 +459,7 @@ class FleetDemo(Demo):
         )
 
     def _card(self, subject: str, card: str, gate: FleetGate) -> None:
-        from edge.agent.subsystems import credential_control
+        from edge.agent.assembly import credential_control
         from edge.state import StateDir
 
         fd = os.open(credential_control(StateDir(gate.root)), os.O_WRONLY | os.O_NONBLOCK)

@@ -257,9 +257,9 @@ class Demo:
         self.say(f"edge demo: site {self.site}, work dir {work}")
 
         # the fingerprint simulator starts in the background while the models load
-        from edge.agent.subsystems import optional_module
+        from edge.fingerprint.sim.process import SimulatorProcess
 
-        sim = optional_module("edge.fingerprint.sim.process", "fingerprint simulator").SimulatorProcess(model="r503")
+        sim = SimulatorProcess(model="r503")
         sim_error: list[BaseException] = []
         sim_thread = threading.Thread(target=lambda: _capture(sim.start, sim_error), name="demo-fpsim")
         sim_thread.start()
@@ -272,9 +272,9 @@ class Demo:
         broker_url = self.broker(work)
 
         from edge.demo import data as demo_data
+        from edge.vision.pipeline import FacePipeline
 
-        vision = optional_module("edge.vision.pipeline", "face support")
-        pipeline = vision.FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
+        pipeline = FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
         self.say(f"face models loaded ({pipeline.manifest.model_id}, threshold {pipeline.manifest.threshold:.3f})")
         material = demo_data.load(datasets, opts.cache, pipeline, faces_wanted=4)
         self.say(f"faces: {material.face_source}")
@@ -361,7 +361,7 @@ class Demo:
         self._enrol(state, first_list, pipeline, cast_faces, fingers, sim)
 
         # the agent
-        from edge.agent.subsystems import build_wired, credential_control
+        from edge.agent.assembly import build_wired, credential_control
         from edge.agent.wiring import run_agent
         from edge.ops.notify import Notifier
 
@@ -426,11 +426,9 @@ class Demo:
         fingers: dict[str, Any],
         sim: Any,
     ) -> None:
-        from edge.agent.subsystems import optional_module
         from edge.errors import ConsentError
+        from edge.vision.camera import ReplayCamera
         from provisioning import enrol, hooks
-
-        ReplayCamera = optional_module("edge.vision.camera", "face support").ReplayCamera  # noqa: N806
 
         ports = hooks.enrol_ports(state, pipeline=pipeline)
         assert ports is not None

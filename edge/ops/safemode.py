@@ -204,8 +204,9 @@ class _LogSink:
 
 def minimal(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
     """The door and the card reader on the last consent list, read-only; nothing else."""
-    from edge.agent.subsystems import EmptyGallery, credential_factory
+    from edge.agent.assembly import EmptyGallery, credential_factory
     from edge.agent.wired import Wired
+    from edge.config.final import device_plan
     from edge.consent.ledger import ConsentLedger
 
     site, grace = config.device.site, config.consent.grace_period_s
@@ -217,7 +218,7 @@ def minimal(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
         gallery=EmptyGallery(),
         consent=ledger,
         sink=_LogSink(),
-        credentials=credential_factory(credential_only(config), state, profile),
+        credentials=credential_factory(device_plan(credential_only(config), profile).credentials, state),
         closers=[ledger.close],
     )
 

@@ -9,6 +9,7 @@ speed), so the two could disagree about a config; and nothing but final.py may r
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from edge.config.schema import AgentConfig, Profile
 from edge.door.modes import osdp_port
 from edge.errors import ConfigError
 from edge.modality import Modality
+
+ROOT = Path(__file__).resolve().parents[2]
 
 PROFILE = """[board]
 id = "x"
@@ -116,3 +119,14 @@ def test_the_osdp_bus_is_resolved_by_the_same_resolver_for_the_plan_and_the_door
 def test_the_plan_carries_the_credential_kinds_the_gate_accepts(tmp_path: Path) -> None:
     credentials = planned(tmp_path, '[credentials]\ncard = "sim"\npin = false\nqr = true\n').credentials
     assert (credentials.reader, credentials.kinds) == ("sim", frozenset({Modality.card, Modality.qr}))
+
+
+def test_only_final_validation_reads_the_profiles_uarts() -> None:
+    """Every other module takes a resolved ``SerialLink`` from the plan (or ``osdp_link``)."""
+    readers = []
+    for package in ("edge", "provisioning"):
+        for path in (ROOT / package).rglob("*.py"):
+            tree = ast.parse(path.read_text(), filename=str(path))
+            if any(isinstance(node, ast.Attribute) and node.attr == "uarts" for node in ast.walk(tree)):
+                readers.append(str(path.relative_to(ROOT)))
+    assert readers == ["edge/config/final.py"]

@@ -125,7 +125,8 @@ def test_serial_reader_over_a_real_pty() -> None:
 def test_a_configured_serial_reader_opens_its_port_and_reads(tmp_path: Path) -> None:
     """``card = "serial"`` with ``port`` and ``baud`` from the config reaches the reader (it used to
     have no port setting at all, so a configured serial reader could never open)."""
-    from edge.agent.subsystems import credential_factory
+    from edge.agent.assembly import credential_factory
+    from edge.config.final import device_plan
     from edge.config.load import load_config
 
     master, slave = os.openpty()
@@ -136,7 +137,7 @@ def test_a_configured_serial_reader_opens_its_port_and_reads(tmp_path: Path) -> 
             f'[credentials]\ncard = "serial"\nport = "{os.ttyname(slave)}"\nbaud = 19200\n'
         )
         config, profile = load_config(config_path)
-        factory = credential_factory(config, StateDir(tmp_path / "state"), profile)
+        factory = credential_factory(device_plan(config, profile).credentials, StateDir(tmp_path / "state"))
         assert factory is not None
         reader = factory()
         try:

@@ -286,7 +286,7 @@ def test_the_agent_handles_a_parcel_as_it_arrives_not_at_the_next_tick(site) -> 
     import threading
     import time
 
-    from edge.agent.subsystems import ConsentService
+    from edge.consent.service import ConsentService
     from edge.sync.wiring import attach
 
     authority, a, b, _ = site

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from edge.agent.subsystems import build_wired
+from edge.agent.assembly import build_wired
 from edge.config.load import load_config
 from edge.consent.listformat import Gate
 from edge.crypto.keys import device_id, load_box_key, load_signing_key

@@ -188,7 +188,7 @@ def test_an_unreadable_erase_queue_is_a_storage_error_that_names_the_fix(tmp_pat
 
 def test_an_r503_profile_turns_the_led_cues_on_and_an_r307_profile_off(tmp_path: Path) -> None:
     """The profile's sensor family drives the R503 LED ring cues (they were never switched on)."""
-    from edge.agent.subsystems import open_fingerprint
+    from edge.agent.assembly import open_fingerprint
     from edge.config.load import load_config
     from edge.fingerprint.sim.process import SimulatorProcess
 
@@ -236,21 +236,27 @@ def test_with_a_touch_line_the_uart_is_polled_only_when_a_finger_is_on(caplog: p
     assert driver.closed
 
 
-def test_open_touch_follows_the_profile_and_reports_a_missing_chip() -> None:
-    from edge.agent.subsystems import open_touch
+def test_the_touch_line_follows_the_device_plan_and_reports_a_missing_chip() -> None:
+    from edge.config.final import device_plan
     from edge.config.load import load_profile
+    from edge.config.schema import AgentConfig
     from edge.errors import HardwareError
     from edge.fingerprint.touch import active_low_for
+    from edge.fingerprint.workflows import touch_line
 
-    assert open_touch(load_profile(PROFILES / "sim.toml")) is None  # simulated GPIO: no line
+    config = AgentConfig.model_validate({"device": {"site": "s"}, "camera": {"enabled": False}})
+    sim_plan = device_plan(config, load_profile(PROFILES / "sim.toml")).fingerprint
+    assert sim_plan is not None
+    assert touch_line(sim_plan) is None  # simulated GPIO: no line
     assert (active_low_for("r503"), active_low_for("r307"), active_low_for("as608")) == (True, False, False)
+    pi_plan = device_plan(config, load_profile(PROFILES / "rpi5-r503-usbcam.toml")).fingerprint
+    assert pi_plan is not None
+    assert pi_plan.touch_gpio == 25
+    assert (pi_plan.link.url, pi_plan.led) == ("/dev/ttyUSB0", True)  # the profile's UART, resolved once
     pytest.importorskip("gpiod", reason="the gpio extra is not installed")
-    pi = load_profile(PROFILES / "rpi5-r503-usbcam.toml")
-    assert pi.fingerprint is not None
-    assert pi.fingerprint.touch_gpio == 25
-    if not Path(pi.gpio.chip).exists():
+    if not Path(pi_plan.gpio_chip).exists():
         with pytest.raises(HardwareError, match="does not exist"):
-            open_touch(pi)
+            touch_line(pi_plan)
 
 
 def test_gpiod_touch_line_waits_for_the_level_with_the_familys_polarity(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,135 +19,66 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Generic, Protocol, TypeVar
 
-import numpy as np
-
-from edge.agent.gate import GateCore
+from edge.agent.face_step import FaceStep
+from edge.agent.gate import Clock, GateCore
+from edge.agent.items import (
+    IDLE,
+    AttackSeen,
+    CredentialSeen,
+    DeviceDown,
+    DeviceUp,
+    FaceSeen,
+    FingerSeen,
+    Idle,
+    Item,
+    TamperSeen,
+)
 from edge.agent.ports import (
     CameraPort,
-    CredentialLike,
     CredentialReaderPort,
     FaceEscalation,
-    FaceObservation,
     FacePipelinePort,
     FingerprintPort,
-    GalleryPort,
-    SearchHit,
 )
 from edge.door.tamper import TamperSwitch
 from edge.errors import HardwareError
-from edge.fingerprint.api import Match, NoFinger, NoMatch
-from edge.vision.challenge import ChallengeSession, Outcome, draw
-from edge.vision.liveness import LivenessPolicy, LivenessTracker, Verdict
+from edge.fingerprint.api import NoFinger
+from edge.vision.liveness import LivenessPolicy
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FaceSeen:
-    """A good face, already searched on the camera thread: the gate never searches again."""
+class Device(Protocol):
+    """What a device thread needs of its device besides the step: a way to let it go."""
 
-    hit: SearchHit
-
-
-@dataclass(frozen=True)
-class AttackSeen:
-    """The face in view was judged a presentation attack (edge.vision.liveness): never searched."""
+    def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class TamperSeen:
-    """The case switch changed; ``erased`` names what the tamper response already crypto-erased."""
-
-    opened: bool
-    erased: tuple[str, ...] = ()
+D = TypeVar("D", bound=Device)
 
 
-@dataclass(frozen=True)
-class FingerSeen:
-    result: Match | NoMatch
-
-
-@dataclass(frozen=True)
-class CredentialSeen:
-    credential: CredentialLike
-
-
-@dataclass(frozen=True)
-class DeviceDown:
-    name: str
-    error: BaseException
-
-
-@dataclass(frozen=True)
-class DeviceUp:
-    name: str
-
-
-@dataclass(frozen=True)
-class Idle:
-    """A step that saw nothing (no face, a poor one, no finger, no card): alive, nothing to decide."""
-
-
-IDLE = Idle()
-Item = FaceSeen | AttackSeen | TamperSeen | FingerSeen | CredentialSeen | DeviceDown | DeviceUp | Idle
-
-
-def face_seen(observation: FaceObservation | None, gallery: GalleryPort) -> FaceSeen | Idle:
-    """The camera thread's half of a face decision: no face or a poor one is not an attempt (no
-    search), nor is a face the liveness check called an attack (never searched); a good one is
-    searched once, here, and the hit goes to the gate."""
-    if observation is None or not observation.quality.ok or observation.attack:
-        return IDLE
-    return FaceSeen(gallery.search(observation.embedding, k=2))
-
-
-class _ActiveChallenge:
-    """The camera thread's active challenge: one random challenge per face in view (per track).
-
-    Passed: the rest of the track may be matched. Failed (not answered in time): refused as an attack,
-    once; the person steps away and back for a new challenge.
-    """
-
-    def __init__(self, prompt: Callable[[str], None]) -> None:
-        self.prompt = prompt
-        self.track = -1
-        self.session: ChallengeSession | None = None
-        self.reported = False
-
-    def observe(self, track: int, points: Any, now: float) -> Outcome:
-        if track != self.track or self.session is None:
-            self.track, self.reported = track, False
-            self.session = ChallengeSession(draw(), started=now)
-            self.prompt(self.session.challenge.prompt)
-        outcome = self.session.observe(points, now)
-        if outcome is Outcome.FAILED:
-            if self.reported:
-                return Outcome.PENDING  # reported once; nothing of this track is matched
-            self.reported = True
-        return outcome
-
-
-class DeviceWorker:
+class DeviceWorker(Generic[D]):
     """One named thread owning one device: open, step, and reopen with backoff after a failure.
 
     ``step(device)`` does one blocking read (bounded by its own timeout) and returns an item for the
     gate queue or None. An exception, or ``stall_s`` without a successful step, marks the device
     failed: it is closed, reported, and reopened after 0.5 s, 1 s, 2 s ... up to ``max_backoff_s``.
+    ``mono`` is the monotonic clock the stall and the heartbeat are measured on (the runner's).
     """
 
     def __init__(
         self,
         name: str,
-        open_device: Callable[[], Any],
-        step: Callable[[Any], Item | None],
+        open_device: Callable[[], D],
+        step: Callable[[D], Item | None],
         out: queue.Queue[Item],
         *,
         stall_s: float | None = None,
         max_backoff_s: float = 30.0,
         first_backoff_s: float = 0.5,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.open_device = open_device
@@ -156,8 +87,9 @@ class DeviceWorker:
         self.stall_s = stall_s
         self.max_backoff_s = max_backoff_s
         self.first_backoff_s = first_backoff_s
+        self.mono = mono
         self.stop_event = threading.Event()
-        self.heartbeat = time.monotonic()
+        self.heartbeat = mono()
         self.hung = False  # set by the gate thread when the heartbeat is older than the runner's hang_s
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -182,28 +114,27 @@ class DeviceWorker:
             except queue.Full:
                 continue
 
-    @staticmethod
-    def _close(device: Any) -> None:
+    def _close(self, device: D) -> None:
         try:
             device.close()
         except Exception as exc:
-            log.debug("closing a failed device raised %s", exc.__class__.__name__)
+            log.debug("closing a failed %s raised %s", self.name, exc.__class__.__name__)
 
     def _run(self) -> None:
-        device: Any = None
+        device: D | None = None
         backoff = self.first_backoff_s
         healthy = False
-        last_good = time.monotonic()
+        last_good = self.mono()
         while not self.stop_event.is_set():
-            self.heartbeat = time.monotonic()
+            self.heartbeat = self.mono()
             try:
                 if device is None:
                     device = self.open_device()
-                    last_good = time.monotonic()
+                    last_good = self.mono()
                 item = self.step(device)
                 if item is not None or self.stall_s is None:
-                    last_good = time.monotonic()
-                elif time.monotonic() - last_good > self.stall_s:
+                    last_good = self.mono()
+                elif self.mono() - last_good > self.stall_s:
                     raise HardwareError(f"{self.name}: nothing for {self.stall_s:.0f} s")
                 if not healthy:
                     healthy = True
@@ -218,11 +149,15 @@ class DeviceWorker:
                     device = None
                 healthy = False
                 self._put(DeviceDown(self.name, exc), droppable=False)
-                self.heartbeat = time.monotonic() + backoff  # waiting on purpose is not hanging
+                self.heartbeat = self.mono() + backoff  # waiting on purpose is not hanging
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
         if device is not None:
             self._close(device)
+
+
+#: The runner's device threads, one per kind of device.
+Worker = DeviceWorker[CameraPort] | DeviceWorker[FingerprintPort] | DeviceWorker[CredentialReaderPort]
 
 
 class Watchdog(Protocol):
@@ -246,7 +181,7 @@ class GateRunner:
         prompt: Callable[[str], None] = lambda text: log.info("prompt: %s", text),
         tamper: TamperSwitch | None = None,
         erase_on_tamper: Callable[[], None] | None = None,
-        sensor_chore: Callable[[Any], None] | None = None,
+        sensor_chore: Callable[[FingerprintPort], None] | None = None,
         fingerprint: Callable[[], FingerprintPort] | None = None,
         credentials: Callable[[], CredentialReaderPort] | None = None,
         notifier: Watchdog | None = None,
@@ -257,14 +192,17 @@ class GateRunner:
         hang_s: float = 30.0,
         max_consecutive_errors: int = 50,
         queue_size: int = 64,
+        clock: Clock | None = None,
     ) -> None:
         self.core = core
+        #: hangs, stalls, the watchdog and the liveness tracker run on this clock (default: the core's)
+        self.clock = clock or core.clock
         self.hang_s = hang_s  # a device call blocked this long (a driver without a deadline) is a failure
         self.queue: queue.Queue[Item] = queue.Queue(maxsize=queue_size)
         self.notifier = notifier
         self.tick_s = tick_s
         self.stop_event = threading.Event()
-        self.workers: list[DeviceWorker] = []
+        self.workers: list[Worker] = []
         self.errors: collections.deque[BaseException] = collections.deque(maxlen=20)
         self.consecutive_errors = 0
         # After this many failed iterations in a row the watchdog is no longer fed: systemd restarts
@@ -273,53 +211,18 @@ class GateRunner:
         if camera is not None:
             if face is None:
                 raise ValueError("a camera needs a face pipeline")
-            pipeline = face
-            gallery = core.gallery
-            tracker = LivenessTracker(liveness) if liveness is not None else None
-            active = _ActiveChallenge(prompt) if liveness is not None and liveness.challenge else None
-            if active is not None:
-                pipeline.want_points = True
-
-            def face_step(cam: CameraPort) -> Item | None:
-                frame = cam.read()
-                if frame is None:
-                    time.sleep(0.01)
-                    return None
-                searched: list[tuple[Any, SearchHit]] = []
-
-                def uncertain(embedding: Any) -> bool:
-                    # on the camera thread: the gallery serialises its calls with one lock
-                    assert escalation is not None
-                    hit = gallery.search(embedding, k=2)
-                    searched.append((embedding, hit))
-                    return hit.subject is not None and escalation.uncertain(float(hit.score))
-
-                if escalation is not None:  # fast embedding; the accurate one only for a close call
-                    observation = pipeline.probe(frame, rule="gate", uncertain=uncertain)
-                else:
-                    observation = pipeline.process(frame, rule="gate")
-                del frame  # frames live only in this thread, only as long as this step
-                if tracker is not None and observation is not None and observation.quality.ok:
-                    verdict = tracker.observe(observation.live_score, observation.box, time.monotonic())
-                    if verdict is Verdict.ATTACK:
-                        return AttackSeen()
-                    if verdict is Verdict.WAIT or observation.attack:
-                        return IDLE  # not matched: a frame judged an attack, or liveness not yet shown
-                    if active is not None:
-                        outcome = active.observe(tracker.track, observation.points, time.monotonic())
-                        if outcome is Outcome.FAILED:
-                            return AttackSeen()
-                        if outcome is Outcome.PENDING:
-                            return IDLE
-                if observation is not None and observation.quality.ok and searched:
-                    fast, hit = searched[-1]
-                    if np.array_equal(fast, observation.embedding):
-                        return FaceSeen(hit)  # the fast probe was decisive: its search is the gate's
-                return face_seen(observation, gallery)
-
+            step = FaceStep(
+                face, core.gallery, escalation=escalation, liveness=liveness, prompt=prompt, mono=self.clock.mono
+            )
             self.workers.append(
                 DeviceWorker(
-                    "camera", camera, face_step, self.queue, stall_s=camera_stall_s, max_backoff_s=max_backoff_s
+                    "camera",
+                    camera,
+                    step,
+                    self.queue,
+                    stall_s=camera_stall_s,
+                    max_backoff_s=max_backoff_s,
+                    mono=self.clock.mono,
                 )
             )
         #: set by the tamper thread; the fingerprint thread (which owns the sensor) empties its library
@@ -349,7 +252,14 @@ class GateRunner:
                 return IDLE if isinstance(found, NoFinger) else FingerSeen(found)
 
             self.workers.append(
-                DeviceWorker("fingerprint", fingerprint, finger_step, self.queue, max_backoff_s=max_backoff_s)
+                DeviceWorker(
+                    "fingerprint",
+                    fingerprint,
+                    finger_step,
+                    self.queue,
+                    max_backoff_s=max_backoff_s,
+                    mono=self.clock.mono,
+                )
             )
         if credentials is not None:
 
@@ -358,7 +268,14 @@ class GateRunner:
                 return CredentialSeen(credential) if credential is not None else IDLE
 
             self.workers.append(
-                DeviceWorker("credential", credentials, credential_step, self.queue, max_backoff_s=max_backoff_s)
+                DeviceWorker(
+                    "credential",
+                    credentials,
+                    credential_step,
+                    self.queue,
+                    max_backoff_s=max_backoff_s,
+                    mono=self.clock.mono,
+                )
             )
         self.gate_thread = threading.Thread(target=self._gate, name="gate", daemon=True)
         self.tamper_thread: threading.Thread | None = None
@@ -420,7 +337,7 @@ class GateRunner:
                 pass
 
     def _check_hangs(self) -> None:
-        now = time.monotonic()
+        now = self.clock.mono()
         for worker in self.workers:
             stale = now - worker.heartbeat > self.hang_s
             if stale and not worker.hung:
@@ -441,13 +358,13 @@ class GateRunner:
             except queue.Empty:
                 item = None
             try:
-                started = time.monotonic()
+                started = self.clock.mono()
                 if item is not None:
                     self._dispatch(item)
                 self._check_hangs()
                 self.core.tick()
                 if self.core.metrics is not None and item is not None:
-                    self.core.metrics.loop_seconds.observe(time.monotonic() - started)
+                    self.core.metrics.loop_seconds.observe(self.clock.mono() - started)
                 if item is not None:  # an idle tick proves little; a handled input proves the gate works
                     self.consecutive_errors = 0
             except Exception as exc:  # a store or port failed mid-decision: log, keep the gate up
@@ -459,9 +376,9 @@ class GateRunner:
                         "%d gate iterations failed in a row; no longer feeding the watchdog", self.consecutive_errors
                     )
             wedged = self.consecutive_errors >= self.max_consecutive_errors
-            if interval is not None and self.notifier is not None and not wedged and time.monotonic() >= next_beat:
+            if interval is not None and self.notifier is not None and not wedged and self.clock.mono() >= next_beat:
                 self.notifier.watchdog()
-                next_beat = time.monotonic() + interval
+                next_beat = self.clock.mono() + interval
 
     def stop(self, timeout: float = 5.0) -> None:
         for worker in self.workers:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from edge.agent.decide import LanePolicy
+from edge.agent.face_step import face_seen
 from edge.agent.gate import GateCore, GateSettings
-from edge.agent.runner import IDLE, FaceSeen, face_seen
+from edge.agent.items import IDLE, FaceSeen
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.errors import HardwareError

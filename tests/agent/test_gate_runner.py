@@ -21,6 +21,7 @@ from edge.vision.liveness import LivenessPolicy
 from tests.agent.doubles import (
     Credential,
     EmbeddingPipeline,
+    FakeClock,
     Match,
     MemoryConsent,
     MemoryGallery,
@@ -225,13 +226,19 @@ def test_gate_logs_and_events_carry_no_biometric_data_and_logs_no_subject() -> N
 
 
 def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() -> None:
+    """The hang is measured on the runner's clock, not the wall: tried with ``hang_s`` = 30 s on a
+    clock that only moves when told to. Nothing is raised while the clock stands still (however
+    slow the machine), the alarm once it has moved past ``hang_s``, and the clear once the driver
+    returns. (It used ``hang_s=0.3`` of real time, so a loaded machine decided the outcome.)"""
     import threading
 
     rig = Rig()
-    release = threading.Event()
+    clock = FakeClock()
+    entered, release = threading.Event(), threading.Event()
 
     class StuckSensor:
         def identify(self, timeout_s: float) -> Identified:
+            entered.set()
             if not release.wait(10):  # a driver ignoring its deadline
                 return NO_FINGER
             time.sleep(timeout_s)  # released: an ordinary bounded wait with no finger
@@ -240,11 +247,54 @@ def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() 
         def close(self) -> None:
             pass
 
-    runner = GateRunner(rig.core, fingerprint=StuckSensor, hang_s=0.3, read_timeout_s=0.05)
+    runner = GateRunner(rig.core, fingerprint=StuckSensor, hang_s=30.0, read_timeout_s=0.05, clock=clock)
     with runner:
+        assert entered.wait(10)
+        assert wait_for(lambda: rig.core.devices.get("fingerprint") == "up")
+        time.sleep(0.2)  # the gate thread checks for hangs every tick
+        assert rig.alarm_states("fingerprint") == []  # blocked, but not for 30 s of the runner's clock
+        clock.advance(31.0)
         assert wait_for(lambda: rig.alarm_states("fingerprint") == [True])
         release.set()
         assert wait_for(lambda: rig.alarm_states("fingerprint") == [True, False])
+
+
+def test_a_stall_is_measured_on_the_workers_clock() -> None:
+    """A camera that opens but never delivers a frame: failed after ``stall_s`` of the worker's
+    clock. Tried: many empty steps on a clock standing still (no failure), then the clock moved
+    past ``stall_s`` (one ``DeviceDown``, waited for rather than timed)."""
+    import queue
+
+    from edge.agent.items import DeviceDown, DeviceUp, Item
+    from edge.agent.runner import DeviceWorker
+
+    clock = FakeClock()
+    out: queue.Queue[Item] = queue.Queue()
+    steps = [0]
+
+    class Blank:
+        def close(self) -> None:
+            pass
+
+    def step(_camera: Blank) -> Item | None:
+        steps[0] += 1
+        time.sleep(0.001)
+        return None  # no frame yet
+
+    worker = DeviceWorker("camera", Blank, step, out, stall_s=5.0, first_backoff_s=0.05, mono=clock.mono)
+    worker.start()
+    try:
+        assert wait_for(lambda: steps[0] >= 50)
+        assert [type(item) for item in list(out.queue)] == [DeviceUp]  # 50 empty steps, no time passed
+        clock.advance(6.0)
+        down = out.get(timeout=10)
+        while isinstance(down, DeviceUp):
+            down = out.get(timeout=10)
+        assert isinstance(down, DeviceDown)
+        assert "nothing for 5 s" in str(down.error)
+    finally:
+        worker.stop()
+        worker.join(5)
 
 
 def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
@@ -377,10 +427,10 @@ def test_challenge_mode_lets_a_face_in_only_after_it_blinks(monkeypatch: pytest.
     """Tried: a clearly live score but eyes that never change (a good replayed still): no grant while
     the challenge is pending; the same face blinking in a single frame and opening its eyes is let in.
     The challenge drawn is fixed to a blink here; the random draw is tested on its own."""
-    import edge.agent.runner as runner_module
+    import edge.agent.face_step as face_step_module
     from tests.vision.test_liveness_tracker import face_points
 
-    monkeypatch.setattr(runner_module, "draw", lambda: Challenge.BLINK)
+    monkeypatch.setattr(face_step_module, "draw", lambda: Challenge.BLINK)
     prompts: list[str] = []
     rig = Rig()
     rig.pipeline = LivePipeline()  # type: ignore[assignment]

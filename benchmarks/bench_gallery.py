@@ -288,7 +288,7 @@ def rss_child(root: str, backend: str, n: int, dim: int) -> None:
     )
 
 
-def bench_rss(names: list[str], base: np.ndarray, n: int = 100_000) -> None:
+def bench_rss(base: np.ndarray, n: int = 100_000) -> None:
     print(f"\n== peak RSS opening a {n:,}-template gallery in a fresh process (goal: <= 1.3x matrix + baseline)")
     x = fill(base, n)
     for per_subject in (1, 5):
@@ -340,7 +340,7 @@ def main() -> int:
     for n in (int(s) for s in args.sizes.split(",") if s):
         bench_size(n, names, base, truth, probes, threshold)
     if args.rss:
-        bench_rss(names, base)
+        bench_rss(base)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     return 0
 

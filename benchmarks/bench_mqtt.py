@@ -53,7 +53,7 @@ def pipelined(settings: MqttSettings, topic: str, payloads: object, n: int) -> f
     done = threading.Event()
     acked = 0
 
-    def on_publish(_c: object, _u: object, mid: int, rc: object, _p: object) -> None:
+    def on_publish(_c: object, _u: object, _mid: int, _rc: object, _p: object) -> None:
         nonlocal acked
         acked += 1
         if acked == n:

@@ -52,7 +52,7 @@ def main() -> int:
     def rescore(rows: np.ndarray) -> object:
         return int(np.matmul(backend._fine._buf[rows], backend._weights).argmax())
 
-    def five_calls(rows: np.ndarray) -> object:
+    def five_calls(_rows: np.ndarray) -> object:
         a = np.zeros(32)
         a += 1.0
         return np.argsort(a)[:1].astype(np.int64).sum()

@@ -194,7 +194,7 @@ def camera_check(
     frames: int = 10,
     timeout_s: float = 5.0,
 ) -> Check:
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         try:
             camera = open_camera()
         except EdgeError as exc:
@@ -235,7 +235,7 @@ def camera_check(
 
 
 def sensor_check(open_sensor: Callable[[], SensorHealthPort]) -> Check:
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         sensor: SensorHealthPort | None = None
         try:
             sensor = open_sensor()
@@ -259,7 +259,7 @@ def sensor_check(open_sensor: Callable[[], SensorHealthPort]) -> Check:
 def card_reader_check(open_reader: Callable[[], Any]) -> Check:
     """Opens the configured card reader; a Wiegand reader's D0/D1 must idle high."""
 
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         try:
             reader = open_reader()
         except EdgeError as exc:
@@ -283,7 +283,7 @@ def card_reader_check(open_reader: Callable[[], Any]) -> Check:
 
 
 def models_check(verify: Callable[[], object], timed_inference: Callable[[], float] | None = None) -> Check:
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         verify()  # raises ModelError for an unknown or altered file; run_checks turns it into a failure
         detail = "hashes match the manifest"
         if timed_inference is not None:
@@ -296,7 +296,7 @@ def models_check(verify: Callable[[], object], timed_inference: Callable[[], flo
 def osdp_check(open_door: Callable[[], Any], *, secure: bool, key_path: Any, wait_s: float = 8.0) -> Check:
     """[door] mode = "osdp": the panel polls this reader and, with ``secure``, the Secure Channel comes up."""
 
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         from edge.osdp import scbk
 
         key = ""
@@ -345,7 +345,7 @@ def osdp_check(open_door: Callable[[], Any], *, secure: bool, key_path: Any, wai
 def wiegand_out_check(open_door: Callable[[], Any]) -> Check:
     """[door] mode = "wiegand-out": the output lines can be driven (a Wiegand panel sends nothing back)."""
 
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         try:
             door = open_door()
         except EdgeError as exc:
@@ -359,7 +359,7 @@ def wiegand_out_check(open_door: Callable[[], Any]) -> Check:
 def tamper_check(open_switch: Callable[[], Any]) -> Check:
     """The case switch's state now; a case open during the check is a warning (close it when done)."""
 
-    def run(state: StateDir) -> CheckResult:
+    def run(_state: StateDir) -> CheckResult:
         try:
             switch, close = open_switch()
         except EdgeError as exc:

@@ -116,15 +116,15 @@ def probe_broker(
     echoed = threading.Event()
     outcome: dict[str, Any] = {}
 
-    def on_publish(client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+    def on_publish(_client: Any, _userdata: Any, _mid: int, reason_code: Any, _properties: Any) -> None:
         outcome["puback"] = reason_code
         published.set()
 
-    def on_subscribe(client: Any, userdata: Any, mid: int, reason_codes: Any, properties: Any) -> None:
+    def on_subscribe(_client: Any, _userdata: Any, _mid: int, reason_codes: Any, _properties: Any) -> None:
         outcome["suback"] = reason_codes
         subscribed.set()
 
-    def on_message(client: Any, userdata: Any, message: Any) -> None:
+    def on_message(_client: Any, _userdata: Any, message: Any) -> None:
         if message.topic == topic:
             echoed.set()
 

@@ -82,7 +82,7 @@ class PassbackLog:
         try:
             return self._record(passage)
         except sqlite3.OperationalError as exc:
-            _unwritable(self.path, exc)
+            _unwritable(exc)
             return False
 
     def _record(self, passage: Passage) -> bool:
@@ -104,11 +104,11 @@ class PassbackLog:
             with self._lock:
                 return int(self._db.execute("DELETE FROM presence WHERE subject = ?", (subject,)).rowcount)
         except sqlite3.OperationalError as exc:
-            _unwritable(self.path, exc)
+            _unwritable(exc)
             return 0
 
 
-def _unwritable(path: Path, exc: sqlite3.OperationalError) -> None:
+def _unwritable(exc: sqlite3.OperationalError) -> None:
     from edge.state_faults import classify
     from edge.state_health import HEALTH
 

@@ -60,7 +60,7 @@ def _way(role: PassbackSpec) -> Direction:
 class NoRules:
     """Reader modes and tests: every grant stands."""
 
-    def refusal(self, subject: str, now: float) -> str | None:
+    def refusal(self, _subject: str, _now: float) -> str | None:
         return None
 
     def passed(self, subject: str, now: float) -> None:

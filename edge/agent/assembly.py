@@ -89,10 +89,11 @@ class EmptyGallery:
     """The gallery when none opens (degraded, or safe mode): holds nobody. Never searched: the
     gate's consent port refuses every biometric use then, so no camera is wired."""
 
-    def search(self, probe: Embedding, k: int = 2) -> SearchHit:
+    def search(self, _probe: Embedding, k: int = 2) -> SearchHit:
+        del k  # GalleryPort's keyword (callers pass k=2): kept by name
         raise EdgeError("no gallery is open: biometric decisions are off")
 
-    def subject_for_slot(self, slot: int) -> str | None:
+    def subject_for_slot(self, _slot: int) -> str | None:
         return None
 
 

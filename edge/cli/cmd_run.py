@@ -50,7 +50,7 @@ def run_cmd(config_path: Path, log_level: str, plain_logs: bool, wiring: str) ->
     state.ensure()
     stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -275,9 +275,7 @@ def camera_needs_source(
     return []
 
 
-def gpio_lines_unique(
-    path: str, doc: dict[str, Any], profile: Profile, lines: dict[KeyPath, int]
-) -> list[ConfigProblem]:
+def gpio_lines_unique(profile: Profile) -> list[ConfigProblem]:
     claims: dict[int | str, str] = {}
     problems = []
     owners = [
@@ -346,9 +344,7 @@ def card_reader_needs_wiring(
     ]
 
 
-def uart_names_unique(
-    path: str, doc: dict[str, Any], profile: Profile, lines: dict[KeyPath, int]
-) -> list[ConfigProblem]:
+def uart_names_unique(profile: Profile) -> list[ConfigProblem]:
     seen: set[str] = set()
     problems = []
     for index, uart in enumerate(profile.uarts):
@@ -392,9 +388,7 @@ def door_mode_needs_wiring(
 DRIVER_NEEDS: dict[str, Check] = {
     "fingerprint": fingerprint_needs_uart,
     "camera": camera_needs_source,
-    "gpio": gpio_lines_unique,
     "card_reader": card_reader_needs_wiring,
-    "uarts": uart_names_unique,
     "door": door_mode_needs_wiring,
 }
 
@@ -404,12 +398,13 @@ def final_validate(
 ) -> list[ConfigProblem]:
     if profile is None:
         return []
-    problems: list[ConfigProblem] = []
+    problems = validate_profile(profile)
     for check in DRIVER_NEEDS.values():
         problems.extend(check(path, doc, profile, lines))
     return problems
 
 
 def validate_profile(profile: Profile) -> list[ConfigProblem]:
-    """Checks a profile alone (as `edge validate --profile` and the shipped-profile test do)."""
-    return gpio_lines_unique("", {}, profile, {}) + uart_names_unique("", {}, profile, {})
+    """Checks a profile alone (final validation runs them too, as do `edge validate --profile` and the
+    shipped-profile test)."""
+    return gpio_lines_unique(profile) + uart_names_unique(profile)

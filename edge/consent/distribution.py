@@ -304,7 +304,7 @@ class ConsentReceiver:
         self.reassembler = Reassembler(site, keys)
         self.deliver = deliver
 
-    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+    def on_message(self, topic: str, payload: bytes, _retained: bool) -> None:
         try:
             whole = self.reassembler.offer(topic, payload)
         except Exception as exc:  # a pinned key file gone bad must not stop the MQTT thread

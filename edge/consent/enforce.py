@@ -296,7 +296,7 @@ class Enforcer:
 
     # ------------------------------------------------------------------ reconciliation
 
-    def _reason(self, subject: str, modality: str | None, now: float) -> str:
+    def _reason(self, subject: str, now: float) -> str:
         entry = self.ledger.entry(subject)
         if entry is None:
             return "not-in-list"
@@ -350,7 +350,7 @@ class Enforcer:
                 for subject in sorted(store.subjects() if subjects is None else _held(store, subjects)):
                     if self.ledger.retains(subject, modality, self.purpose, now):
                         continue
-                    reason = reasons.setdefault(subject, self._reason(subject, modality, now))
+                    reason = reasons.setdefault(subject, self._reason(subject, now))
                     if isinstance(store, DeferredStore):
                         # the template is erased later by the device's owner: its receipt follows then
                         try:

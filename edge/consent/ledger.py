@@ -431,8 +431,11 @@ class ConsentLedger:
             return any(entry.allows(m, purpose, now, self.place) for m in entry.modalities)
         return entry.allows(modality, purpose, now, self.place)
 
-    def credential_subject(self, kind: str, value: str, now: float) -> str | None:
+    def credential_subject(self, kind: str, value: str, _now: float) -> str | None:
         """The subject whose entry allows this card/PIN/QR credential, whatever their biometric consent.
+
+        ``_now`` (the ports' signature) is not used: a credential is looked up whatever the entry's
+        validity window (``expires_at``); relay mode's schedules (``edge.access.rules``) come after.
 
         Works while the list is stale (the non-biometric path never fails closed on staleness).
         None when the value is malformed, unknown, or the site's credential key is not installed.

@@ -165,10 +165,10 @@ class FailClosedConsent:
     def version(self) -> int | None:
         return self.ledger.version
 
-    def allows(self, subject: str, modality: str, purpose: str | None, now: float) -> bool:
+    def allows(self, _subject: str, _modality: str, _purpose: str | None, _now: float) -> bool:
         return False
 
-    def is_stale(self, now: float) -> bool:
+    def is_stale(self, _now: float) -> bool:
         return True
 
     def credential_subject(self, kind: str, value: str, now: float) -> str | None:

@@ -208,7 +208,7 @@ class SimPanel:
 
     # ----------------------------------------------------------------- events from the reader
 
-    def _event(self, pd: int, event: dict[str, object]) -> int:
+    def _event(self, _pd: int, event: dict[str, object]) -> int:
         try:
             if event.get("event") == self._sys.EVENT_CARDREAD:
                 self._card(event)

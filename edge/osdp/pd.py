@@ -215,7 +215,7 @@ class OsdpPeripheral:
             self.on_command(command)
         return 0
 
-    def _delivered(self, event: dict[str, object], status: int) -> None:
+    def _delivered(self, _event: dict[str, object], status: int) -> None:
         """libosdp's event completion callback (on the PD thread, inside ``refresh``)."""
         with self._done:
             self._pending = max(0, self._pending - 1)

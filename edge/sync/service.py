@@ -213,7 +213,7 @@ class SiteSync:
 
     # ------------------------------------------------------------------ receiving
 
-    def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
+    def on_message(self, topic: str, payload: bytes, _retained: bool) -> None:
         """From the MQTT thread: queue only (opening a parcel is work for the consent thread)."""
         self._incoming.put((topic, bytes(payload)))
 

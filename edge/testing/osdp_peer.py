@@ -117,6 +117,7 @@ class IndependentPanel:
 
         class Panel(peer.ControlPanel):  # type: ignore[name-defined,misc]
             def on_raw_card_data_reply_received(self, address: int, raw: Any) -> None:
+                del address  # the library's callback signature; one PD on this bus
                 with outer._seen:
                     outer.reads.append((int(raw.bit_count), bytes(raw.data), int(raw.format_code.value)))
                     outer._seen.notify_all()

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     stopping = False
 
-    def on_term(signum: int, frame: object) -> None:
+    def on_term(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 

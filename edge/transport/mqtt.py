@@ -208,7 +208,7 @@ def connect(
     result: dict[str, Any] = {}
     where = settings.describe()
 
-    def on_connect(c: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def on_connect(_c: Any, _userdata: Any, _flags: Any, reason_code: Any, properties: Any) -> None:
         result["rc"] = reason_code
         result["max_packet"] = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
 
@@ -425,7 +425,7 @@ class MqttPublisher:
 
         acked: list[int] = []
 
-        def on_publish(c: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        def on_publish(_c: Any, _userdata: Any, mid: int, reason_code: Any, _properties: Any) -> None:
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 return
@@ -435,7 +435,7 @@ class MqttPublisher:
             else:
                 acked.append(entry.id)
 
-        def on_message(c: Any, userdata: Any, message: Any) -> None:
+        def on_message(_c: Any, _userdata: Any, message: Any) -> None:
             if self.on_message is not None:
                 self.on_message(message.topic, bytes(message.payload), bool(message.retain))
 

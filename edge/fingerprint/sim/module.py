@@ -230,7 +230,7 @@ class SimModule:
 
     # -- capture and features --------------------------------------------------------------------
 
-    def _gen_img(self, args: bytes) -> bytes:
+    def _gen_img(self, _args: bytes) -> bytes:
         capture = self.presence()
         if capture is None:
             return self._ack(p.Code.NO_FINGER)
@@ -257,7 +257,7 @@ class SimModule:
         data = self.buffers.get(buf)
         return decode_template(data) if data else []
 
-    def _match(self, args: bytes) -> bytes:
+    def _match(self, _args: bytes) -> bytes:
         score = self.matcher.score(self._sets(1), self._sets(2))
         code = p.Code.OK if score >= self.threshold else p.Code.NO_MATCH
         return self._ack(code, struct.pack(">H", min(score, 0xFFFF)))
@@ -280,7 +280,7 @@ class SimModule:
             return self._ack(p.Code.NOT_FOUND, bytes(4))
         return self._ack(p.Code.OK, struct.pack(">HH", best_page, min(best, 0xFFFF)))
 
-    def _reg_model(self, args: bytes) -> bytes:
+    def _reg_model(self, _args: bytes) -> bytes:
         a, b = self._sets(1), self._sets(2)
         if not a or not b or self.matcher.score(a, b) < MERGE_THRESHOLD:
             return self._ack(p.Code.MERGE_FAIL)
@@ -336,7 +336,7 @@ class SimModule:
         self._changed()
         return self._ack(p.Code.OK)
 
-    def _empty(self, args: bytes) -> bytes:
+    def _empty(self, _args: bytes) -> bytes:
         self.settings.library.clear()
         self._changed()
         return self._ack(p.Code.OK)
@@ -368,12 +368,12 @@ class SimModule:
         self._incoming.clear()
         return self._ack(p.Code.OK)
 
-    def _up_image(self, args: bytes) -> bytes:
+    def _up_image(self, _args: bytes) -> bytes:
         if self.capture is None:
             return self._ack(p.Code.UPLOAD_IMAGE_ERROR)
         return self._send_data(pack_image(self.capture.image))
 
-    def _down_image(self, args: bytes) -> bytes:
+    def _down_image(self, _args: bytes) -> bytes:
         self._pending = ("image", 0)
         self._incoming.clear()
         return self._ack(p.Code.OK)
@@ -433,7 +433,7 @@ class SimModule:
             baud_n=self.active_baud_n,
         )
 
-    def _read_sys_para(self, args: bytes) -> bytes:
+    def _read_sys_para(self, _args: bytes) -> bytes:
         return self._ack(p.Code.OK, self.system_parameters().encode())
 
     def _set_pwd(self, args: bytes) -> bytes:
@@ -474,7 +474,7 @@ class SimModule:
         self.led = (ctrl, speed, colour, times)
         return self._ack(p.Code.OK)
 
-    def _prod_info(self, args: bytes) -> bytes:
+    def _prod_info(self, _args: bytes) -> bytes:
         prof = self.profile
         info = (
             prof.product.encode().ljust(16, b"\0")
@@ -486,7 +486,7 @@ class SimModule:
         )
         return self._ack(p.Code.OK, info)
 
-    def _soft_reset(self, args: bytes) -> bytes:
+    def _soft_reset(self, _args: bytes) -> bytes:
         self.verified = self.settings.password == p.DEFAULT_PASSWORD
         self.buffers.clear()
         self.capture = None

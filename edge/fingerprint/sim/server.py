@@ -407,7 +407,7 @@ def serve_from_args(args: argparse.Namespace) -> int:
     path = server.open_pty()
     control = ControlServer(Path(args.control), server, presence) if args.control else None
 
-    def _stop(signum: int, frame: FrameType | None) -> None:
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
         server.stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

@@ -50,13 +50,33 @@ class Request:
         self.released = True
 
 
+class Bias(enum.Enum):
+    PULL_UP = 1
+
+
+class Direction(enum.Enum):
+    INPUT = 1
+    OUTPUT = 2
+
+
+class Edge(enum.Enum):
+    FALLING = 1
+    RISING = 2
+    BOTH = 3
+
+
+class Value(enum.Enum):
+    ACTIVE = 1
+    INACTIVE = 2
+
+
 def install(monkeypatch: pytest.MonkeyPatch, request: Request) -> tuple[types.ModuleType, dict[str, Any]]:
     """Put the stand-in in ``sys.modules``; returns ``gpiod.line`` and a record of the request made."""
     line_mod = types.ModuleType("gpiod.line")
-    line_mod.Bias = enum.Enum("Bias", "PULL_UP")  # type: ignore[attr-defined]
-    line_mod.Direction = enum.Enum("Direction", "INPUT OUTPUT")  # type: ignore[attr-defined]
-    line_mod.Edge = enum.Enum("Edge", "FALLING RISING BOTH")  # type: ignore[attr-defined]
-    line_mod.Value = enum.Enum("Value", "ACTIVE INACTIVE")  # type: ignore[attr-defined]
+    line_mod.Bias = Bias  # type: ignore[attr-defined]
+    line_mod.Direction = Direction  # type: ignore[attr-defined]
+    line_mod.Edge = Edge  # type: ignore[attr-defined]
+    line_mod.Value = Value  # type: ignore[attr-defined]
     made: dict[str, Any] = {}
 
     def request_lines(chip: str, **kwargs: Any) -> Request:

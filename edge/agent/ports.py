@@ -23,8 +23,9 @@ from numpy.typing import NDArray
 from edge.credentials.authorise import EntryLike
 from edge.fingerprint.api import Identified
 
-#: A BGR camera frame (height x width x 3); it lives only on the camera thread, for one step.
-Frame = NDArray[np.uint8]
+#: A camera frame (height x width x 3, BGR, uint8 from a real camera); it lives only on the camera
+#: thread, for one step.
+Frame = NDArray[np.generic]
 #: An L2-normalised face embedding; in memory only, never in an event, log record or file.
 Embedding = NDArray[np.float32]
 #: Which face of several the pipeline takes: the gate's rule, or the one nearest the centre.

@@ -73,7 +73,7 @@ def test_the_exit_gates_signed_passage_lets_the_person_in_again(tmp_path: Path) 
     log.close()
 
 
-def test_through_a_real_broker_the_entry_gate_hears_the_exit(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_through_a_real_broker_the_entry_gate_hears_the_exit(tmp_path: Path, mosquitto) -> None:
     import threading
 
     from edge.transport.mqtt import MqttPublisher, MqttSettings

@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
+from edge.agent.ports import Embedding, Frame, Rule
+from edge.agent.wired import Wired
+from edge.config.schema import AgentConfig, Profile
 from edge.consent.enforce import REFUSAL_REASONS, EnrolmentRefused, enrolment_refusal
 from edge.errors import HardwareError
 from edge.fingerprint.api import NO_FINGER, Identified, Match, NoMatch
+from edge.state import StateDir
+
+__all__ = ["Match", "NoMatch"]  # re-exported: the tests build sensor results from here
 
 
 class FakeClock:
@@ -43,12 +50,12 @@ class Quality:
 
 @dataclass(frozen=True)
 class Observation:
-    embedding: np.ndarray
+    embedding: Embedding
     quality: Quality = Quality()
     attack: bool = False
     live_score: float | None = None
     box: tuple[float, float, float, float] = (100.0, 100.0, 200.0, 220.0)
-    points: object = None
+    points: NDArray[np.float32] | None = None
 
 
 @dataclass(frozen=True)
@@ -64,15 +71,15 @@ class Credential:
     value: str
 
 
-def unit(seed: int) -> np.ndarray:
-    vector = np.random.default_rng(seed).standard_normal(128).astype(np.float32)
-    return vector / np.linalg.norm(vector)
+def unit(seed: int) -> Embedding:
+    vector = np.random.default_rng(seed).standard_normal(128)
+    return np.asarray(vector / np.linalg.norm(vector), dtype=np.float32)
 
 
-def near(vector: np.ndarray, seed: int, noise: float = 0.2) -> np.ndarray:
+def near(vector: Embedding, seed: int, noise: float = 0.2) -> Embedding:
     """Another capture of the same face: the vector plus a little noise, renormalised."""
     other = vector + noise * unit(10_000 + seed)
-    return (other / np.linalg.norm(other)).astype(np.float32)
+    return np.asarray(other / np.linalg.norm(other), dtype=np.float32)
 
 
 class MemoryGallery:
@@ -191,7 +198,7 @@ class Switch:
 class SwitchedCamera:
     """Yields the current frame (an embedding standing in for an image) until its switch breaks."""
 
-    def __init__(self, switch: Switch, frames: list[np.ndarray | None]) -> None:
+    def __init__(self, switch: Switch, frames: list[Frame | None]) -> None:
         if switch.broken.is_set():
             raise HardwareError("camera not found")
         switch.opens += 1
@@ -199,7 +206,7 @@ class SwitchedCamera:
         self.frames = frames
         self.closed = False
 
-    def read(self) -> np.ndarray | None:
+    def read(self) -> Frame | None:
         if self.switch.broken.is_set():
             raise HardwareError("camera unplugged")
         threading.Event().wait(0.01)
@@ -216,23 +223,26 @@ class EmbeddingPipeline:
     unless ``uncertain`` says otherwise; ``process`` always the accurate one. Calls are counted.
     """
 
+    want_points = False  # no landmarks: the liveness doubles below carry their own
+
     def __init__(self) -> None:
         self.escalations = 0
         self.probes = 0
 
-    def process(self, frame: np.ndarray, rule: str = "gate") -> Observation | None:
-        return Observation(frame[-1] if frame.ndim == 2 else frame)
+    def process(self, frame: Frame, rule: Rule = "gate") -> Observation | None:
+        return Observation(np.asarray(frame[-1] if frame.ndim == 2 else frame, dtype=np.float32))
 
     def probe(
-        self, frame: np.ndarray, rule: str = "gate", uncertain: Callable[[np.ndarray], bool] | None = None
+        self, frame: Frame, rule: Rule = "gate", uncertain: Callable[[Embedding], bool] | None = None
     ) -> Observation | None:
         self.probes += 1
-        if frame.ndim == 1:
-            return Observation(frame)
-        if uncertain is not None and uncertain(frame[0]):
+        embeddings = np.asarray(frame, dtype=np.float32)
+        if embeddings.ndim == 1:
+            return Observation(embeddings)
+        if uncertain is not None and uncertain(embeddings[0]):
             self.escalations += 1
-            return Observation(frame[1])
-        return Observation(frame[0])
+            return Observation(embeddings[1])
+        return Observation(embeddings[0])
 
 
 class SwitchedSensor:
@@ -288,9 +298,8 @@ class RepeatingSensor:
         pass
 
 
-def build_wired(config: object, profile: object, state: object) -> object:
+def build_wired(config: AgentConfig, profile: Profile, state: StateDir) -> Wired:
     """``edge run --wiring tests.agent.doubles:build_wired``: the real run command on port doubles."""
-    from edge.agent.wiring import Wired
     from edge.events.sink import MemorySink
 
     gallery = MemoryGallery()

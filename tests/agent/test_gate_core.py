@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from edge.agent.decide import LanePolicy
@@ -41,7 +42,7 @@ class Lane:
         self.door = DoorController(self.lines)
         self.sink = MemorySink() if sink is None else sink
         self.metrics = Metrics()
-        section = PolicySection(mode=mode, **policy)  # type: ignore[arg-type]
+        section = PolicySection(mode=mode, **policy)
         self.core = GateCore(
             gallery=self.gallery,
             consent=self.consent,
@@ -168,7 +169,7 @@ def test_low_margin_between_two_subjects_is_refused() -> None:
     lane = Lane(margin=0.3)
     lane.consent.consents |= {(ALICE, "face"), (BOB, "face")}
     blend = unit(0) + unit(1)
-    lane.seen(Observation(blend / (blend @ blend) ** 0.5))
+    lane.seen(Observation(np.asarray(blend / (blend @ blend) ** 0.5, dtype=np.float32)))
     assert lane.access()[-1]["reason"] in ("low_margin", "no_match")
     assert not lane.door.pulses
 

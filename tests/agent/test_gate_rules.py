@@ -73,7 +73,7 @@ def gate(rules: object = None, panel: object = None) -> tuple[GateCore, MemorySi
 
 
 def reasons(sink: MemorySink) -> list[tuple[str, str]]:
-    return [(e["decision"], e["reason"]) for e in sink.of_kind("access")]
+    return [(str(e["decision"]), str(e["reason"])) for e in sink.of_kind("access")]
 
 
 def test_outside_the_schedule_a_card_is_refused_and_the_door_stays_shut(tmp_path: Path) -> None:

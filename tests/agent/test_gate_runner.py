@@ -10,12 +10,12 @@ import pytest
 
 from edge.agent.decide import LanePolicy
 from edge.agent.gate import GateCore, GateSettings
-from edge.agent.ports import FaceEscalation
+from edge.agent.ports import Embedding, FaceEscalation, FacePipelinePort, Frame, Rule
 from edge.agent.runner import GateRunner
 from edge.config.schema import PolicySection
 from edge.door import DoorController, SimLines
 from edge.events.sink import MemorySink
-from edge.fingerprint.api import NO_FINGER, Identified
+from edge.fingerprint.api import NO_FINGER, Identified, NoMatch
 from edge.vision.challenge import Challenge
 from edge.vision.liveness import LivenessPolicy
 from tests.agent.doubles import (
@@ -63,20 +63,30 @@ class Rig:
         )
         self.camera_switch = Switch()
         self.sensor_switch = Switch()
-        self.frames: list[np.ndarray | None] = []
-        self.fingers: list[Match] = []
-        self.pipeline = EmbeddingPipeline()
+        self.frames: list[Frame | None] = []
+        self.fingers: list[Match | NoMatch] = []
+        self.embedder = EmbeddingPipeline()  # counts its probes and escalations
+        self.pipeline: FacePipelinePort = self.embedder
 
-    def runner(self, escalation: FaceEscalation | None = None, **kwargs: object) -> GateRunner:
+    def runner(
+        self,
+        escalation: FaceEscalation | None = None,
+        *,
+        liveness: LivenessPolicy | None = None,
+        prompt: Callable[[str], None] = lambda _text: None,
+        camera_stall_s: float = 5.0,
+    ) -> GateRunner:
         return GateRunner(
             self.core,
             camera=lambda: SwitchedCamera(self.camera_switch, self.frames),
             face=self.pipeline,
             escalation=escalation,
+            liveness=liveness,
+            prompt=prompt,
+            camera_stall_s=camera_stall_s,
             fingerprint=lambda: SwitchedSensor(self.sensor_switch, self.fingers),
             max_backoff_s=0.2,
             read_timeout_s=0.05,
-            **kwargs,
         )
 
     def grants(self, modality: str) -> int:
@@ -247,6 +257,12 @@ def test_a_device_call_that_never_returns_is_failed_and_recovers_when_it_does() 
         def close(self) -> None:
             pass
 
+        def empty(self) -> None:
+            pass
+
+        def ring(self, colour: str | None) -> None:
+            pass
+
     runner = GateRunner(rig.core, fingerprint=StuckSensor, hang_s=30.0, read_timeout_s=0.05, clock=clock)
     with runner:
         assert entered.wait(10)
@@ -324,12 +340,12 @@ def test_a_gate_that_fails_every_iteration_stops_feeding_the_watchdog() -> None:
     assert isinstance(runner.errors[-1], OSError)
 
 
-def _at(template: np.ndarray, score: float, seed: int) -> np.ndarray:
+def _at(template: Embedding, score: float, seed: int) -> Embedding:
     """A unit vector whose cosine with ``template`` is exactly ``score``."""
     other = unit(20_000 + seed)
     other = other - float(other @ template) * template
     other /= np.linalg.norm(other)
-    return (score * template + np.sqrt(1 - score**2) * other).astype(np.float32)
+    return np.asarray(score * template + np.sqrt(1 - score**2) * other, dtype=np.float32)
 
 
 def test_close_fast_probes_are_re_embedded_and_clear_ones_are_not() -> None:
@@ -341,18 +357,18 @@ def test_close_fast_probes_are_re_embedded_and_clear_ones_are_not() -> None:
         # close call: the fast embedding alone would be denied; the accurate one (0.8) is granted
         rig.frames.append(np.stack([_at(unit(0), 0.59, 1), _at(unit(0), 0.8, 2)]))
         assert wait_for(lambda: rig.grants("face") >= 1)
-        assert rig.pipeline.escalations >= 1
+        assert rig.embedder.escalations >= 1
         rig.frames.clear()
-        escalations, probes = rig.pipeline.escalations, rig.pipeline.probes
+        escalations, probes = rig.embedder.escalations, rig.embedder.probes
         # a clear match and a clear stranger: decided on the fast embedding, never re-embedded
         # (their "accurate" halves would flip the decision, so a wrong escalation would show)
         rig.frames.append(np.stack([_at(unit(0), 0.9, 3), _at(unit(0), 0.1, 4)]))
-        assert wait_for(lambda: rig.pipeline.probes >= probes + 5)
+        assert wait_for(lambda: rig.embedder.probes >= probes + 5)
         rig.frames[0] = np.stack([_at(unit(0), 0.1, 5), _at(unit(0), 0.95, 6)])
-        probes = rig.pipeline.probes
-        assert wait_for(lambda: rig.pipeline.probes >= probes + 5)
+        probes = rig.embedder.probes
+        assert wait_for(lambda: rig.embedder.probes >= probes + 5)
         rig.frames.clear()
-    assert rig.pipeline.escalations == escalations
+    assert rig.embedder.escalations == escalations
     denials = [e for e in rig.sink.of_kind("access") if e["decision"] == "denied" and e["modality"] == "face"]
     assert denials, "the clear stranger was not denied on its fast embedding"
 
@@ -363,7 +379,7 @@ def test_without_escalation_every_frame_gets_the_accurate_embedding() -> None:
         rig.frames.append(np.stack([_at(unit(0), 0.1, 7), _at(unit(0), 0.9, 8)]))
         assert wait_for(lambda: rig.grants("face") >= 1)
         rig.frames.clear()
-    assert rig.pipeline.probes == 0
+    assert rig.embedder.probes == 0
 
 
 def test_each_frame_is_searched_once_on_the_camera_thread() -> None:
@@ -373,30 +389,41 @@ def test_each_frame_is_searched_once_on_the_camera_thread() -> None:
     rig = Rig()
     with rig.runner(escalation=FaceEscalation(centre=0.6, band=0.02)):
         rig.frames.append(np.stack([_at(unit(0), 0.9, 11), _at(unit(0), 0.1, 12)]))
-        assert wait_for(lambda: rig.grants("face") >= 1 and rig.pipeline.probes >= 5)
+        assert wait_for(lambda: rig.grants("face") >= 1 and rig.embedder.probes >= 5)
         rig.frames.clear()
-    assert rig.pipeline.escalations == 0
-    assert rig.gallery.searches == rig.pipeline.probes
+    assert rig.embedder.escalations == 0
+    assert rig.gallery.searches == rig.embedder.probes
+
+
+POINTS = (468, 3)  # FaceMesh landmarks
+
+
+def live_frame(embedding: Embedding, score: float, points: np.ndarray | None = None) -> Frame:
+    """A 'frame' for ``LivePipeline``: the embedding, the live score and the landmarks (NaN: none)."""
+    marks = np.full(POINTS, np.nan) if points is None else points
+    return np.concatenate([embedding, [score], marks.ravel()]).astype(np.float32)
 
 
 class LivePipeline:
-    """A pipeline double for liveness: the 'frame' is (embedding, live score, landmarks or None)."""
+    """A pipeline double for liveness: the 'frame' packs an embedding, a live score and landmarks."""
 
     want_points = False
 
     def __init__(self, threshold: float = 0.1) -> None:
         self.threshold = threshold
 
-    def process(self, frame: tuple[np.ndarray, float, object], rule: str = "gate") -> Observation:
+    def process(self, frame: Frame, rule: Rule = "gate") -> Observation:
         return self.probe(frame, rule)
 
     def probe(
-        self, frame: tuple[np.ndarray, float, object], rule: str = "gate", uncertain: object = None
+        self, frame: Frame, rule: Rule = "gate", uncertain: Callable[[Embedding], bool] | None = None
     ) -> Observation:
-        embedding, score, points = frame
+        packed = np.asarray(frame, dtype=np.float32)
+        embedding, score, marks = packed[:128], float(packed[128]), packed[129:].reshape(POINTS)
+        points = None if np.isnan(marks).all() or not self.want_points else marks
         if score < self.threshold:  # as FacePipeline: an attack is never embedded
             return Observation(embedding[:0], attack=True, live_score=score)
-        return Observation(embedding, live_score=score, points=points if self.want_points else None)
+        return Observation(embedding, live_score=score, points=points)
 
 
 def test_a_photo_at_the_camera_is_refused_once_and_never_searched() -> None:
@@ -405,16 +432,16 @@ def test_a_photo_at_the_camera_is_refused_once_and_never_searched() -> None:
     gallery for it and never opens the door; then Alice herself stands there after a pause and is
     let in."""
     rig = Rig()
-    rig.pipeline = LivePipeline()  # type: ignore[assignment]
+    rig.pipeline = LivePipeline()
     with rig.runner(liveness=LivenessPolicy(threshold=0.1, gap_s=0.3)):
         assert wait_for(lambda: rig.core.devices.get("camera") == "up")
-        rig.frames.append((near(unit(0), 1), 0.01, None))  # type: ignore[arg-type]
+        rig.frames.append(live_frame(near(unit(0), 1), 0.01))
         assert wait_for(lambda: len(rig.sink.of_kind("access")) >= 1)
         time.sleep(0.3)  # many more frames of the same photo
         rig.frames.clear()
         time.sleep(0.5)  # the photo is taken away: the track ends
         assert rig.gallery.searches == 0
-        rig.frames.append((near(unit(0), 2), 0.97, None))  # type: ignore[arg-type]
+        rig.frames.append(live_frame(near(unit(0), 2), 0.97))
         assert wait_for(lambda: rig.grants("face") >= 1)
         rig.frames.clear()
     refusals = [e for e in rig.sink.of_kind("access") if e["decision"] == "denied"]
@@ -433,16 +460,16 @@ def test_challenge_mode_lets_a_face_in_only_after_it_blinks(monkeypatch: pytest.
     monkeypatch.setattr(face_step_module, "draw", lambda: Challenge.BLINK)
     prompts: list[str] = []
     rig = Rig()
-    rig.pipeline = LivePipeline()  # type: ignore[assignment]
+    rig.pipeline = LivePipeline()
     policy = LivenessPolicy(threshold=0.1, challenge=True)
     with rig.runner(liveness=policy, prompt=prompts.append):
         assert rig.pipeline.want_points  # the runner asked the pipeline for landmarks
-        rig.frames.append((near(unit(0), 1), 0.97, face_points(0.3)))  # type: ignore[arg-type]
+        rig.frames.append(live_frame(near(unit(0), 1), 0.97, face_points(0.3)))
         assert wait_for(lambda: prompts == ["please blink"])
         time.sleep(0.4)
         assert rig.grants("face") == 0
-        rig.frames[0] = (near(unit(0), 1), 0.97, face_points(0.05))  # type: ignore[call-overload]
+        rig.frames[0] = live_frame(near(unit(0), 1), 0.97, face_points(0.05))
         time.sleep(0.1)
-        rig.frames[0] = (near(unit(0), 1), 0.97, face_points(0.3))  # type: ignore[call-overload]
+        rig.frames[0] = live_frame(near(unit(0), 1), 0.97, face_points(0.3))
         assert wait_for(lambda: rig.grants("face") >= 1)
         rig.frames.clear()

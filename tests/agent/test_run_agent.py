@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.agent.wiring import Wired, run_agent
+from edge.agent.wired import Wired
+from edge.agent.wiring import run_agent
 from edge.config.load import load_profile, shipped_profiles
 from edge.config.schema import AgentConfig
 from edge.door import DoorController, SimLines

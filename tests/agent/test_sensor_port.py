@@ -267,12 +267,12 @@ def test_gpiod_touch_line_waits_for_the_level_with_the_familys_polarity(monkeypa
 
     request = Request([25], [[Event(25, 1, 1)], [Event(25, 2, 2)]], {})
     line, made = install(monkeypatch, request)
-    request.values = {25: line.Value.INACTIVE}  # type: ignore[attr-defined]
+    request.values = {25: line.Value.INACTIVE}
     touch = GpiodTouchLine("/dev/gpiochip0", 25, active_low=True)
-    want = {"edge_detection": line.Edge.BOTH, "bias": line.Bias.PULL_UP, "active_low": True}  # type: ignore[attr-defined]
+    want = {"edge_detection": line.Edge.BOTH, "bias": line.Bias.PULL_UP, "active_low": True}
     assert made["config"] == {25: want}
     assert touch.wait(0.1) is False  # an edge came, but the line is back to idle
-    request.values[25] = line.Value.ACTIVE  # type: ignore[attr-defined]
+    request.values[25] = line.Value.ACTIVE
     assert touch.wait(0.1) is True
     touch.close()
     assert request.released

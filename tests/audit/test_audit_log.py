@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import pytest
@@ -91,7 +92,7 @@ def test_an_appended_record_without_the_device_key_is_found(tmp_path: Path, key:
     log.close()
     from edge.audit.log import record_hash
 
-    def append_forged(doc: dict) -> None:
+    def append_forged(doc: dict[str, Any]) -> None:
         prev = doc["records"][-1][4]
         details = {"subject": "p-999"}
         digest = record_hash(prev, 6, 2.0, "enrolment", cbor2.dumps(details, canonical=True))
@@ -165,7 +166,7 @@ def test_details_outside_the_allow_list_are_refused_and_nothing_is_written(
 def test_every_kind_the_product_writes_is_allowed(tmp_path: Path, key: SigningKey) -> None:
     """The record shapes written by the ledger, the enforcer, the guard, enrolment and provisioning."""
     log = AuditLog.open(tmp_path / "audit.sqlite3", key)
-    samples = {
+    samples: dict[str, dict[str, object]] = {
         "consent_applied": {
             "version": 2,
             "previous_version": 1,

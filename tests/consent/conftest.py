@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from consent_helpers import Device, make_authority, make_device
 
 from edge.consent.authority import Authority
+from tests.consent.consent_helpers import Device, make_authority, make_device
 
 
 @pytest.fixture

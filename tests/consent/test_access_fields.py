@@ -3,18 +3,20 @@ zone, and the panel number sealed so only the site's gates read it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import cbor2
 import pytest
-from consent_helpers import PURPOSE, T0, Device, entry
 
 from edge.consent.authority import Authority, RosterError
 from edge.consent.ledger import ListRejected
 from edge.consent.listformat import ConsentList, ListFormatError, Window, decode_body, encode_body
 from edge.credentials.panel_number import PanelNumberError, open_panel_number, seal_panel_number
+from tests.consent.consent_helpers import PURPOSE, T0, Device, entry
 
 KEY = bytes(range(32))
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -48,7 +50,7 @@ def test_schedules_and_the_time_zone_round_trip_and_bad_ones_are_named() -> None
     assert decoded.entries == (e,)
     assert decoded.timezone == "Asia/Shanghai"
     body = cbor2.loads(encode_body(lst))
-    for mutate, reason in (
+    mutations: tuple[tuple[Callable[[Any], object], str], ...] = (
         (lambda b: b["entries"][0]["schedule"][0].update({"from": 600, "to": 600}), "start before it ends"),
         (lambda b: b["entries"][0]["schedule"][0].update(to=1441), "start before it ends"),
         (lambda b: b["entries"][0]["schedule"][0].update(days=[7]), "weekdays"),
@@ -56,7 +58,8 @@ def test_schedules_and_the_time_zone_round_trip_and_bad_ones_are_named() -> None
         (lambda b: b["entries"][0].update(schedule=[]), "1 to 32"),
         (lambda b: b["entries"][0].update(panel=b"short"), "sealed panel number"),
         (lambda b: b.update(timezone="../../etc/passwd"), "IANA"),
-    ):
+    )
+    for mutate, reason in mutations:
         copy = cbor2.loads(cbor2.dumps(body))
         mutate(copy)
         with pytest.raises(ListFormatError, match=reason):

@@ -5,13 +5,12 @@ issue time makes biometrics fail closed and deletes nothing, instead of purging 
 
 from __future__ import annotations
 
-from consent_helpers import PURPOSE, T0, Device, entry
-
 from edge.consent.authority import Authority
 from edge.consent.enforce import Enforcer
 from edge.consent.teststores import MemoryStore
 from edge.events.sink import MemorySink
 from provisioning import checks
+from tests.consent.consent_helpers import PURPOSE, T0, Device, entry
 
 HOUR = 3600.0
 

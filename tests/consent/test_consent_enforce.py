@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import cbor2
 import pytest
-from consent_helpers import PURPOSE, T0, Device, entry
 from nacl.signing import SigningKey
 
 from edge.consent.authority import Authority
@@ -13,11 +14,18 @@ from edge.consent.teststores import MemoryStore, SqliteStore
 from edge.crypto.cose import sign1
 from edge.crypto.keys import key_id
 from edge.events.sink import MemorySink
+from edge.fingerprint.erasure import PendingErase
+from tests.consent.consent_helpers import PURPOSE, T0, Device, entry
 
 
 def _enforcer(device: Device, *stores: BiometricStore) -> tuple[Enforcer, MemorySink]:
     sink = MemorySink()
     return Enforcer(device.ledger, stores, sink, device.audit, purpose=PURPOSE), sink
+
+
+def report_erased(enforcer: Enforcer, at: float, erased: list[PendingErase]) -> None:
+    """The sensor thread's report that queued slots are erased: the receipts are signed then."""
+    enforcer.erased(erased, at)
 
 
 def test_both_test_stores_implement_the_protocol(tmp_path) -> None:
@@ -57,8 +65,8 @@ def test_withdrawal_purges_every_store_and_emits_a_receipt(authority: Authority,
         enforcer.apply(message, T0)
         for subject in ("p-001", "p-002"):
             for _ in range(3):
-                enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"x" * 64))
-            enforcer.enrol(subject, "fingerprint", T0, lambda s=subject: finger.add(s, b"y" * 64))
+                enforcer.enrol(subject, "face", T0, partial(face.add, subject, b"x" * 64))
+            enforcer.enrol(subject, "fingerprint", T0, partial(finger.add, subject, b"y" * 64))
         withdrawal, _ = authority.withdraw("p-001", now=T0 + 10, delta=True)
         enforcer.apply(withdrawal, T0 + 10)
         assert face.subjects() == {"p-002"}
@@ -130,9 +138,7 @@ def test_deletion_receipt_verifies_with_pycose(authority: Authority, device: Dev
 
     (The agent signs it through the event envelope; here it is signed directly with our codec.)
     """
-    from pycose.keys import OKPKey
-    from pycose.keys.curves import Ed25519
-    from pycose.messages import Sign1Message
+    from tests.pycose_reference import pycose_payload, pycose_verifies
 
     face = MemoryStore("gallery", "face")
     enforcer, sink = _enforcer(device, face)
@@ -147,18 +153,11 @@ def test_deletion_receipt_verifies_with_pycose(authority: Authority, device: Dev
     topic = b"sites/site-a/gates/gate-1/events"
     signed = sign1(device_key, key_id(device_key.verify_key), payload, topic)
 
-    decoded = Sign1Message.decode(signed)
-    decoded.external_aad = topic
-    decoded.key = OKPKey(crv=Ed25519, x=bytes(device_key.verify_key))
-    assert decoded.verify_signature()
-    assert cbor2.loads(decoded.payload) == body
+    public = bytes(device_key.verify_key)
+    assert cbor2.loads(pycose_payload(signed, public, topic)) == body
     # and a receipt altered after signing does not verify
     tampered = cbor2.dumps({**body, "consent_version": 1}, canonical=True)
-    forged = Sign1Message.decode(signed)
-    forged.payload = tampered
-    forged.external_aad = topic
-    forged.key = OKPKey(crv=Ed25519, x=bytes(device_key.verify_key))
-    assert not forged.verify_signature()
+    assert not pycose_verifies(signed, public, topic, payload=tampered)
 
 
 def test_a_list_applied_by_another_process_is_purged_for_even_if_the_next_delivery_is_rejected(
@@ -171,7 +170,7 @@ def test_a_list_applied_by_another_process_is_purged_for_even_if_the_next_delive
     v1, _ = authority.issue({s: entry(s) for s in ("p-001", "p-002")}, now=T0)
     enforcer.apply(v1, T0)
     for subject in ("p-001", "p-002"):
-        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+        enforcer.enrol(subject, "face", T0, partial(face.add, subject, b"t"))
     v2, _ = authority.withdraw("p-001", now=T0 + 1)
     other = ConsentLedger.open(device.state, device.ledger.site, grace_period_s=60)  # `edge consent apply`
     try:
@@ -232,9 +231,9 @@ def test_a_sensor_slot_is_receipted_only_once_the_sensor_has_erased_it(authority
         raise OSError("sensor unplugged")
 
     with pytest.raises(OSError):
-        queue.drain(unplugged, lambda done: enforcer.erased(done, T0 + 2))
+        queue.drain(unplugged, partial(report_erased, enforcer, T0 + 2))
     assert len(sink.of_kind("deletion_receipt")) == 1  # nothing erased, nothing claimed
-    assert queue.drain(lambda slot: None, lambda done: enforcer.erased(done, T0 + 3)) == 1
+    assert queue.drain(lambda slot: None, partial(report_erased, enforcer, T0 + 3)) == 1
     late = sink.of_kind("deletion_receipt")[-1]
     assert late["subject"] == "p-001"
     assert (late["deleted"], late["records"]) == (["fingerprint"], 1)
@@ -284,7 +283,7 @@ def test_a_gate_holds_and_matches_only_people_whose_scope_covers_it(authority: A
     message, _ = authority.issue(entries, now=T0)
     enforcer.apply(message, T0)
     for subject in ("p-001", "p-003", "p-004"):
-        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+        enforcer.enrol(subject, "face", T0, partial(face.add, subject, b"t"))
     with pytest.raises(EnrolmentRefused, match="no active consent"):
         enforcer.enrol("p-002", "face", T0, lambda: face.add("p-002", b"t"))
     assert face.subjects() == {"p-001", "p-003", "p-004"}
@@ -326,7 +325,7 @@ def test_moving_the_gate_to_another_zone_deletes_whom_the_new_zone_does_not_cove
     authority.set_gates([Gate(here, bytes(me), None, frozenset({"lobby"}))])
     enforcer.apply(authority.issue(entries, now=T0)[0], T0)
     for subject in ("p-001", "p-003"):
-        enforcer.enrol(subject, "face", T0, lambda s=subject: face.add(s, b"t"))
+        enforcer.enrol(subject, "face", T0, partial(face.add, subject, b"t"))
     authority.set_gates([Gate(here, bytes(me), None, frozenset({"car-park"}))])
     outcome = enforcer.apply(authority.issue(entries, now=T0 + 5)[0], T0 + 5)
     assert outcome.changed

@@ -9,13 +9,14 @@ SQLite or the kernel gives on ENOSPC/EROFS); damaged files are real files with b
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cbor2
 import numpy as np
 import pytest
-from consent_helpers import PURPOSE, SITE, T0, Device, entry
 
 from edge import state_faults
 from edge.audit.log import AuditLog
@@ -31,6 +32,7 @@ from edge.gallery.store import Gallery
 from edge.gallery.stores import FaceStore
 from edge.state_recovery import set_aside_files
 from edge.transport.outbox import Outbox
+from tests.consent.consent_helpers import PURPOSE, SITE, T0, Device, entry
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig(authority: Authority, device: Device) -> Rig:
+def rig(authority: Authority, device: Device) -> Iterator[Rig]:
     gallery = Gallery.open(device.state, create_key=True)
     outbox = Outbox(device.state.outbox_db)
     sink = OutboxSink(EventSigner(device.key, device_id(device.key.verify_key), outbox), outbox, SITE)
@@ -85,7 +87,7 @@ def rig(authority: Authority, device: Device) -> Rig:
     rng = np.random.default_rng(5)
     for subject in ("p-001", "p-002"):
         vec = rng.standard_normal(128).astype(np.float32)
-        enforcer.enrol(subject, "face", T0, lambda s=subject, v=vec: gallery.enrol(s, "face", templates=[v]))
+        enforcer.enrol(subject, "face", T0, partial(gallery.enrol, subject, "face", templates=[vec]))
     made = Rig(device, gallery, outbox, enforcer)
     yield made
     made.outbox.close()

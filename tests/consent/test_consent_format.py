@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cbor2
 import pytest
 from hypothesis import given, settings
@@ -53,7 +55,8 @@ def lists(draw: st.DrawFn) -> ConsentList:
     if len(digests) != len(set(digests)):
         items = [Entry(e.subject, e.purposes, e.modalities, e.granted_at, e.expires_at, e.status) for e in items]
     issued = draw(times)
-    kind = draw(st.sampled_from(["snapshot", "delta"]))
+    kinds: list[Literal["snapshot", "delta"]] = ["snapshot", "delta"]
+    kind = draw(st.sampled_from(kinds))
     version = draw(st.integers(2, 2**40))
     taken = {e.subject for e in items}
     return ConsentList(

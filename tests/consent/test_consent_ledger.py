@@ -6,7 +6,6 @@ import hashlib
 
 import cbor2
 import pytest
-from consent_helpers import PURPOSE, SITE, T0, Device, entry, provision
 from nacl.signing import SigningKey
 
 from edge.consent.authority import Authority
@@ -15,6 +14,7 @@ from edge.consent.listformat import ConsentList
 from edge.consent.signing import sign_list
 from edge.crypto.cose import sign1
 from edge.crypto.keys import key_id
+from tests.consent.consent_helpers import PURPOSE, SITE, T0, Device, entry, provision
 
 
 def _snapshot(auth: Authority, *subjects: str, now: float = T0) -> bytes:

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 import hypothesis.strategies as st
-from consent_helpers import PURPOSE, SITE, provision
 from hypothesis import HealthCheck, event, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from nacl.signing import SigningKey
@@ -25,6 +24,7 @@ from edge.consent.ledger import ConsentLedger, ListRejected
 from edge.consent.listformat import Entry
 from edge.consent.teststores import SqliteStore
 from edge.events.sink import MemorySink
+from tests.consent.consent_helpers import PURPOSE, SITE, provision
 
 SUBJECTS = ("s-0", "s-1", "s-2", "s-3")
 MODALITIES = ("face", "fingerprint")

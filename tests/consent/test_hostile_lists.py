@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from consent_helpers import SITE, T0, Device, entry
 
 from edge.audit.log import AuditLog
 from edge.cli.main import main as edge_main
@@ -24,6 +23,7 @@ from edge.consent.signing import MAX_VERSION_STEP, ListRejected, sign_list
 from edge.crypto.keys import generate_signing_key, load_signing_key
 from edge.state import StateDir
 from edge.testing.hostile import issue17_cycle_message
+from tests.consent.consent_helpers import SITE, T0, Device, entry
 
 
 def _rejections(audit: AuditLog) -> list[dict[str, object]]:
@@ -33,7 +33,7 @@ def _rejections(audit: AuditLog) -> list[dict[str, object]]:
 def test_the_cycle_message_as_a_file_is_a_one_line_rejection_and_audited(
     tmp_path: Path, authority: Authority, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from consent_helpers import provision
+    from tests.consent.consent_helpers import provision
 
     state: StateDir = provision(tmp_path / "dev", authority)
     generate_signing_key(state.identity_key)

@@ -187,6 +187,9 @@ class ScriptedSource:
         self.pulses = [p for p in self.pulses if p not in due]
         return due
 
+    def levels(self) -> tuple[bool, bool]:
+        return True, True  # both lines idle high: wired right
+
     def close(self) -> None:
         self.closed = True
 
@@ -273,13 +276,13 @@ def test_gpiod_source_maps_lines_marks_lost_events_and_reads_levels(monkeypatch:
     batches = [[Event(23, 1000, 1), Event(22, 3000, 2)], [Event(23, 9000, 5)]]
     request = Request([22, 23], batches, {})
     line, made = install(monkeypatch, request)
-    request.values = {22: line.Value.ACTIVE, 23: line.Value.INACTIVE}  # type: ignore[attr-defined]
+    request.values = {22: line.Value.ACTIVE, 23: line.Value.INACTIVE}
     from edge.credentials.wiegand_reader import GpiodEdgeSource
 
     source = GpiodEdgeSource("/dev/gpiochip0", 22, 23)
     assert made["chip"] == "/dev/gpiochip0"
     assert made["event_buffer_size"] == 256
-    assert made["config"] == {(22, 23): {"edge_detection": line.Edge.FALLING, "bias": line.Bias.PULL_UP}}  # type: ignore[attr-defined]
+    assert made["config"] == {(22, 23): {"edge_detection": line.Edge.FALLING, "bias": line.Bias.PULL_UP}}
     assert source.wait(0.1) == [Pulse(1, 1000), Pulse(0, 3000)]
     assert source.wait(0.1) == [LOST, Pulse(1, 9000)]  # seqno 3 and 4 were overwritten in the kernel
     assert source.wait(0.1) == []

@@ -122,15 +122,16 @@ def test_the_detector_of_plaintext_embeddings_finds_one() -> None:
     assert _unit_vectors_at_any_offset(bytes(range(256)) * 4) == 0
 
 
-def test_edge_demo_with_three_gates_and_every_byte_on_the_wire(tmp_path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_edge_demo_with_three_gates_and_every_byte_on_the_wire(tmp_path, mosquitto) -> None:
     """`edge demo --gates 3` on a broker this test watches: enrol once at gate 1 (faces and fingers),
     matched at the others in scope, refused out of scope (card still works), a withdrawal with a
     receipt from every gate confirmed by `edge-site consent status`. A subscriber on `#` records every byte the broker
     carried: no embedding-like float vector appears at any offset in any message."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     captured: list[bytes] = []
-    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="wire-spy", protocol=mqtt.MQTTv5)
+    spy = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="wire-spy", protocol=mqtt.MQTTv5)
     spy.on_message = lambda _c, _u, m: captured.append(bytes(m.payload))
     spy.connect("127.0.0.1", mosquitto.port)
     spy.subscribe("#", qos=1)

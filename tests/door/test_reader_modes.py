@@ -24,7 +24,7 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-def bus():  # type: ignore[no-untyped-def]
+def bus():
     pytest.importorskip("osdp_sys", reason="libosdp is not installed (pip install 'gate-edge[osdp]')")
     with PtyBus() as pty_bus:
         yield pty_bus

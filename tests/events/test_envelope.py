@@ -17,21 +17,9 @@ from edge.events.envelope import (
 )
 from edge.events.guard import EgressRefused
 from edge.transport import topics
+from tests.pycose_reference import pycose_payload
 
 ACCESS = {"decision": "granted", "modality": "face", "subject": "p-0001", "reason": "match"}
-
-
-def pycose_payload(message: bytes, public: bytes, topic: str) -> bytes:
-    """Verify with pycose (an independent COSE implementation) and return the payload."""
-    from pycose.keys import OKPKey
-    from pycose.keys.curves import Ed25519
-    from pycose.messages import Sign1Message
-
-    msg = Sign1Message.decode(message)
-    msg.external_aad = topic.encode()
-    msg.key = OKPKey(crv=Ed25519, x=public)
-    assert msg.verify_signature()
-    return bytes(msg.payload)
 
 
 def make_signer(seq_start: int = 0) -> tuple[EventSigner, SigningKey]:
@@ -43,7 +31,7 @@ def test_pycose_verifies_an_event_and_the_claims_decode() -> None:
     signer, key = make_signer()
     topic = topics.for_event("hq", signer.device_id, "access")
     message = signer.sign(topic, "access", ACCESS)
-    payload = pycose_payload(message, bytes(key.verify_key), topic)
+    payload = pycose_payload(message, bytes(key.verify_key), topic.encode())
     claims = decode_payload(payload)
     assert claims.iss == signer.device_id
     assert claims.iat == 1_700_000_000
@@ -61,7 +49,7 @@ def test_pycose_refuses_the_event_under_another_topic() -> None:
     topic = topics.for_event("hq", signer.device_id, "access")
     message = signer.sign(topic, "access", ACCESS)
     with pytest.raises(AssertionError):
-        pycose_payload(message, bytes(key.verify_key), topic.replace("/access", "/health"))
+        pycose_payload(message, bytes(key.verify_key), topic.replace("/access", "/health").encode())
 
 
 def test_sequence_numbers_increase_and_cti_is_unique() -> None:

@@ -16,7 +16,7 @@ from edge.events.kinds import Access
 from edge.events.schema import EVENT_KINDS
 from edge.modality import Modality
 
-ACCESS = {"decision": "denied", "modality": "fingerprint", "subject": None, "reason": "no_match"}
+ACCESS: dict[str, object] = {"decision": "denied", "modality": "fingerprint", "subject": None, "reason": "no_match"}
 
 
 class ListAudit:
@@ -92,7 +92,7 @@ def test_a_field_name_carrying_data_is_withheld_from_logs_and_audit() -> None:
 
 
 def test_good_bodies_pass_for_every_kind() -> None:
-    good = {
+    good: dict[str, dict[str, object]] = {
         "access": ACCESS,
         "enrolment": {"subject": "p-7", "modality": "face", "result": "enrolled", "consent_version": 4},
         "deletion_receipt": {
@@ -183,10 +183,10 @@ def test_an_emitted_event_passes_the_guard_once(tmp_path: Path, monkeypatch: pyt
     from edge.crypto.keys import device_id
     from edge.events.envelope import EventSigner
     from edge.events.outbox_sink import OutboxSink
+    from edge.events.schema import validate as real
     from edge.transport.outbox import Outbox
 
     calls: list[str] = []
-    real = guard.validate
 
     def counting(kind: str, body: object) -> dict[str, object]:
         calls.append(kind)

@@ -31,7 +31,7 @@ def unit() -> Callable[..., np.ndarray]:
 
     def make(n: int, dim: int = 128) -> np.ndarray:
         x = rng.standard_normal((n, dim)).astype(np.float32)
-        return x / np.linalg.norm(x, axis=1, keepdims=True)
+        return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
 
     return make
 
@@ -44,7 +44,7 @@ def lfw_module() -> ModuleType:
 
 
 @pytest.fixture(scope="session")
-def lfw_embeddings(lfw_dev: Path) -> tuple[ModuleType, list, dict[str, np.ndarray]]:
+def lfw_embeddings(lfw_dev: Path) -> tuple[ModuleType, list[object], dict[str, np.ndarray]]:
     """(helper module, pairs, {image: L2-normalised dlib descriptor}) for a balanced subset."""
     mod = lfw_module()
     pairs = mod.read_pairs(lfw_dev, LFW_TEST_PAIRS)

@@ -177,6 +177,7 @@ def test_sq8_levels_rebuild_rows_to_float32_rounding_and_refuse_longer_rows(unit
     x[0, 5] = 1.0  # a component at the limit: c1 = 127 exactly
     x[1] = -x[0]
     b.add(x)
+    assert isinstance(b, backends.FaissSQ8Backend)
     fine = b._fine.vectors().reshape(400, 3, 128)
     assert fine.dtype == np.int8
     assert int(np.abs(fine.astype(np.int16)).max()) <= 127  # -128 never used: levels are symmetric

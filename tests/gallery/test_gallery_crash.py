@@ -52,7 +52,7 @@ CHILD = textwrap.dedent(
 
 def vectors(i: int) -> np.ndarray:
     x = np.random.default_rng(i).standard_normal((TEMPLATES, 128)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
 
 
 def run_and_kill(mode: str, state: StateDir, start: int, stop: int, acks_before_kill: int) -> list[int]:

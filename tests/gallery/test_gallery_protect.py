@@ -35,7 +35,7 @@ def test_protector_is_orthogonal_deterministic_and_key_dependent():
 
 def test_sealed_template_round_trip_and_tamper_detection():
     key = GalleryKey(b"k" * 32)
-    v = np.arange(128, dtype=np.float32) / 100
+    v = np.asarray(np.arange(128) / 100, dtype=np.float32)
     box = seal_template(key, "subject-1", v)
     assert seal_template(key, "subject-1", v) != box  # fresh nonce every time
     subject, back = open_template(key, box)

@@ -209,7 +209,7 @@ def test_deleting_one_modality_keeps_the_other_across_a_reopen(state, unit):
         assert g.subject_for_slot(5) is None
         assert len(g) == 1
         with pytest.raises(ValueError, match="unknown modality"):
-            g.delete_subject("t", "iris")  # type: ignore[arg-type]
+            g.delete_subject("t", "iris")
     with Gallery.open(state) as g:
         assert g.subjects() == {"t"}
 

@@ -11,6 +11,7 @@ from edge.errors import ModelError
 from edge.models.convert import to_tflite
 from edge.models.dlib_format import parse_resnet
 from edge.models.reference import forward, normalise_chip
+from tests.images import read_bgr
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def dlib_bytes() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def layers(dlib_bytes: bytes):  # type: ignore[no-untyped-def]
+def layers(dlib_bytes: bytes):
     return parse_resnet(dlib_bytes)
 
 
@@ -35,7 +36,7 @@ def dlib_chips(lfw_images: list[Path]) -> list[np.ndarray]:
     peer = DlibPeer()
     chips = []
     for path in lfw_images:
-        rgb = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+        rgb = np.ascontiguousarray(read_bgr(path)[:, :, ::-1])
         rect = peer.detect(rgb)[0]
         chips.append(peer.chip(rgb, peer.landmarks(rgb, rect)))
     return chips
@@ -51,7 +52,7 @@ def _run(model: bytes, chip: np.ndarray, means: tuple[float, float, float]) -> n
     return np.array(it.get_tensor(it.get_output_details()[0]["index"])[0])
 
 
-def test_reader_finds_every_layer_of_the_published_architecture(layers) -> None:  # type: ignore[no-untyped-def]
+def test_reader_finds_every_layer_of_the_published_architecture(layers) -> None:
     kinds = [layer.kind for layer in layers]
     assert kinds[0] == "input"
     assert kinds.count("con") == 29  # 1 stem + 14 residual blocks x 2
@@ -77,7 +78,7 @@ def test_file_of_another_network_is_refused(dlib_bytes: bytes) -> None:
         parse_resnet(dlib_bytes + b"\x01\x02")
 
 
-def test_float32_matches_dlib_descriptor_within_1e_5(layers, dlib_chips) -> None:  # type: ignore[no-untyped-def]
+def test_float32_matches_dlib_descriptor_within_1e_5(layers, dlib_chips) -> None:
     import face_recognition_models as frm
 
     import dlib
@@ -92,7 +93,7 @@ def test_float32_matches_dlib_descriptor_within_1e_5(layers, dlib_chips) -> None
         assert np.abs(ours - theirs).max() <= 1e-5
 
 
-def test_int8_cosine_to_float_reference_at_least_0_999(layers, dlib_chips) -> None:  # type: ignore[no-untyped-def]
+def test_int8_cosine_to_float_reference_at_least_0_999(layers, dlib_chips) -> None:
     model = to_tflite(layers, "int8")
     assert len(model) < len(to_tflite(layers, "float32")) / 3  # weights really are int8
     for chip in dlib_chips:
@@ -102,7 +103,7 @@ def test_int8_cosine_to_float_reference_at_least_0_999(layers, dlib_chips) -> No
         assert cos >= 0.999
 
 
-def test_conversion_is_deterministic(layers, models_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_conversion_is_deterministic(layers, models_dir: Path) -> None:
     import hashlib
 
     from edge.models.bundle import KNOWN_SHA256

@@ -50,7 +50,7 @@ def test_summary_uses_thresholds_from_the_other_folds() -> None:
     assert out["pairs_without_face"] == 0
 
 
-def test_evaluate_command_on_a_small_real_subset(models_dir: Path, lfw_dev: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_evaluate_command_on_a_small_real_subset(models_dir: Path, lfw_dev: Path, capsys) -> None:
     from edge.cli.main import main
 
     code = main(

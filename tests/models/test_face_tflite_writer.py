@@ -7,7 +7,7 @@ import numpy as np
 from edge.models import tflite_writer as tw
 
 
-def _interpreter(model: bytes):  # type: ignore[no-untyped-def]
+def _interpreter(model: bytes):
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_content=model, num_threads=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -101,7 +102,8 @@ def test_a_changed_byte_of_the_committed_weights_is_refused(tmp_path: Path, monk
 @pytest.mark.parametrize("stem", STEMS)
 def test_tflite_matches_the_numpy_reference(stem: str, nets: dict[str, minifasnet.Network], tmp_path: Path) -> None:
     net = nets[stem]
-    for variant, logit_tol, prob_tol in (("float32", 1e-3, 1e-4), ("int8", 0.35, 0.06)):
+    cases: tuple[tuple[Literal["float32", "int8"], float, float], ...] = (("float32", 1e-3, 1e-4), ("int8", 0.35, 0.06))
+    for variant, logit_tol, prob_tol in cases:
         path = tmp_path / f"{stem}_{variant}.tflite"
         path.write_bytes(minifasnet.to_tflite(net, variant))
         interpreter = load_interpreter(path, 1)

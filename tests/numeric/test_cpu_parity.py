@@ -18,6 +18,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,7 +48,7 @@ ARM_VARIANTS = {
 VARIANTS = X86_VARIANTS if X86 else ARM_VARIANTS
 
 
-def _run(env: dict[str, str], *args: str) -> dict:
+def _run(env: dict[str, str], *args: str) -> dict[str, Any]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("NPY_", "OPENBLAS_", "FAISS_"))}
     out = subprocess.run(
         [sys.executable, "-m", "edge.testing.parity", "exact", *args],
@@ -58,7 +59,8 @@ def _run(env: dict[str, str], *args: str) -> dict:
         timeout=300,
         check=True,
     )
-    return json.loads(out.stdout)
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
 
 
 @pytest.mark.slow

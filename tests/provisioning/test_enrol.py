@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.agent.ports import Embedding, Frame, Rule
 from edge.errors import ConsentError, EdgeError, HardwareError
 from edge.events.sink import MemorySink
-from provisioning.enrol import enrol_face, enrol_finger
+from provisioning.enrol import EnrolReport, enrol_face, enrol_finger
 from tests.agent.doubles import MemoryConsent, MemoryEnforcer, Observation, Quality, near, unit
 from tests.provisioning.conftest import Run
 
@@ -28,11 +29,19 @@ class Enrolled:
 class EnrolGallery:
     """Gallery double: stores what it is given; flags a face close to an existing subject."""
 
-    faces: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    faces: dict[str, list[Embedding]] = field(default_factory=dict)
     slots: dict[int, str] = field(default_factory=dict)
     fail: bool = False
 
-    def enrol(self, subject, modality, *, templates=None, sensor_slot=None, model_id=None):  # type: ignore[no-untyped-def]
+    def enrol(
+        self,
+        subject: str,
+        modality: str,
+        *,
+        templates: Sequence[Embedding] = (),
+        sensor_slot: int | None = None,
+        model_id: str = "",
+    ) -> Enrolled:
         if self.fail:
             raise OSError("disk full")
         if modality == "face":
@@ -41,54 +50,79 @@ class EnrolGallery:
             )
             self.faces[subject] = list(templates)
             return Enrolled(duplicate)
+        assert sensor_slot is not None
         self.slots[sensor_slot] = subject
         return Enrolled()
 
 
-class Camera:
-    def __init__(self, frames: Iterator[Observation | str]) -> None:
-        self.frames = frames
+#: What the camera sees, shot by shot: what the pipeline makes of the frame (None: no face in it).
+Shots = Iterator[Observation | None]
 
-    def read(self) -> object:
-        return next(self.frames, "end")
+
+class Scene:
+    """A camera and a pipeline over the same shots: the camera's frame numbers the shot, and the
+    pipeline returns that shot's observation. After the last shot every frame holds no face."""
+
+    def __init__(self, shots: Callable[[], Shots]) -> None:
+        self.make = shots
+        self.shots = shots()
+        self.shown: list[Observation | None] = []
+        self.want_points = False
+
+    def camera(self) -> Scene:
+        """The camera opened again (the next enrolment): the shots from the first."""
+        self.shots, self.shown = self.make(), []
+        return self
+
+    def read(self) -> Frame:
+        self.shown.append(next(self.shots, None))
+        return np.array([len(self.shown) - 1])
 
     def close(self) -> None:
         pass
 
-
-class Pipeline:
-    """The 'frame' is the observation the pipeline would produce (or None for no face)."""
-
-    def process(self, frame: object, rule: str = "gate") -> Observation | None:
+    def process(self, frame: Frame, rule: Rule = "gate") -> Observation | None:
         # the pipeline knows "gate" and "center"; enrolment asked for "enrol", which the pipeline
         # silently took as "gate" (found when the port's rule became a Literal): it says "gate" now
         assert rule == "gate"
-        if isinstance(frame, str):
-            return None
-        return frame  # type: ignore[return-value]
+        return self.shown[int(frame[0])]
+
+    def probe(
+        self, frame: Frame, rule: Rule = "gate", uncertain: Callable[[Embedding], bool] | None = None
+    ) -> Observation | None:
+        return self.process(frame, rule)
 
 
-def face_frames() -> Iterator[Observation | str]:
-    yield "no face in this frame"
+def face_frames() -> Shots:
+    yield None
     yield Observation(unit(0), Quality(False, ("blur",)))
     yield Observation(unit(0), Quality(False, ("blur",)))
     for i in range(10):
         yield Observation(near(unit(0), i))
 
 
-def run_face(consent: MemoryConsent | MemoryEnforcer, gallery: EnrolGallery, sink: MemorySink, **kw: object) -> object:
+def run_face(
+    consent: MemoryConsent | MemoryEnforcer,
+    gallery: EnrolGallery,
+    sink: MemorySink,
+    *,
+    frames: Shots | None = None,
+    timeout_s: float = 5.0,
+    challenge: bool = False,
+) -> tuple[EnrolReport, list[str]]:
     messages: list[str] = []
+    scene = Scene((lambda: frames) if frames is not None else face_frames)
     report = enrol_face(
         SUBJECT,
         enforcer=consent if isinstance(consent, MemoryEnforcer) else MemoryEnforcer(consent),
-        camera=Camera(kw.pop("frames", face_frames())),  # type: ignore[arg-type]
-        pipeline=Pipeline(),
+        camera=scene,
+        pipeline=scene,
         gallery=gallery,
         model_id="dlib-resnet-v1-float32",
         sink=sink,
         feedback=messages.append,
-        timeout_s=kw.pop("timeout_s", 5.0),  # type: ignore[arg-type]
-        **kw,  # type: ignore[arg-type]
+        timeout_s=timeout_s,
+        challenge=challenge,
     )
     return report, messages
 
@@ -98,7 +132,7 @@ def test_face_enrolment_without_consent_is_refused_before_any_capture() -> None:
     consent = MemoryConsent(consents={(SUBJECT, "fingerprint")})
     read: list[int] = []
 
-    def frames() -> Iterator[None]:
+    def frames() -> Shots:
         read.append(1)
         yield None
 
@@ -113,8 +147,8 @@ def test_face_enrolment_guides_and_stores_only_good_frames() -> None:
     gallery, sink = EnrolGallery(), MemorySink()
     consent = MemoryConsent(consents={(SUBJECT, "face")})
     report, messages = run_face(consent, gallery, sink)
-    assert report.stored == 5  # type: ignore[attr-defined]
-    assert report.rejected == {"no_face": 1, "blur": 2}  # type: ignore[attr-defined]
+    assert report.stored == 5
+    assert report.rejected == {"no_face": 1, "blur": 2}
     assert messages[:3] == ["no face: look at the camera", "adjust: blur", "captured 1/5"]
     assert messages[-1] == "captured 5/5"
     assert len(gallery.faces[SUBJECT]) == 5
@@ -124,7 +158,7 @@ def test_face_enrolment_guides_and_stores_only_good_frames() -> None:
 def test_face_matching_another_subject_is_flagged() -> None:
     gallery, sink = EnrolGallery(faces={"s-other": [unit(0)]}), MemorySink()
     report, _ = run_face(MemoryConsent(consents={(SUBJECT, "face")}), gallery, sink)
-    assert report.duplicate_of == "s-other"  # type: ignore[attr-defined]
+    assert report.duplicate_of == "s-other"
     assert sink.events[-1][1]["reason"] == "possible_duplicate"
 
 
@@ -132,7 +166,7 @@ def test_consent_withdrawn_during_capture_stores_nothing() -> None:
     gallery, sink = EnrolGallery(), MemorySink()
     consent = MemoryConsent(consents={(SUBJECT, "face")})
 
-    def frames() -> Iterator[Observation]:
+    def frames() -> Shots:
         for i in itertools.count():
             if i == 3:
                 consent.consents.clear()  # the withdrawal arrives mid-capture
@@ -226,12 +260,13 @@ def test_enrol_command_reports_counts_never_templates(provision: Run, monkeypatc
     assert unwired.err.count("\n") == 1
 
     gallery = EnrolGallery()
+    scene = Scene(face_frames)
     ports = EnrolPorts(
         enforcer=MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")})),
         gallery=gallery,
         sink=MemorySink(),
-        camera=lambda: Camera(face_frames()),  # type: ignore[arg-type,return-value]
-        pipeline=Pipeline(),
+        camera=scene.camera,
+        pipeline=scene,
         model_id="m1",
     )
     monkeypatch.setattr("provisioning.hooks.enrol_ports", lambda state, modality=None: ports)
@@ -290,7 +325,11 @@ def test_a_presentation_attack_refuses_the_enrolment_and_keeps_no_frame() -> Non
     faces = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}))
     gallery, sink = EnrolGallery(), MemorySink()
     frames = iter(
-        [Observation(near(unit(0), 1)), Observation(near(unit(0), 2)), Observation(np.zeros(0), attack=True)]
+        [
+            Observation(near(unit(0), 1)),
+            Observation(near(unit(0), 2)),
+            Observation(np.zeros(0, np.float32), attack=True),
+        ]
         + [Observation(near(unit(0), i)) for i in range(3, 10)]
     )
     with pytest.raises(HardwareError, match="photo or a screen"):
@@ -326,17 +365,20 @@ def test_challenge_enrolment_keeps_frames_only_after_a_blink(monkeypatch: pytest
     from tests.vision.test_liveness_tracker import face_points
 
     monkeypatch.setattr(challenge, "draw", lambda: challenge.Challenge.BLINK)
-    blink = [Observation(near(unit(0), i), points=face_points(o)) for i, o in enumerate([0.3, 0.3, 0.05, 0.3])]
+    blink = [
+        Observation(near(unit(0), i), points=face_points(o).astype(np.float32))
+        for i, o in enumerate([0.3, 0.3, 0.05, 0.3])
+    ]
     good = [Observation(near(unit(0), i)) for i in range(10, 20)]
     faces = MemoryEnforcer(MemoryConsent(consents={(SUBJECT, "face")}))
     gallery, sink = EnrolGallery(), MemorySink()
     report, messages = run_face(faces, gallery, sink, frames=iter(blink + good), challenge=True)
     assert messages[0] == "please blink"
     assert "liveness challenge passed" in messages
-    assert report.stored == 5  # type: ignore[attr-defined]
+    assert report.stored == 5
     assert all(np.array_equal(t, near(unit(0), i)) for t, i in zip(gallery.faces[SUBJECT], range(10, 15), strict=True))
 
-    still = itertools.repeat(Observation(near(unit(0), 1), points=face_points(0.3)))
+    still = itertools.repeat(Observation(near(unit(0), 1), points=face_points(0.3).astype(np.float32)))
     gallery = EnrolGallery()
     with pytest.raises(HardwareError, match="photo or a screen"):
         run_face(faces, gallery, MemorySink(), frames=still, challenge=True, timeout_s=0.5)

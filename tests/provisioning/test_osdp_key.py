@@ -100,7 +100,7 @@ def test_factory_reset_shreds_the_osdp_key(state_dir: Path) -> None:
     assert not state.osdp_scbk.exists()
 
 
-def door_opener(bus: PtyBus, key_file: Path, *, secure: bool = True):  # type: ignore[no-untyped-def]
+def door_opener(bus: PtyBus, key_file: Path, *, secure: bool = True):
     section = DoorSection(mode="osdp", port=bus.path, baud=115200, address=6, secure=secure)
     return lambda: open_configured_door(section, sim_profile(), scbk_path=key_file)
 
@@ -157,7 +157,7 @@ def test_the_tamper_line_shows_the_case_state(tmp_path: Path) -> None:
     lines = SimLines()
     closed: list[bool] = []
 
-    def opener():  # type: ignore[no-untyped-def]
+    def opener():
         return TamperSwitch(lines), lambda: closed.append(True)
 
     assert checks.tamper_check(opener).run(state).status == "pass"
@@ -183,7 +183,7 @@ def test_edge_provision_selftest_fails_clearly_on_a_wrong_key_and_passes_on_the_
     finally:
         panel.close()
     assert wrong.code == 3
-    found = {c["name"]: c for c in wrong.json()["checks"]}  # type: ignore[union-attr]
+    found = {c["name"]: c for c in wrong.json()["checks"]}
     assert found["osdp"]["status"] == "fail"
     assert "refuses the Secure Channel" in found["osdp"]["detail"]
     assert found["tamper"]["status"] == "pass"
@@ -194,4 +194,4 @@ def test_edge_provision_selftest_fails_clearly_on_a_wrong_key_and_passes_on_the_
     finally:
         panel.close()
     assert right.code == 0, right.out
-    assert right.json()["checks"][0]["status"] == "pass"  # type: ignore[index]
+    assert right.json()["checks"][0]["status"] == "pass"

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.agent.ports import Embedding, Frame, Rule
 from edge.errors import HardwareError, ModelError
 from edge.state import StateDir
 from provisioning import checks
@@ -81,14 +83,23 @@ class Frames:
 
 
 class MarkerPipeline:
-    def process(self, frame: np.ndarray, rule: str = "gate") -> Observation | None:
+    """Finds a face where the camera marked one (the first byte of the frame)."""
+
+    want_points = False
+
+    def process(self, frame: Frame, rule: Rule = "gate") -> Observation | None:
         return Observation(unit(0)) if frame[0, 0, 0] == 1 else None
+
+    def probe(
+        self, frame: Frame, rule: Rule = "gate", uncertain: Callable[[Embedding], bool] | None = None
+    ) -> Observation | None:
+        return self.process(frame, rule)
 
 
 def test_camera_check_reports_frames_exposure_and_face(state: StateDir) -> None:
     cameras: list[Frames] = []
 
-    def opener(level: int, face: bool, count: int = 50):  # type: ignore[no-untyped-def]
+    def opener(level: int, face: bool, count: int = 50):
         def open_camera() -> Frames:
             cameras.append(Frames(level, face, count))
             return cameras[-1]
@@ -149,14 +160,14 @@ def test_selftest_only_rejects_an_unknown_check(provision: Run) -> None:
     assert "camera" in result.err
     only = provision("selftest", "--only", "storage", "--json")
     assert only.code == 0
-    assert [c["name"] for c in only.json()["checks"]] == ["storage"]  # type: ignore[union-attr]
+    assert [c["name"] for c in only.json()["checks"]] == ["storage"]
 
 
 def test_selftest_without_trust_or_broker_fails_with_fixes(provision: Run) -> None:
     assert provision("init", "--site", "s").code == 0
     result = provision("selftest", "--json")
     assert result.code == 3
-    found = {c["name"]: c for c in result.json()["checks"]}  # type: ignore[union-attr]
+    found = {c["name"]: c for c in result.json()["checks"]}
     assert found["trust"]["fix"] == "edge-provision trust --consent-key FILE"
     assert found["broker"]["fix"] == "edge-provision broker --url URL"
 

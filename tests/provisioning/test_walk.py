@@ -137,7 +137,7 @@ def test_installer_walk_changes_exactly_what_each_step_says(
 
     # selftest: the checks that do not need devices pass against the real broker
     result = step("selftest", "--json")
-    checks = {c["name"]: c for c in result.json()["checks"]}  # type: ignore[union-attr]
+    checks = {c["name"]: c for c in result.json()["checks"]}
     for name in ("storage", "settings", "trust", "broker"):
         assert checks[name]["status"] == "pass", checks[name]
     assert checks["clock"]["status"] in ("pass", "fail", "unknown")
@@ -155,7 +155,7 @@ def test_installer_walk_changes_exactly_what_each_step_says(
     monkeypatch.setattr("provisioning.hooks.sensor_eraser", lambda state: library.erase)
     result = step("factory-reset", "--yes", "--json")
     assert result.code == 0, result.out + result.err
-    assert result.json()["erased"]["sensor library"] == "erased (12 templates)"  # type: ignore[index]
+    assert result.json()["erased"]["sensor library"] == "erased (12 templates)"
     assert library.templates == 0
     assert mode(state_dir) == 0o700
     assert sorted(p.name for p in state_dir.rglob("*")) == ["trust"]

@@ -117,7 +117,7 @@ def test_installer_walk_on_simulators(
 
     # selftest: every device check passes on the simulators
     result = provision("selftest", "--json")
-    checks = {c["name"]: c for c in result.json()["checks"]}  # type: ignore[union-attr]
+    checks = {c["name"]: c for c in result.json()["checks"]}
     for name in ("storage", "settings", "trust", "broker", "camera", "fingerprint", "models"):
         assert checks[name]["status"] == "pass", checks[name]
     assert "face detected" in checks["camera"]["detail"]
@@ -210,7 +210,7 @@ def test_installer_walk_on_simulators(
     # factory reset: the sensor's library is erased too, keys shredded, an empty 0700 dir left
     result = provision("factory-reset", "--yes", "--json")
     assert result.code == 0, result.out + result.err
-    assert result.json()["erased"]["sensor library"] == "erased (1 templates)"  # type: ignore[index]
+    assert result.json()["erased"]["sensor library"] == "erased (1 templates)"
     assert fpsim.control.status()["templates"] == 0
     assert mode(state_dir) == 0o700
     assert sorted(p.name for p in state_dir.rglob("*")) == ["trust"]

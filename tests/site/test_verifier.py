@@ -15,6 +15,7 @@ from edge.crypto.cose import sign1
 from edge.crypto.keys import device_id, key_id
 from edge.errors import StorageError
 from edge.events.envelope import EventSigner, MemorySeqStore
+from edge.events.guard import check
 from edge.site.registry import Registry
 from edge.site.verifier import Rejected, Verifier
 from edge.transport import topics
@@ -169,17 +170,18 @@ def test_an_absurd_sequence_jump_is_refused_and_the_device_goes_on(device: tuple
     signer, registry = device
     verifier = Verifier(registry)
     topic = topics.for_event("hq", signer.device_id, "access")
-    assert verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 5)).seq == 5
+    assert verifier.verify(topic, signer.sign_with_seq(topic, "access", check("access", ACCESS), 5)).seq == 5
     for absurd in (2**53 - 1, 5 + MAX_SEQ_STEP + 1):
         with pytest.raises(Rejected) as refused:
-            verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, absurd))
+            verifier.verify(topic, signer.sign_with_seq(topic, "access", check("access", ACCESS), absurd))
         assert refused.value.reason == "seq_jump"
-    assert verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 6)).seq == 6
+    assert verifier.verify(topic, signer.sign_with_seq(topic, "access", check("access", ACCESS), 6)).seq == 6
     assert (
-        verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 6 + MAX_SEQ_STEP)).seq == 6 + MAX_SEQ_STEP
+        verifier.verify(topic, signer.sign_with_seq(topic, "access", check("access", ACCESS), 6 + MAX_SEQ_STEP)).seq
+        == 6 + MAX_SEQ_STEP
     )
     with pytest.raises(Rejected) as refused:  # past 2**53 - 1 the payload itself is malformed
-        verifier.verify(topic, signer.sign_with_seq(topic, "access", ACCESS, 2**53))
+        verifier.verify(topic, signer.sign_with_seq(topic, "access", check("access", ACCESS), 2**53))
     assert refused.value.reason == "malformed"
 
 

@@ -23,6 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from nacl.public import PrivateKey
 from nacl.signing import VerifyKey
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.crypto.keys import load_box_key
 from edge.site.registry import Registry
@@ -50,7 +51,7 @@ class Capture:
         self.messages: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         self.ready = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="capture-all", protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="capture-all", protocol=mqtt.MQTTv5)
         self.client.on_message = self._on
         self.client.on_subscribe = lambda *_a: self.ready.set()
         self.client.connect("127.0.0.1", port)

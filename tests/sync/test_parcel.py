@@ -16,6 +16,7 @@ from nacl.signing import SigningKey
 
 from edge.crypto.cose import sign1
 from edge.crypto.keys import device_id, key_id
+from edge.modality import Modality
 from edge.sync.parcel import (
     CONTENT_TYPE,
     Contents,
@@ -52,10 +53,10 @@ def _face(n: int = 3, dim: int = 128, seed: int = 1) -> FaceTemplates:
 
 def _contents(face: bool = True) -> Contents:
     if face:
-        return Contents("p-anna", "face", enrolled_at=1_700_000_000, consent_version=3, face=_face())
+        return Contents("p-anna", Modality.face, enrolled_at=1_700_000_000, consent_version=3, face=_face())
     return Contents(
         "p-ben",
-        "fingerprint",
+        Modality.fingerprint,
         enrolled_at=1_700_000_100,
         consent_version=3,
         fingerprint=SensorTemplate("r503", os.urandom(1536)),
@@ -78,7 +79,7 @@ def _send(sender: Gate, recipient: Gate, contents: Contents, parcel_id: bytes | 
     )
 
 
-def _open(recipient: Gate, topic: str, message: bytes, *senders: Gate, site: str = SITE):  # type: ignore[no-untyped-def]
+def _open(recipient: Gate, topic: str, message: bytes, *senders: Gate, site: str = SITE):
     return open_parcel(
         message,
         topic,
@@ -208,9 +209,9 @@ def test_templates_that_are_not_templates_are_refused_before_sealing():
     with pytest.raises(ParcelError):
         SensorTemplate("r503", b"")
     with pytest.raises(ParcelError):
-        Contents("p-anna", "face", 1, 1, fingerprint=SensorTemplate("r503", b"\x01"))
+        Contents("p-anna", Modality.face, 1, 1, fingerprint=SensorTemplate("r503", b"\x01"))
     with pytest.raises(ParcelError):
-        Contents("Anna Smith", "face", 1, 1, face=_face())  # a name, not a pseudonym
+        Contents("Anna Smith", Modality.face, 1, 1, face=_face())  # a name, not a pseudonym
 
 
 def test_a_gate_does_not_address_itself(gates):

@@ -138,7 +138,7 @@ def _deliver(sender: Terminal, recipient: Terminal, now: float) -> list[str]:
 def _faces(n: int = 3, seed: int = 5) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, 128))
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return np.asarray(x / np.linalg.norm(x, axis=1, keepdims=True))
 
 
 def test_a_face_enrolled_at_one_gate_is_matched_at_the_others_in_scope_only(site) -> None:
@@ -217,7 +217,7 @@ def test_a_gate_not_on_the_roster_cannot_send_and_another_model_is_refused(site,
     _issue(authority, [a, b], T0, **{"p-1": _entry("p-1", "face")})
     rogue = _terminal(tmp_path, "rogue", authority, 9)  # registered nowhere: not in the roster
     try:
-        message, _ = authority.issue({"p-1": _entry("p-1", "face")}, now=T0)  # type: ignore[dict-item]
+        message, _ = authority.issue({"p-1": _entry("p-1", "face")}, now=T0)
         rogue.enforcer.apply(message, T0)
         # the rogue gate reads the roster from the list and seals to B's key properly
         sent = rogue.sync.share_face("p-1", list(_faces()), MODEL, int(T0), T0)
@@ -265,7 +265,7 @@ def test_a_parcel_sealed_under_a_newer_list_waits_for_that_list_instead_of_being
     refused, not cleared from the broker, nothing stored), then apply v2 (applied on the next pass)."""
     authority, a, b, _ = site
     _issue(authority, [a, b], T0, **{"p-1": _entry("p-1", "face")})
-    message, _ = authority.issue({"p-1": _entry("p-1", "face"), "p-2": _entry("p-2", "face")}, now=T0 + 10)  # type: ignore[dict-item]
+    message, _ = authority.issue({"p-1": _entry("p-1", "face"), "p-2": _entry("p-2", "face")}, now=T0 + 10)
     a.enforcer.apply(message, T0 + 10)  # only A got list v2
     assert b.id in a.sync.share_face("p-2", list(_faces()), MODEL, int(T0 + 11), T0 + 11)
     assert _deliver(a, b, T0 + 12) == ["deferred"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.agent.assembly import build_wired
 from edge.config.load import load_config
@@ -36,7 +37,7 @@ def wait_for(predicate: Any, timeout: float = 20.0) -> bool:
     return bool(predicate())
 
 
-def test_a_face_enrolled_at_one_gate_reaches_the_other_sealed_end_to_end(tmp_path: Path, mosquitto) -> None:  # type: ignore[no-untyped-def]
+def test_a_face_enrolled_at_one_gate_reaches_the_other_sealed_end_to_end(tmp_path: Path, mosquitto) -> None:
     authority = SiteAuthority(tmp_path / "site", "hq")
     roots = {name: tmp_path / name for name in ("gate-a", "gate-b")}
     configs = {
@@ -56,7 +57,7 @@ def test_a_face_enrolled_at_one_gate_reaches_the_other_sealed_end_to_end(tmp_pat
     message = authority.issue([authority.entry(SUBJECT, ["face"], granted_at=int(now) - 60)], now=now)
 
     captured: list[tuple[str, bytes]] = []
-    spy = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="spy", protocol=mqtt.MQTTv5)
+    spy = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="spy", protocol=mqtt.MQTTv5)
     spy.on_message = lambda _c, _u, m: captured.append((m.topic, bytes(m.payload)))
     spy.connect("127.0.0.1", mosquitto.port)
     spy.subscribe("#", qos=1)

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from broker_fixtures import ProductionBroker, start_production_broker
+
+from tests.transport.broker_fixtures import ProductionBroker, start_production_broker
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from broker_fixtures import ProductionBroker
-from mqtt_helpers import Collector
 
 from edge.crypto.cose import sign1
 from edge.crypto.keys import key_id
@@ -18,6 +16,8 @@ from edge.events.outbox_sink import OutboxSink
 from edge.transport import topics
 from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings, close, connect, make_client, publish_once
 from edge.transport.outbox import Outbox
+from tests.transport.broker_fixtures import ProductionBroker
+from tests.transport.mqtt_helpers import Collector
 
 pytestmark = pytest.mark.mosquitto
 

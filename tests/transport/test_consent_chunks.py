@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-from broker_fixtures import ProductionBroker
 
 from edge.cli.site import main as site_main
 from edge.consent import trust
@@ -25,6 +24,7 @@ from edge.consent.ledger import ConsentLedger
 from edge.state import StateDir
 from edge.transport import topics
 from edge.transport.mqtt import MqttSettings, close, connect, guarded, make_client
+from tests.transport.broker_fixtures import ProductionBroker
 
 pytestmark = pytest.mark.mosquitto
 

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from mqtt_helpers import Collector
 from nacl.signing import SigningKey
 
 from edge.crypto.keys import device_id, write_secret
@@ -16,6 +15,7 @@ from edge.state import StateDir
 from edge.testing.mosquitto import Mosquitto
 from edge.transport import topics
 from edge.transport.mqtt import MqttSettings
+from tests.transport.mqtt_helpers import Collector
 
 pytestmark = pytest.mark.mosquitto
 

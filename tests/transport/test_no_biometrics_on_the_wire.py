@@ -17,7 +17,6 @@ import cbor2
 import cv2
 import numpy as np
 import pytest
-from mqtt_helpers import Collector, RecordingProxy
 from nacl.signing import SigningKey
 
 from edge.crypto.keys import device_id
@@ -29,10 +28,11 @@ from edge.testing.mosquitto import Mosquitto
 from edge.transport import topics
 from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings
 from edge.transport.outbox import Outbox
+from tests.transport.mqtt_helpers import Collector, RecordingProxy
 
 pytestmark = pytest.mark.mosquitto
 
-GOOD = {
+GOOD: dict[str, dict[str, object]] = {
     "access": {"decision": "granted", "modality": "face", "subject": "p-0042", "reason": "match", "latency_ms": 180},
     "enrolment": {"subject": "p-0042", "modality": "fingerprint", "result": "enrolled", "consent_version": 3},
     "deletion_receipt": {

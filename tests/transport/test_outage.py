@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import pytest
-from broker_fixtures import ProductionBroker
 
 from edge.crypto.keys import write_secret
 from edge.site.registry import Registry
 from edge.state import StateDir
+from tests.transport.broker_fixtures import ProductionBroker
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 
 import pytest
-from broker_fixtures import ProductionBroker
 
 from edge.events.envelope import EventSigner, MemorySeqStore
 from edge.site.registry import Registry
 from edge.testing.hostile import issue17_cycle_message
 from edge.transport import topics
 from edge.transport.mqtt import guarded, publish_once
+from tests.transport.broker_fixtures import ProductionBroker
 
 pytestmark = pytest.mark.mosquitto
 
@@ -106,7 +106,7 @@ def test_a_poison_event_is_dead_lettered_once_and_later_events_verify(
 def test_a_raising_handler_is_logged_and_the_loop_keeps_delivering(
     production_broker: ProductionBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from mqtt_helpers import Collector
+    from tests.transport.mqtt_helpers import Collector
 
     prod = production_broker
     reader = Collector(prod.password_settings("site-verifier"), "sites/+/gates/+/events/#")

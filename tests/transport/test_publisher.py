@@ -6,7 +6,6 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from mqtt_helpers import Collector
 from nacl.signing import SigningKey
 
 from edge.crypto.keys import device_id
@@ -20,6 +19,8 @@ from edge.testing.mosquitto import Mosquitto, free_port
 from edge.transport import topics
 from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings
 from edge.transport.outbox import Outbox
+from tests.pycose_reference import pycose_payload
+from tests.transport.mqtt_helpers import Collector
 
 pytestmark = pytest.mark.mosquitto
 
@@ -34,18 +35,6 @@ class Device:
 
     def publisher(self, settings: MqttSettings) -> MqttPublisher:
         return MqttPublisher(settings, self.outbox, site=self.site, device_id=self.id, backoff=Backoff(0.05, 0.3))
-
-
-def pycose_verify(message: bytes, public: bytes, topic: str) -> bytes:
-    from pycose.keys import OKPKey
-    from pycose.keys.curves import Ed25519
-    from pycose.messages import Sign1Message
-
-    msg = Sign1Message.decode(message)
-    msg.external_aad = topic.encode()
-    msg.key = OKPKey(crv=Ed25519, x=public)
-    assert msg.verify_signature()
-    return bytes(msg.payload)
 
 
 def test_events_arrive_in_order_and_verify_with_pycose_and_the_verifier(tmp_path: Path, mosquitto: Mosquitto) -> None:
@@ -68,7 +57,7 @@ def test_events_arrive_in_order_and_verify_with_pycose_and_the_verifier(tmp_path
     verifier = Verifier(registry)
     seqs = []
     for topic, payload, _ in collector.messages:
-        claims = decode_payload(pycose_verify(payload, bytes(dev.key.verify_key), topic))
+        claims = decode_payload(pycose_payload(payload, bytes(dev.key.verify_key), topic.encode()))
         assert verifier.verify(topic, payload).seq == claims.seq
         seqs.append(claims.seq)
     assert seqs == list(range(1, 32))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.vision.align import TEMPLATE_150, align, sample_chip, similarity
+from tests.images import read_bgr
 
 
 def test_similarity_recovers_a_known_transform() -> None:
@@ -26,7 +27,7 @@ def test_similarity_never_mirrors() -> None:
     assert np.linalg.det(m[:, :2]) > 0
 
 
-def _dlib_frame_to_chip(details) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _dlib_frame_to_chip(details) -> np.ndarray:
     r = details.rect
     cx, cy = (r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2
     c, s = np.cos(details.angle), np.sin(details.angle)
@@ -36,18 +37,17 @@ def _dlib_frame_to_chip(details) -> np.ndarray:  # type: ignore[no-untyped-def]
 
     src = np.array([rot(r.left(), r.top()), rot(r.right(), r.top()), rot(r.right(), r.bottom())])
     dst = np.array([[0, 0], [details.cols - 1, 0], [details.cols - 1, details.rows - 1]], np.float64)
-    return np.linalg.solve(np.hstack([src, np.ones((3, 1))]), dst).T
+    return np.asarray(np.linalg.solve(np.hstack([src, np.ones((3, 1))]), dst).T)
 
 
 def test_sampling_reproduces_dlib_get_face_chip(lfw_images: list[Path]) -> None:
     """Given dlib's own chip geometry, our sampler cuts the same pixels dlib does."""
-    import cv2
 
     from edge.models.dlib_peer import DlibPeer
 
     peer = DlibPeer()
     for path in lfw_images:
-        rgb = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+        rgb = np.ascontiguousarray(read_bgr(path)[:, :, ::-1])
         shape = peer.landmarks(rgb, peer.detect(rgb)[0])
         theirs = peer.chip(rgb, shape)
         m = _dlib_frame_to_chip(peer.dlib.get_face_chip_details(shape, 150, 0.25))

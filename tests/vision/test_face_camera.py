@@ -50,7 +50,7 @@ def test_replay_video_file(tmp_path: Path) -> None:
     import cv2
 
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (64, 48))
     for i in range(5):
         writer.write(np.full((48, 64, 3), i * 50, np.uint8))
     writer.release()

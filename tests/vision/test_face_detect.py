@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.vision.detect import LEFT_EYE, MOUTH, NOSE, RIGHT_EYE, BlazeFace, anchors, decode
+from tests.images import read_bgr
 
 
 def test_anchor_counts_match_the_models() -> None:
@@ -82,12 +83,11 @@ def test_candidates_pass_on_the_logit_so_no_sigmoid_rounding_decides() -> None:
 
 
 def test_both_models_load_despite_different_output_names(models_dir: Path, lfw_images: list[Path]) -> None:
-    import cv2
 
     short = BlazeFace(models_dir / "face_detection_short_range.tflite", "short", threads=1)
     full = BlazeFace(models_dir / "face_detection_full_range.tflite", "full", threads=1)
     for path in lfw_images:
-        frame = cv2.imread(str(path))
+        frame = read_bgr(path)
         for model in (short, full):
             faces = model.detect(frame)
             assert faces, f"{model.kind} found no face in {path.name}"
@@ -101,10 +101,9 @@ def test_both_models_load_despite_different_output_names(models_dir: Path, lfw_i
 
 
 def test_mirrored_frame_swaps_which_eye_is_on_the_left(models_dir: Path, lfw_images: list[Path]) -> None:
-    import cv2
 
     short = BlazeFace(models_dir / "face_detection_short_range.tflite", "short", threads=1)
-    frame = cv2.imread(str(lfw_images[0]))
+    frame = read_bgr(lfw_images[0])
     face = max(short.detect(frame), key=lambda d: d.score)
     mirrored = max(short.detect(np.ascontiguousarray(frame[:, ::-1])), key=lambda d: d.score)
     w = frame.shape[1]

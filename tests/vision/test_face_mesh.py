@@ -8,10 +8,10 @@ import numpy as np
 
 from edge.vision.mesh import FaceMesh, dlib5
 from edge.vision.pipeline import FacePipeline, select_face
+from tests.images import read_bgr
 
 
 def test_mesh_five_points_agree_with_dlib_shape_predictor(models_dir: Path, lfw_images: list[Path]) -> None:
-    import cv2
 
     from edge.models.dlib_peer import DlibPeer
 
@@ -19,7 +19,7 @@ def test_mesh_five_points_agree_with_dlib_shape_predictor(models_dir: Path, lfw_
     assert pipe.mesh is not None
     peer = DlibPeer()
     for path in lfw_images:
-        frame = cv2.imread(str(path))
+        frame = read_bgr(path)
         rgb = np.ascontiguousarray(frame[:, :, ::-1])
         det = pipe.refine(frame, select_face(pipe.detect(frame), frame.shape, "center"))
         mesh = pipe.mesh.landmarks(frame, det)

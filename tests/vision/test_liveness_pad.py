@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from edge.models.pad_eval import Scored, bpcer_at_apcer, read_labels, summarise
 from edge.vision.pad import CROP, crop, crop_box
+from tests.images import read_bgr
 
 
 def test_metrics_on_made_up_scores() -> None:
@@ -82,19 +83,18 @@ def _pick(nuaa: Path, label: str, n: int) -> list[Path]:
 
 
 def test_photos_are_refused_and_live_faces_pass_on_nuaa(nuaa_dev: Path, models_dir: Path) -> None:
-    import cv2
 
     from edge.vision.pipeline import FacePipeline
 
     pipeline = FacePipeline.load(models_dir, "float32", 2, liveness="int8")
     for path in _pick(nuaa_dev, "spoof", 8):
-        result = pipeline.probe(cv2.imread(str(path)), judged_only=False)
+        result = pipeline.probe(read_bgr(path), judged_only=False)
         assert result is not None, path
         assert result.attack, path
         assert result.embedding.size == 0  # never embedded, so never matched
         assert "embed" not in result.timings
     for path in _pick(nuaa_dev, "live", 8):
-        result = pipeline.process(cv2.imread(str(path)))
+        result = pipeline.process(read_bgr(path))
         assert result is not None, path
         assert not result.attack, path
         assert result.embedding.shape == (128,)

@@ -7,6 +7,7 @@ written beside each sequence.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ BOX = (100.0, 100.0, 200.0, 220.0)
 POLICY = LivenessPolicy(threshold=0.1, band=0.35, window=5, attack_votes=2, steady_frames=3, gap_s=1.5, refuse_s=3.0)
 
 
-def run(scores: list[float | None], *, dt: float = 0.1, box: tuple[float, float, float, float] = BOX) -> list[Verdict]:
+def run(
+    scores: Sequence[float | None], *, dt: float = 0.1, box: tuple[float, float, float, float] = BOX
+) -> list[Verdict]:
     tracker = LivenessTracker(POLICY)
     return [tracker.observe(s, box, i * dt) for i, s in enumerate(scores)]
 

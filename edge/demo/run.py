@@ -35,11 +35,22 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from edge.datasets import REPO_ROOT
 from edge.errors import EdgeError
+
+if TYPE_CHECKING:
+    from edge.config.schema import AgentConfig, Profile
+    from edge.demo.data import FacePerson, Finger
+    from edge.demo.stack import SiteAuthority
+    from edge.fingerprint.sim.process import SimulatorProcess
+    from edge.osdp.panel import PtyBus, SimPanel
+    from edge.state import StateDir
+    from edge.vision.pipeline import FacePipeline
+    from provisioning.hooks import EnrolPorts
 
 CARD_EVE = "0099 1234"
 ALL_PEOPLE = ("p-anna", "p-ben", "p-cara", "p-dan", "p-eve")
@@ -95,6 +106,38 @@ class Events:
             return list(self.items)
 
 
+@dataclass
+class Cast:
+    """Who plays whom: the face people by photos (gate photo and enrolment photos), the finger people
+    by simulator fingers."""
+
+    faces: dict[str, FacePerson]
+    fingers: dict[str, Finger]
+
+
+class BackgroundSimulator:
+    """The fingerprint simulator (``edge-fpsim`` on a pty), started on a thread while the models load;
+    it reads the FVC fingers from the same datasets root as the demo (``--datasets``)."""
+
+    def __init__(self, datasets: Path | None) -> None:
+        from edge.fingerprint.sim.process import SimulatorProcess
+
+        self.process = SimulatorProcess(model="r503", extra_args=("--datasets", str(datasets)) if datasets else ())
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=lambda: _capture(self.process.start, self.errors), name="demo-fpsim")
+        self.thread.start()
+
+    def ready(self) -> SimulatorProcess:
+        self.thread.join(180)
+        if self.errors:
+            raise self.errors[0]
+        return self.process
+
+    def stop(self) -> None:
+        self.thread.join(120)
+        self.process.stop()
+
+
 def access(events: list[dict[str, Any]], decision: str, modality: str, subject: str | None) -> list[dict[str, Any]]:
     return [
         e
@@ -112,9 +155,11 @@ class Demo:
         self.t0 = time.monotonic()
         self.events = Events()
         self.attack_photo: Path | None = None
-        self.panel: Any = None  # --door osdp: the simulated access-control panel
+        self.panel: SimPanel | None = None  # --door osdp: the simulated access-control panel
+        self.site = ""
+        self.rejected = 0  # events edge-site listen refused (a QoS 1 redelivery of a verified one is not counted)
         self.outcomes: list[Outcome] = []
-        self.cleanups: list[Callable[[], None]] = []
+        self.cleanups: list[Callable[[], object]] = []
         self.lock = threading.Lock()
 
     # ------------------------------------------------------------------ output
@@ -239,83 +284,98 @@ class Demo:
                     self.say(f"cleanup: {exc.__class__.__name__}: {exc}")
 
     def _run(self) -> int:
-        opts = self.opts
-        missing = _missing_parts(opts.models_dir)
+        from edge.agent.assembly import credential_control
+        from edge.config.load import load_config
+        from edge.datasets import datasets_root
+
+        missing = _missing_parts(self.opts.models_dir)
         if missing:
             self.say("cannot run the demo: " + missing)
             return 2
-        work = opts.workdir or Path(tempfile.mkdtemp(prefix="edge-demo-"))
-        work.mkdir(parents=True, exist_ok=True)
-        if opts.workdir is None:
-            self.cleanups.append(lambda: shutil.rmtree(work, ignore_errors=True))
-        if opts.datasets is not None:
-            os.environ["EDGE_DATASETS"] = str(opts.datasets)  # the simulator child reads it too
-        from edge.datasets import datasets_root
-
-        datasets = opts.datasets or datasets_root()
+        work = self._work_dir()
+        datasets = self.opts.datasets or datasets_root()
         self.site = f"demo-{secrets.token_hex(3)}"
         self.say(f"edge demo: site {self.site}, work dir {work}")
-
-        # the fingerprint simulator starts in the background while the models load
-        from edge.fingerprint.sim.process import SimulatorProcess
-
-        sim = SimulatorProcess(model="r503")
-        sim_error: list[BaseException] = []
-        sim_thread = threading.Thread(target=lambda: _capture(sim.start, sim_error), name="demo-fpsim")
-        sim_thread.start()
-
-        def stop_sim() -> None:
-            sim_thread.join(120)
-            sim.stop()
-
-        self.cleanups.append(stop_sim)
+        sim = BackgroundSimulator(datasets)  # starts while the models load
+        self.cleanups.append(sim.stop)
         broker_url = self.broker(work)
+        pipeline = self._load_models()
+        cast = self._cast(datasets, pipeline)
+        if cast is None:
+            return 2
+        authority, first_list = self._issue_first_list(work, broker_url)
+        camera = self._camera(work, cast, datasets)
+        fingers = sim.ready()
+        self.say(f"fingerprint simulator: R503 on {fingers.pty}")
+        state = self._provision_terminal(work, broker_url, authority, camera, fingers)
+        config, profile = load_config(state.settings)
+        self._enrol(state, first_list, pipeline, cast, fingers)
+        stop_agent = self._start_agent_thread(config, profile, state, pipeline)
+        self._scenario(authority, broker_url, cast, fingers, credential_control(state))
+        if self.panel is not None:
+            self._panel_checks(self.panel, cast)
+        self.check("the agent stopped cleanly", stop_agent() == [0])
+        return self._summary()
 
-        from edge.demo import data as demo_data
+    def _work_dir(self) -> Path:
+        work = self.opts.workdir or Path(tempfile.mkdtemp(prefix="edge-demo-"))
+        work.mkdir(parents=True, exist_ok=True)
+        if self.opts.workdir is None:
+            self.cleanups.append(lambda: shutil.rmtree(work, ignore_errors=True))
+        return work
+
+    def _load_models(self) -> FacePipeline:
         from edge.vision.pipeline import FacePipeline
 
-        pipeline = FacePipeline.load(opts.models_dir, "float32", 2, liveness="int8")
+        pipeline = FacePipeline.load(self.opts.models_dir, "float32", 2, liveness="int8")
         self.say(f"face models loaded ({pipeline.manifest.model_id}, threshold {pipeline.manifest.threshold:.3f})")
-        material = demo_data.load(datasets, opts.cache, pipeline, faces_wanted=4)
+        return pipeline
+
+    def _cast(self, datasets: Path | None, pipeline: FacePipeline) -> Cast | None:
+        """Who plays whom: photos that pass the quality and match checks, fingers from the datasets."""
+        from edge.demo import data as demo_data
+
+        material = demo_data.load(datasets, self.opts.cache, pipeline, faces_wanted=4)
         self.say(f"faces: {material.face_source}")
         self.say(f"fingers: {material.finger_source}")
-        faces = material.faces
-        if len(faces) < 2:
+        if len(material.faces) < 2:
             self.say("cannot run the demo: fewer than two people's photos passed the quality and match checks")
-            return 2
-        cast_faces = {"p-anna": faces[0], "p-dan": faces[1]}
-        if len(faces) >= 3:
-            cast_faces["p-eve"] = faces[2]
-        if len(faces) >= 4:
-            cast_faces["p-cara"] = faces[3]
-        for who, person in cast_faces.items():
+            return None
+        faces = dict(zip(("p-anna", "p-dan", "p-eve", "p-cara"), material.faces, strict=False))
+        for who, person in faces.items():
             self.say(f"  {who} is played by photos of {person.label}")
-        fingers = {"p-ben": material.fingers[0], "p-cara": material.fingers[1]}
+        return Cast(faces, {"p-ben": material.fingers[0], "p-cara": material.fingers[1]})
 
-        # the consent authority: four people consent, eve only has a card
-        from edge.demo.stack import SiteAuthority, device_public_key, provision_terminal
+    def _issue_first_list(self, work: Path, broker_url: str) -> tuple[SiteAuthority, bytes]:
+        """The consent authority signs list v1 (four people consent, eve only has a card) and
+        publishes it retained."""
+        from edge.consent.distribution import Broker, publish_list
+        from edge.demo.stack import SiteAuthority
 
         authority = SiteAuthority(work / "site", self.site)
         now = time.time()
         granted = int(now) - 60
-        numbers = PANEL_NUMBERS if opts.door == "osdp" else {}
+        numbers = PANEL_NUMBERS if self.opts.door == "osdp" else {}
+        consents = {"p-anna": ["face", "fingerprint"], "p-ben": ["fingerprint"], "p-cara": ["face", "fingerprint"]}
+        consents |= {"p-dan": ["face"], "p-eve": []}
         entries = [
-            authority.entry("p-anna", ["face", "fingerprint"], granted_at=granted, panel=numbers.get("p-anna")),
-            authority.entry("p-ben", ["fingerprint"], granted_at=granted, panel=numbers.get("p-ben")),
-            authority.entry("p-cara", ["face", "fingerprint"], granted_at=granted, panel=numbers.get("p-cara")),
-            authority.entry("p-dan", ["face"], granted_at=granted, panel=numbers.get("p-dan")),
-            authority.entry("p-eve", [], granted_at=granted, card=CARD_EVE, panel=numbers.get("p-eve")),
+            authority.entry(
+                who, modalities, granted_at=granted, card=CARD_EVE if who == "p-eve" else None, panel=numbers.get(who)
+            )
+            for who, modalities in consents.items()
         ]
         first_list = authority.issue(entries, now=now)
-        from edge.consent.distribution import Broker, publish_list
-
         publish_list(Broker(broker_url), self.site, first_list)
         self.say("consent authority: list v1 signed and published retained (anna, ben, cara, dan consent; eve: card)")
+        return authority, first_list
 
-        # the gate's camera: a replay folder cycling through the gate photos
+    def _camera(self, work: Path, cast: Cast, datasets: Path | None) -> Path:
+        """The gate's camera: a replay folder cycling through the gate photos (and a printed photo)."""
+        from edge.demo import data as demo_data
+
         gate_dir = work / "camera"
         gate_dir.mkdir()
-        for i, (who, person) in enumerate(cast_faces.items()):
+        for i, (who, person) in enumerate(cast.faces.items()):
             assert person.gate is not None
             shutil.copy(person.gate, gate_dir / f"{i:02d}-{who}{person.gate.suffix}")
         self.attack_photo = demo_data.attack_photo(datasets)
@@ -324,44 +384,47 @@ class Demo:
             for k in range(3):
                 shutil.copy(self.attack_photo, gate_dir / f"50-printed-photo-{k}{self.attack_photo.suffix}")
             self.say(f"  a printed photo (NUAA dev attack image {self.attack_photo.name}) is held up to the camera too")
-        sim_thread.join(180)
-        if sim_error:
-            raise sim_error[0]
-        self.say(f"fingerprint simulator: R503 on {sim.pty}")
+        return gate_dir
+
+    def _provision_terminal(
+        self, work: Path, broker_url: str, authority: SiteAuthority, camera: Path, sim: SimulatorProcess
+    ) -> StateDir:
+        """The terminal, provisioned as an installer would; the listener verifying every event."""
+        from edge.demo.stack import device_public_key, provision_terminal
+        from edge.state import StateDir
 
         state_root = work / "terminal"
-        settings: dict[str, dict[str, Any]] = {
-            "camera": {"source": str(gate_dir), "fps": opts.fps},
-            "face": {"models_dir": str(opts.models_dir)},
+        settings: dict[str, dict[str, object]] = {
+            "camera": {"source": str(camera), "fps": self.opts.fps},
+            "face": {"models_dir": str(self.opts.models_dir)},
             "fingerprint": {"port": sim.port},
             "policy": {"failures_before_backoff": 50},
             "metrics": {"enabled": False},
         }
-        bus = None
-        if opts.door == "osdp":
-            from edge.osdp.panel import PtyBus
-
-            bus = PtyBus().__enter__()
-            self.cleanups.append(lambda: bus.__exit__(None, None, None))
+        bus = self._osdp_bus() if self.opts.door == "osdp" else None
+        if bus is not None:
             settings["door"] = {"mode": "osdp", "port": bus.path, "baud": 115200, "address": 1}
-        config_path = provision_terminal(
-            state_root, authority, broker_url=broker_url, gate="demo-gate", settings=settings
-        )
+        provision_terminal(state_root, authority, broker_url=broker_url, gate="demo-gate", settings=settings)
         self.say("terminal provisioned: edge-provision init, trust, profile sim, broker (live test passed)")
         if bus is not None:
             self._start_panel(state_root, bus)
         registry = authority.registry({"demo": device_public_key(state_root)}, work / "registry.json")
         self.listener(work, broker_url, registry)
+        return StateDir(state_root)
 
-        from edge.config.load import load_config
-        from edge.state import StateDir
+    def _osdp_bus(self) -> PtyBus:
+        from edge.osdp.panel import PtyBus
 
-        config, profile = load_config(config_path)
-        state = StateDir(state_root)
-        self._enrol(state, first_list, pipeline, cast_faces, fingers, sim)
+        bus = PtyBus()
+        self.cleanups.append(bus.close)
+        return bus
 
-        # the agent
-        from edge.agent.assembly import build_wired, credential_control
+    def _start_agent_thread(
+        self, config: AgentConfig, profile: Profile, state: StateDir, pipeline: FacePipeline
+    ) -> Callable[[], list[int]]:
+        """The agent (``build_wired`` + ``run_agent``, the code of ``edge run``) on a thread; returns
+        its stop, which gives the exit codes."""
+        from edge.agent.assembly import build_wired
         from edge.agent.wiring import run_agent
         from edge.ops.notify import Notifier
 
@@ -374,20 +437,16 @@ class Demo:
         )
         agent.start()
 
-        def stop_agent() -> None:
+        def stop_agent() -> list[int]:
             stop.set()
             agent.join(30)
+            return codes
 
         self.cleanups.append(stop_agent)
         self.say("agent running: camera, fingerprint sensor and card reader feeding the gate")
-        self._scenario(authority, broker_url, cast_faces, fingers, sim, credential_control(state))
-        if self.panel is not None:
-            self._panel_checks(cast_faces)
-        stop_agent()
-        self.check("the agent stopped cleanly", codes == [0])
-        return self._summary()
+        return stop_agent
 
-    def _start_panel(self, state_root: Path, bus: Any) -> None:
+    def _start_panel(self, state_root: Path, bus: PtyBus) -> None:
         """The installer generates the reader's Secure Channel key and enters it in the panel."""
         from edge.demo.stack import provision
         from edge.osdp import scbk
@@ -403,106 +462,117 @@ class Demo:
         self.cleanups.append(self.panel.close)
         self.say("access-control panel (simulated, OSDP over a pty, Secure Channel): it grants by card number")
 
-    def _panel_checks(self, cast_faces: dict[str, Any]) -> None:
+    def _panel_checks(self, panel: SimPanel, cast: Cast) -> None:
         """Every person the gate granted reached the panel as their card number, by every modality."""
         wait = self.opts.step_timeout_s
         wanted = {"p-anna": "face", "p-ben": "fingerprint", "p-eve": "card"}
         for who, how in wanted.items():
-            if how == "face" and who not in cast_faces:
+            if how == "face" and who not in cast.faces:
                 continue
             number = PANEL_NUMBERS[who]
             self.check(
                 f"the panel received {who}'s card number after a {how} grant and granted it",
-                self.panel.wait_until(lambda n=number: (n, True) in self.panel.decisions, wait),
+                panel.wait_until(partial(_granted_by_panel, panel, number), wait),
             )
-        self.check("the OSDP link to the panel ran over Secure Channel", bool(self.panel.secure()))
+        self.check("the OSDP link to the panel ran over Secure Channel", bool(panel.secure()))
 
     def _enrol(
-        self,
-        state: Any,
-        first_list: bytes,
-        pipeline: Any,
-        cast_faces: dict[str, Any],
-        fingers: dict[str, Any],
-        sim: Any,
+        self, state: StateDir, first_list: bytes, pipeline: FacePipeline, cast: Cast, sim: SimulatorProcess
     ) -> None:
-        from edge.errors import ConsentError
-        from edge.vision.camera import ReplayCamera
-        from provisioning import enrol, hooks
+        """The installer applies list v1, then enrols the cast through ``edge-provision enrol``'s ports:
+        eve is refused (no consent), the face people by photo, the finger people on the sensor."""
+        from provisioning import hooks
 
         ports = hooks.enrol_ports(state, pipeline=pipeline)
         assert ports is not None
         try:
             assert ports.apply_list is not None
             ports.apply_list(first_list, time.time())  # the installer's copy of the list (`edge consent apply`)
-            eve_camera = ReplayCamera(list(cast_faces["p-anna"].enrol), fps=0)  # consent is checked first
-            try:
-                enrol.enrol_face(
-                    "p-eve",
-                    enforcer=ports.enforcer,
-                    camera=eve_camera,
-                    pipeline=pipeline,
-                    gallery=ports.gallery,
-                    model_id=ports.model_id,
-                    sink=ports.sink,
-                )
-                self.check("enrolment of p-eve is refused (no consent)", False, "it was accepted")
-            except ConsentError:
-                self.check("enrolment of p-eve is refused (no consent)", True)
-            finally:
-                eve_camera.close()
-            enrolled = 0
-            for who in ("p-anna", "p-dan", "p-cara"):
-                person = cast_faces.get(who)
-                if person is None:
-                    continue
-                camera = ReplayCamera(list(person.enrol), fps=0)
-                try:
-                    report = enrol.enrol_face(
-                        who,
-                        enforcer=ports.enforcer,
-                        camera=camera,
-                        pipeline=pipeline,
-                        gallery=ports.gallery,
-                        model_id=ports.model_id,
-                        sink=ports.sink,
-                        wanted=3,
-                        timeout_s=max(30.0, self.opts.step_timeout_s / 2),
-                    )
-                finally:
-                    camera.close()
-                self.say(f"enrolled {who} by face: {report.stored} templates from {report.frames_seen} frames")
-                enrolled += 1
-            assert ports.sensor is not None
-            for who, finger in fingers.items():
-                sensor = ports.sensor()
-                refs = iter(finger.enrol)
-
-                def drive(prompt: str, refs: Iterator[str] = refs, last: str = finger.enrol[-1]) -> None:
-                    if prompt.lower().startswith("lift"):
-                        sim.control.lift()
-                    elif prompt.lower().startswith("place"):
-                        sim.control.place(next(refs, last))
-
-                report = enrol.enrol_finger(
-                    who,
-                    enforcer=ports.enforcer,
-                    sensor=sensor,
-                    gallery=ports.gallery,
-                    sink=ports.sink,
-                    captures=len(finger.enrol),
-                    timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation (arm64 lane)
-                    feedback=drive,
-                )
-                sim.control.lift()
-                self.say(f"enrolled {who} on the sensor: slot {report.sensor_slot}")
-                enrolled += 1
+            self._enrol_refused(ports, pipeline, cast)
+            enrolled = self._enrol_faces(ports, pipeline, cast) + self._enrol_fingers(ports, cast, sim)
         finally:
             for close in reversed(ports.closers):
                 close()
         self._check_enrolment_audit(state, enrolled)
 
-    def _check_enrolment_audit(self, state: Any, enrolled: int) -> None:
+    def _enrol_refused(self, ports: EnrolPorts, pipeline: FacePipeline, cast: Cast) -> None:
+        from edge.errors import ConsentError
+        from edge.vision.camera import ReplayCamera
+        from provisioning import enrol
+
+        camera = ReplayCamera(list(cast.faces["p-anna"].enrol), fps=0)  # consent is checked first
+        try:
+            enrol.enrol_face(
+                "p-eve",
+                enforcer=ports.enforcer,
+                camera=camera,
+                pipeline=pipeline,
+                gallery=ports.gallery,
+                model_id=ports.model_id,
+                sink=ports.sink,
+            )
+            self.check("enrolment of p-eve is refused (no consent)", False, "it was accepted")
+        except ConsentError:
+            self.check("enrolment of p-eve is refused (no consent)", True)
+        finally:
+            camera.close()
+
+    def _enrol_faces(self, ports: EnrolPorts, pipeline: FacePipeline, cast: Cast) -> int:
+        from edge.vision.camera import ReplayCamera
+        from provisioning import enrol
+
+        enrolled = 0
+        for who in ("p-anna", "p-dan", "p-cara"):
+            person = cast.faces.get(who)
+            if person is None:
+                continue
+            camera = ReplayCamera(list(person.enrol), fps=0)
+            try:
+                report = enrol.enrol_face(
+                    who,
+                    enforcer=ports.enforcer,
+                    camera=camera,
+                    pipeline=pipeline,
+                    gallery=ports.gallery,
+                    model_id=ports.model_id,
+                    sink=ports.sink,
+                    wanted=3,
+                    timeout_s=max(30.0, self.opts.step_timeout_s / 2),
+                )
+            finally:
+                camera.close()
+            self.say(f"enrolled {who} by face: {report.stored} templates from {report.frames_seen} frames")
+            enrolled += 1
+        return enrolled
+
+    def _enrol_fingers(self, ports: EnrolPorts, cast: Cast, sim: SimulatorProcess) -> int:
+        from provisioning import enrol
+
+        assert ports.sensor is not None
+        for who, finger in cast.fingers.items():
+            refs = iter(finger.enrol)
+
+            def drive(prompt: str, refs: Iterator[str] = refs, last: str = finger.enrol[-1]) -> None:
+                if prompt.lower().startswith("lift"):
+                    sim.control.lift()
+                elif prompt.lower().startswith("place"):
+                    sim.control.place(next(refs, last))
+
+            report = enrol.enrol_finger(
+                who,
+                enforcer=ports.enforcer,
+                sensor=ports.sensor(),
+                gallery=ports.gallery,
+                sink=ports.sink,
+                captures=len(finger.enrol),
+                timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation (arm64 lane)
+                feedback=drive,
+            )
+            sim.control.lift()
+            self.say(f"enrolled {who} on the sensor: slot {report.sensor_slot}")
+        return len(cast.fingers)
+
+    def _check_enrolment_audit(self, state: StateDir, enrolled: int) -> None:
         """The audit log holds one ``enrolment`` record per enrolment and the refusal of p-eve."""
         from edge.audit.log import AuditLog
         from edge.crypto.keys import load_signing_key
@@ -521,46 +591,38 @@ class Demo:
         )
 
     def _scenario(
-        self,
-        authority: Any,
-        broker_url: str,
-        cast_faces: dict[str, Any],
-        fingers: dict[str, Any],
-        sim: Any,
-        fifo: Path,
+        self, authority: SiteAuthority, broker_url: str, cast: Cast, sim: SimulatorProcess, fifo: Path
     ) -> None:
-        from edge.consent.distribution import Broker, publish_list
-
-        wait = self.opts.step_timeout_s
-        ev = self.events
+        """What happens at the gate: every outcome checked against the events the listener verified."""
         self.check(
             "the agent works under consent list v1 (applied by the installer, redelivered retained)",
-            ev.wait(lambda es: any(e["body"].get("consent_version") == 1 for e in es if e["kind"] == "access"), wait),
+            self.events.wait(
+                lambda es: any(e["body"].get("consent_version") == 1 for e in es if e["kind"] == "access"),
+                self.opts.step_timeout_s,
+            ),
         )
-        face_people = [w for w in ("p-anna", "p-dan", "p-cara") if w in cast_faces]
-        for who in face_people:
+        self._faces_at_the_camera(cast)
+        self._fingers_and_card(cast, sim, fifo)
+        self._withdrawal(authority, broker_url, cast)
+
+    def _faces_at_the_camera(self, cast: Cast) -> None:
+        wait, ev = self.opts.step_timeout_s, self.events
+        for who in (w for w in ("p-anna", "p-dan", "p-cara") if w in cast.faces):
             self.check(f"{who} granted by face", ev.wait(_granted("face", who), wait))
-        if "p-eve" in cast_faces:
+        if "p-eve" in cast.faces:
             self.check(
                 "p-eve's face is refused (no consent, not enrolled: nobody matched)",
-                ev.wait(
-                    lambda es: any(
-                        e["body"].get("reason") != "presentation_attack" for e in access(es, "denied", "face", None)
-                    ),
-                    wait,
-                ),
+                ev.wait(lambda es: any(not _attack(e) for e in access(es, "denied", "face", None)), wait),
             )
         if self.attack_photo is not None:
             self.check(
                 "the printed photo is refused by the liveness check (presentation_attack, never matched)",
-                ev.wait(
-                    lambda es: any(
-                        e["body"].get("reason") == "presentation_attack" for e in access(es, "denied", "face", None)
-                    ),
-                    wait,
-                ),
+                ev.wait(lambda es: any(_attack(e) for e in access(es, "denied", "face", None)), wait),
             )
-        for subject, finger in fingers.items():
+
+    def _fingers_and_card(self, cast: Cast, sim: SimulatorProcess, fifo: Path) -> None:
+        wait, ev = self.opts.step_timeout_s, self.events
+        for subject, finger in cast.fingers.items():
             sim.control.place(finger.gate)
             ok = ev.wait(_granted("fingerprint", subject), wait)
             sim.control.lift()
@@ -572,6 +634,11 @@ class Demo:
             os.close(fd)
         self.check("p-eve granted by card", ev.wait(lambda es: bool(access(es, "granted", "card", "p-eve")), wait))
 
+    def _withdrawal(self, authority: SiteAuthority, broker_url: str, cast: Cast) -> None:
+        """p-dan withdraws: a signed receipt, and his face refused from then on."""
+        from edge.consent.distribution import Broker, publish_list
+
+        wait, ev = self.opts.step_timeout_s, self.events
         self.say("consent authority: p-dan withdraws; list v2 signed and published")
         publish_list(Broker(broker_url), self.site, authority.withdraw("p-dan", now=time.time()))
 
@@ -585,23 +652,24 @@ class Demo:
             ok and body.get("records", 0) >= 1 and body.get("reason") == "withdrawn",
             f"{body.get('records')} record(s), reason {body.get('reason')}" if ok else "no receipt",
         )
-        if ok:
-            seq = max(e["seq"] for e in ev.snapshot() if e["kind"] == "deletion_receipt")
-            # two full camera cycles after the receipt: dan's photo went past at least twice
-            cycle_s = len(cast_faces) / max(self.opts.fps, 0.1)
-            denied_after = ev.wait(
-                lambda es: sum(1 for e in access(es, "denied", "face", None) if e["seq"] > seq) >= 1, wait
-            )
-            time.sleep(min(2 * cycle_s, 10.0))
-            late = [e for e in access(ev.snapshot(), "granted", "face", "p-dan") if e["seq"] > seq]
-            self.check("p-dan's face is refused after the withdrawal", denied_after and not late)
+        if not ok:
+            return
+        seq = max(e["seq"] for e in ev.snapshot() if e["kind"] == "deletion_receipt")
+        # two full camera cycles after the receipt: dan's photo went past at least twice
+        cycle_s = len(cast.faces) / max(self.opts.fps, 0.1)
+        denied_after = ev.wait(
+            lambda es: sum(1 for e in access(es, "denied", "face", None) if e["seq"] > seq) >= 1, wait
+        )
+        time.sleep(min(2 * cycle_s, 10.0))
+        late = [e for e in access(ev.snapshot(), "granted", "face", "p-dan") if e["seq"] > seq]
+        self.check("p-dan's face is refused after the withdrawal", denied_after and not late)
 
     def _summary(self) -> int:
         events = self.events.snapshot()
         kinds: dict[str, int] = {}
         for e in events:
             kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
-        rejected = getattr(self, "rejected", 0)
+        rejected = self.rejected
         self.check("every event verified by edge-site listen (none rejected)", rejected == 0, f"{rejected} rejected")
         failed = [o for o in self.outcomes if not o.ok]
         self.say("")
@@ -613,6 +681,14 @@ class Demo:
             f"expected outcomes in {time.monotonic() - self.t0:.0f} s"
         )
         return 0 if not failed else 1
+
+
+def _granted_by_panel(panel: SimPanel, number: int) -> bool:
+    return (number, True) in panel.decisions
+
+
+def _attack(event: dict[str, Any]) -> bool:
+    return bool(event["body"].get("reason") == "presentation_attack")
 
 
 def _granted(modality: str, subject: str) -> Callable[[list[dict[str, Any]]], bool]:
@@ -633,14 +709,17 @@ def _local_broker_answers(host: str, port: int) -> bool:
             pass
     except OSError:
         return False
-    from edge.consent.distribution import Broker, _connect
+    from edge.transport.mqtt import MqttSettings, close, connect, make_client
 
+    settings = MqttSettings(host=host, port=port, connect_timeout_s=2.0)
     try:
-        client = _connect(Broker(f"mqtt://{host}:{port}"), "edge-demo-probe", 2.0)
+        client = make_client(settings, f"edge-demo-probe-{secrets.token_hex(4)}")
+        connect(client, settings)
     except EdgeError:
         return False
     with contextlib.suppress(Exception):
-        client.disconnect()
+        client.disconnect()  # an orderly goodbye: the broker logs no dropped client
+    close(client)
     return True
 
 

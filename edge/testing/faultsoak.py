@@ -214,7 +214,7 @@ def run_fault_soak(
     from edge.site.verifier import Verifier
     from edge.state import StateDir
     from edge.state_faults import write_fault_file
-    from edge.testing.mosquitto import Mosquitto, free_port
+    from edge.testing.mosquitto import Mosquitto, free_port, give_to_broker_user
     from edge.transport.mqtt import MqttSettings
     from edge.transport.outbox import Outbox
 
@@ -222,7 +222,9 @@ def run_fault_soak(
     work.mkdir(parents=True, exist_ok=True)
     report = FaultReport(duration_s, seed)
     broker = Mosquitto(work / "broker", extra=f"persistence true\npersistence_location {work / 'broker'}/\n")
-    broker.start()
+    broker.write_config()
+    give_to_broker_user(broker.workdir)  # its persistence file (and log) must be writable by it: a restart
+    broker.start()  # keeps what the subscriber's session still had to receive, as a production broker does
     sim = SimulatorProcess(model="r307", seed=seed)
     sim.start()
     stop = threading.Event()

@@ -296,7 +296,7 @@ class ConsentService:
                 payload = None
             try:
                 if payload == b"":
-                    for hook in self.hooks:
+                    for hook in self.hooks if not self._stop.is_set() else ():
                         hook(self.clock())
                 elif payload is not None:
                     self.apply(payload)
@@ -310,6 +310,7 @@ class ConsentService:
 
     def stop(self) -> None:
         self._stop.set()
+        self._queue.put(b"")  # out of its wait now, not at the next tick
         if self._thread is not None:
             self._thread.join(10.0)
             self._thread = None
@@ -411,12 +412,12 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         biometric_ok = path.stores.biometric_ok and (opened is not None or not biometric)
         consent = ConsentService(enforcer, sink)
 
-        from edge.sync.wiring import SensorChore, open_site_sync
+        from edge.sync import wiring as sync_wiring
 
         sync = (
             None
             if not biometric_ok
-            else open_site_sync(  # no parcel is enrolled without an audit log
+            else sync_wiring.open_site_sync(  # no parcel is enrolled without an audit log
                 site=site,
                 state=state,
                 identity=path.key,
@@ -435,22 +436,11 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
         mqtt_settings = MqttSettings.from_section(config.mqtt)
         subscriptions = list(consent_subscriptions(site))  # the list, and a large list's chunks
         consent_receiver = ConsentReceiver(site, pinned_keys(state), consent.submit).on_message
-        if sync is not None:
+        receiver: sync_wiring.Receiver = consent_receiver
+        if sync is not None:  # the gate's inbox: parcels handled on the consent thread
             sync.face_pending = config.face.enabled and config.camera.enabled  # its model id comes below
             closers.append(sync.store.close)
-            consent.hooks.append(sync.process)  # incoming parcels on the consent thread, each tick
-            subscriptions.append(sync.subscription)
-            sync_prefix = f"sites/{site}/sync/"
-
-            def receiver(topic: str, payload: bytes, retained: bool) -> None:
-                if topic.startswith(sync_prefix):
-                    sync.on_message(topic, payload, retained)
-                    consent.wake()  # handled at once on the consent thread, not at the next tick
-                else:
-                    consent_receiver(topic, payload, retained)
-
-        else:
-            receiver = consent_receiver
+            receiver = sync_wiring.attach(sync, consent, subscriptions, consent_receiver)
         on_message = receiver
         passback_log = None
         if config.door.mode == "relay":
@@ -557,7 +547,7 @@ def build_wired(config: AgentConfig, profile: Profile, state: StateDir, *, pipel
             audit=audit_append,
             erase_on_tamper=(lambda: gallery.crypto_erase(state)) if config.security.erase_on_tamper else None,
             duress=_duress_slots(state),
-            sensor_chore=SensorChore(sync) if sync is not None and fingerprint is not None else None,
+            sensor_chore=sync_wiring.SensorChore(sync) if sync is not None and fingerprint is not None else None,
             site_sync=sync,
             **door_parts(config, profile, state, ledger, dev, passback_log, audit_append),
             camera=camera,

@@ -52,6 +52,8 @@ def demo_cmd(
     from edge.demo.run import Options, run_demo
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if gates > 1 and door != "relay":
+        raise click.BadParameter("--door osdp runs one gate; use it without --gates", param_hint="--gates")
     opts = Options(
         datasets=datasets,
         broker_url=broker_url,
@@ -63,4 +65,8 @@ def demo_cmd(
     )
     if models_dir is not None:
         opts.models_dir = models_dir
+    if gates > 1:
+        from edge.demo.fleet import run_fleet_demo
+
+        return run_fleet_demo(opts)
     return run_demo(opts)

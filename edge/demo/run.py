@@ -58,7 +58,7 @@ class Options:
     step_timeout_s: float = 45.0
     out: IO[str] = sys.stdout
     door: str = "relay"  # "osdp": the terminal is an OSDP reader under a simulated panel
-    gates: int = 1  # more than 1: the site-wide enrolment demo (edge.demo.fleet)
+    gates: int = 1  # more than 1: the site-wide enrolment demo (edge.demo.fleet.run_fleet_demo)
 
 
 @dataclass
@@ -665,8 +665,5 @@ def _missing_parts(models_dir: Path) -> str:
 
 
 def run_demo(opts: Options) -> int:
-    if opts.gates > 1:
-        from edge.demo.fleet import FleetDemo
-
-        return FleetDemo(opts).run()
+    """The single-gate demo; ``edge.demo.fleet.run_fleet_demo`` runs ``--gates N``."""
     return Demo(opts).run()

@@ -48,6 +48,7 @@ class SiteAuthority:
         card: str | None = None,
         pin: str | None = None,
         panel: int | None = None,
+        scope: Iterable[str] | None = None,
     ) -> Any:
         from edge.consent.listformat import CredentialGrant, make_entry
         from edge.credentials.hashing import credential_digest
@@ -63,7 +64,7 @@ class SiteAuthority:
             from edge.credentials.panel_number import seal_panel_number
 
             sealed = seal_panel_number(key, subject, panel)
-        return make_entry(subject, [PURPOSE], modalities, granted_at, credentials=grants, panel=sealed)
+        return make_entry(subject, [PURPOSE], modalities, granted_at, credentials=grants, panel=sealed, scope=scope)
 
     def issue(self, entries: Iterable[Any], *, now: float, valid_for_s: float = 7 * 86400.0) -> bytes:
         message, _path = self.authority.issue({e.subject: e for e in entries}, now=now, valid_for_s=valid_for_s)

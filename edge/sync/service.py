@@ -55,6 +55,9 @@ from edge.sync.store import APPLIED, REFUSED, WAITING, SyncStore
 
 log = logging.getLogger(__name__)
 
+#: parcels kept in memory while they wait for a fresh or newer consent list
+MAX_DEFERRED = 10_000
+
 
 class RetainedOutbox(Protocol):
     """What the service needs of ``edge.transport.outbox.Outbox``."""
@@ -81,7 +84,8 @@ class FaceGallery(Protocol):
 class Outcome:
     """What became of one incoming message: ``applied``, ``waiting`` (for the sensor),
     ``refused`` (with a reason), ``duplicate``, ``cleared`` (an empty retained message) or
-    ``deferred`` (the list is stale; retried when it is fresh)."""
+    ``deferred`` (the list is stale, or older than the sender's: retried when a fresh or newer one
+    is in force)."""
 
     result: str
     reason: str = ""
@@ -117,11 +121,13 @@ class SiteSync:
         self.audit = audit
         self.face_model = face_model
         self.sensor_family = sensor_family
+        self._generation = -1  # the ledger generation whose consent the sent parcels were checked against
         #: the face models are still loading (the agent's start): face parcels wait instead of being
         #: refused as model_mismatch against a model not yet known
         self.face_pending = False
         self._incoming: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._deferred: dict[str, bytes] = {}
+        #: topic -> (parcel, the list version it waits for; 0: any fresh list)
+        self._deferred: dict[str, tuple[bytes, int]] = {}
 
     @property
     def subscription(self) -> str:
@@ -186,6 +192,25 @@ class SiteSync:
         log.info("shared a %s enrolment with %s gate(s)", contents.modality, len(sent))
         return sent
 
+    def recall(self, now: float) -> int:
+        """Clear from the broker the parcels this gate sent that the list in force no longer allows
+        at their recipient (the person withdrew, their scope or the gate moved, the gate left the
+        roster): a recipient that has not fetched one yet never will, and its ciphertext does not
+        wait on the broker for a gate that would refuse it. Returns how many were recalled."""
+        gates = self.ledger.gates()
+        recalled: list[str] = []
+        for topic, recipient, subject, modality in self.store.sent_parcels():
+            entry = self.ledger.entry(subject)
+            gate = gates.get(recipient)
+            if entry is not None and gate is not None and entry.allows(modality, None, now, gate.place()):
+                continue
+            self._clear(topic)
+            recalled.append(topic)
+        if recalled:
+            self.store.forget_sent(recalled)
+            log.info("recalled %s template parcel(s) the consent in force no longer allows", len(recalled))
+        return len(recalled)
+
     # ------------------------------------------------------------------ receiving
 
     def on_message(self, topic: str, payload: bytes, retained: bool) -> None:
@@ -193,12 +218,21 @@ class SiteSync:
         self._incoming.put((topic, bytes(payload)))
 
     def process(self, now: float) -> list[Outcome]:
-        """Handle everything queued, and deferred parcels once the list is fresh; never raises."""
+        """Handle everything queued, and deferred parcels once the list they wait for is in force;
+        never raises."""
         outcomes: list[Outcome] = []
+        if self.ledger.generation != self._generation:
+            self._generation = self.ledger.generation
+            try:
+                self.recall(now)
+            except Exception as exc:  # a store problem: the parcels stay retained, retried on the next list
+                log.error("sent parcels could not be recalled: %s", exc.__class__.__name__)
         if self._deferred and not self.ledger.is_stale(now):
-            for topic, payload in sorted(self._deferred.items()):
-                self._incoming.put((topic, payload))
-            self._deferred.clear()
+            version = self._version()
+            for topic, (payload, wanted) in sorted(self._deferred.items()):
+                if wanted <= version:
+                    self._incoming.put((topic, payload))
+                    del self._deferred[topic]
         while True:
             try:
                 topic, payload = self._incoming.get_nowait()
@@ -240,12 +274,14 @@ class SiteSync:
             return self._refuse(topic, parcel, sender, exc.reason, now)
         contents = opened.contents
         if self.ledger.is_stale(now):
-            self._deferred[topic] = payload  # a fresh list decides; the broker keeps it meanwhile
-            return Outcome("deferred", "consent_stale")
+            return self._defer(topic, payload, 0, "consent_stale")  # a fresh list decides
         if contents.face is not None and self.face_model is None and self.face_pending:
-            self._deferred[topic] = payload  # retried once the face models are loaded
-            return Outcome("deferred", "face_models_loading")
+            return self._defer(topic, payload, 0, "face_models_loading")  # retried once they are loaded
         reason = self._consent_problem(contents, now)
+        if reason == "no_consent" and contents.consent_version > self._version():
+            # the sender enrolled under a list this gate has not applied yet (it was offline, or the
+            # parcel overtook the list): that list decides, not the older one in force here
+            return self._defer(topic, payload, contents.consent_version, "consent_newer")
         if reason is None and contents.face is not None and contents.face.model != self.face_model:
             reason = "model_mismatch"
         if reason is None and contents.fingerprint is not None and contents.fingerprint.family != self.sensor_family:
@@ -274,6 +310,17 @@ class SiteSync:
         except EnrolmentRefused as exc:
             return self._refuse(topic, parcel, sender, exc.reason, now, contents)
         return self._applied(topic, parcel, sender, contents, now)
+
+    def _defer(self, topic: str, payload: bytes, wanted: int, reason: str) -> Outcome:
+        """Keep a parcel in memory until the list it needs is in force; the broker keeps it too (it
+        is retained until handled), so one dropped here at the bound comes back at the next connect."""
+        if topic not in self._deferred and len(self._deferred) >= MAX_DEFERRED:
+            log.warning(
+                "more than %s template parcels wait for a consent list: the rest stay on the broker", MAX_DEFERRED
+            )
+        else:
+            self._deferred[topic] = (payload, wanted)
+        return Outcome("deferred", reason)
 
     def _consent_problem(self, contents: Contents, now: float) -> str | None:
         if not self.ledger.allows(contents.subject, contents.modality, self.enforcer.purpose, now):

@@ -97,12 +97,27 @@ class SyncStore:
             ).fetchall()
         return [Waiting(bytes(r[0]), str(r[1]), str(r[2]), bytes(r[3])) for r in rows]
 
+    def applied(self) -> list[tuple[str, str, float]]:
+        """(subject, modality, when) of every parcel applied here: for ``edge-site``-side reports and
+        the fleet benchmark; no template, no parcel contents."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT subject, modality, at FROM received WHERE outcome = ? ORDER BY at, parcel", (APPLIED,)
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), float(r[2])) for r in rows]
+
     def sent(self, parcel: bytes, recipient: str, topic: str, subject: str, modality: str, at: float) -> None:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO sent (parcel, recipient, topic, subject, modality, at) VALUES (?, ?, ?, ?, ?, ?)",
                 (parcel, recipient, topic, subject, modality, at),
             )
+
+    def sent_parcels(self) -> list[tuple[str, str, str, str]]:
+        """(topic, recipient, subject, modality) of every parcel this gate sent and still remembers."""
+        with self._lock:
+            rows = self._db.execute("SELECT topic, recipient, subject, modality FROM sent ORDER BY topic").fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in rows]
 
     def sent_topics(self, subject: str, modality: str | None = None) -> list[str]:
         """Topics of parcels this gate sent for ``subject`` (to clear them from the broker)."""

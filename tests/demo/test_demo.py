@@ -77,6 +77,17 @@ def test_edge_demo_as_an_osdp_reader_under_a_panel() -> None:
         assert number not in out + proc.stderr
 
 
+def test_edge_demo_gates_is_offered_and_not_combined_with_a_panel(capsys: pytest.CaptureFixture[str]) -> None:
+    """`edge demo --gates N` (the multi-gate site, tests/sync/test_fleet_wire.py runs it) is on the
+    command line; with `--door osdp` (one reader under one panel) it is refused before anything starts."""
+    from edge.cli.main import main
+
+    assert main(["demo", "--help"]) == 0
+    assert "--gates" in capsys.readouterr().out
+    assert main(["demo", "--gates", "2", "--door", "osdp"]) == 2
+    assert "--gates" in capsys.readouterr().err
+
+
 def _unit_vectors_at_any_offset(payload: bytes, dim: int = 128) -> int:
     """How many windows of ``dim`` float32 values (little or big endian, at any byte offset) in
     ``payload`` look like an embedding: all finite, each within [-1, 1], L2 norm 1 +- 0.02."""
@@ -112,9 +123,9 @@ def test_the_detector_of_plaintext_embeddings_finds_one() -> None:
 
 
 def test_edge_demo_with_three_gates_and_every_byte_on_the_wire(tmp_path, mosquitto) -> None:  # type: ignore[no-untyped-def]
-    """`edge demo --gates 3` on a broker this test watches: enrol once at gate 1, matched at the
-    others in scope, refused out of scope (card still works), a withdrawal with a receipt from every
-    gate confirmed by `edge-site consent status`. A subscriber on `#` records every byte the broker
+    """`edge demo --gates 3` on a broker this test watches: enrol once at gate 1 (faces and fingers),
+    matched at the others in scope, refused out of scope (card still works), a withdrawal with a
+    receipt from every gate confirmed by `edge-site consent status`. A subscriber on `#` records every byte the broker
     carried: no embedding-like float vector appears at any offset in any message."""
     import paho.mqtt.client as mqtt
 
@@ -141,8 +152,11 @@ def test_edge_demo_with_three_gates_and_every_byte_on_the_wire(tmp_path, mosquit
     out = proc.stdout
     assert proc.returncode == 0, out[-4000:] + proc.stderr[-2000:]
     for gate in ("gate-1", "gate-2", "gate-3"):
-        assert f"[x] p-anna (enrolled at gate-1) granted by face at {gate}" in out
-    assert "[x] p-dan still let through by card at gate-3" in out
-    assert "[x] edge-site consent status p-anna confirms every gate (exit 0)" in out
+        assert f"[x] p-anna granted by face at {gate}" in out
+    assert "[x] p-cara granted by fingerprint at gate-3" in out  # her sensor template, synced
+    assert "[x] p-ben granted by fingerprint at gate-2" in out
+    assert "[x] p-ben's finger is refused at gate-3 (out of his scope: no template there)" in out
+    assert "[x] p-ben granted by card at gate-3" in out
+    assert "[x] edge-site consent status p-dan: every gate confirmed the deletion (exit 0)" in out
     assert any(len(p) > 1000 for p in captured), "no sealed parcel was captured"
     assert sum(_unit_vectors_at_any_offset(p) for p in captured) == 0

@@ -15,7 +15,9 @@ def test_faults_lose_no_acknowledged_event_each_is_reported_once_and_cards_keep_
     report = run_fault_soak(tmp_path / "soak", duration_s=60.0, seed=7, say=lines.append)
     print("\n".join(lines + report.lines()))
     assert all(report.injected[f] >= 1 for f in FAULTS), report.injected  # every kind was tried
-    assert report.reported == report.injected, "each fault reported exactly once"
+    # the soak also counts the clean restarts it makes (after a damaged row): those are not faults
+    reported = {f: report.reported[f] for f in FAULTS}
+    assert reported == {f: report.injected[f] for f in FAULTS}, "each fault reported exactly once"
     assert report.committed > 100, "events did not flow"
     assert report.missing == [], "acknowledged events neither verified, queued nor announced"
     assert report.other_rejections == 0

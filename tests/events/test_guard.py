@@ -151,6 +151,29 @@ def test_docs_cddl_lists_exactly_the_fields_of_the_code() -> None:
         assert names == {name: not spec.required for name, spec in fields.items()}, kind
 
 
+def test_docs_cddl_lists_exactly_the_values_of_every_enum_field() -> None:
+    """A receipt reason (or any enum value) added to the code but not to the CDDL, or the other
+    way round, fails here. Tried: every enum and enum-list field of every kind, the CDDL's
+    `modality` type expanded to its alternatives."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "events.md").read_text()
+    alias = re.search(r"^modality = (.*)$", text, re.M)
+    assert alias is not None, "docs/events.md no longer defines the modality type"
+    modality = alias.group(1)
+    checked = 0
+    for kind, fields in EVENT_KINDS.items():
+        block = re.search(rf"^{kind.replace('_', '-')}-body = \{{(.*?)^\}}", text, re.S | re.M)
+        assert block is not None, f"docs/events.md has no CDDL for {kind}"
+        for name, spec in fields.items():
+            if spec.type not in ("enum", "enum_list"):
+                continue
+            line = re.search(rf"^\s*\??\s*{name}:([^;\n]*)", block.group(1), re.M)
+            assert line is not None, f"{kind}.{name} is not in the CDDL"
+            declared = re.sub(r"\bmodality\b", modality, line.group(1))
+            assert set(re.findall(r'"([a-z_]+)"', declared)) == set(spec.values), f"{kind}.{name}"
+            checked += 1
+    assert checked >= 10  # the reason, decision, result, state ... fields were all compared
+
+
 def test_an_emitted_event_passes_the_guard_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The outbox sink checked a body and the signer checked the same body again. Tried: one access
     event through the production sink, counting schema validations."""

@@ -257,3 +257,81 @@ def test_a_synced_fingerprint_waits_sealed_for_the_sensor_and_a_withdrawal_meanw
     assert b.gallery.subject_for_slot(10) == "p-2"
     assert [r.details["reason"] for r in b.audit.records() if r.kind == "sync_refused"] == ["no_consent"]
     assert b.sync.install_waiting(install, sensor.pop, T0 + 4) == 0  # nothing left waiting
+
+
+def test_a_parcel_sealed_under_a_newer_list_waits_for_that_list_instead_of_being_refused(site) -> None:
+    """B was offline when p-2 consented (list v2) and A enrolled and shared p-2 at once: B sees the
+    parcel while still under v1, which does not know p-2. Tried: deliver under v1 (deferred, not
+    refused, not cleared from the broker, nothing stored), then apply v2 (applied on the next pass)."""
+    authority, a, b, _ = site
+    _issue(authority, [a, b], T0, **{"p-1": _entry("p-1", "face")})
+    message, _ = authority.issue({"p-1": _entry("p-1", "face"), "p-2": _entry("p-2", "face")}, now=T0 + 10)  # type: ignore[dict-item]
+    a.enforcer.apply(message, T0 + 10)  # only A got list v2
+    assert b.id in a.sync.share_face("p-2", list(_faces()), MODEL, int(T0 + 11), T0 + 11)
+    assert _deliver(a, b, T0 + 12) == ["deferred"]
+    assert b.gallery.subjects("face") == set()
+    assert not [r for r in b.audit.records() if r.kind == "sync_refused"]
+    assert not [e for e in b.outbox.pending(limit=100) if e.retain and e.payload == b""]  # still on the broker
+    assert b.sync.process(T0 + 13) == []  # still v1: nothing retried
+    b.enforcer.apply(message, T0 + 14)
+    assert [o.result for o in b.sync.process(T0 + 15)] == ["applied"]
+    assert b.gallery.subjects("face") == {"p-2"}
+
+
+def test_the_agent_handles_a_parcel_as_it_arrives_not_at_the_next_tick(site) -> None:
+    """``edge.sync.wiring.attach``, as the agent's assembly calls it: the inbox is subscribed, an
+    inbox message goes to sync and wakes the consent thread, any other message to the consent
+    receiver. Tried: a consent thread whose next tick is an hour away (after its first one), the
+    parcel and a list topic routed as the MQTT thread routes them; B stores the face regardless."""
+    import threading
+    import time
+
+    from edge.agent.subsystems import ConsentService
+    from edge.sync.wiring import attach
+
+    authority, a, b, _ = site
+    _issue(authority, [a, b], T0, **{"p-1": _entry("p-1", "face")})
+    a.sync.share_face("p-1", list(_faces()), MODEL, int(T0), T0)
+    consent = ConsentService(b.enforcer, b.sink, tick_s=3600.0, clock=lambda: T0 + 1)
+    ticked = threading.Event()
+    consent.hooks.append(lambda _now: ticked.set())
+    subscriptions = [f"sites/{SITE}/consent"]
+    others: list[str] = []
+    route = attach(b.sync, consent, subscriptions, lambda topic, _p, _r: others.append(topic))
+    assert subscriptions == [f"sites/{SITE}/consent", f"sites/{SITE}/sync/{b.id}/+/+"]
+    consent.start()
+    try:
+        assert ticked.wait(20)  # the first tick is over: the next is an hour away
+        route(f"sites/{SITE}/consent", b"list bytes", True)
+        for topic, payload in _retained(a, b):
+            route(topic, payload, True)
+        deadline = time.monotonic() + 20
+        while b.gallery.subjects("face") != {"p-1"} and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        consent.stop()
+    assert b.gallery.subjects("face") == {"p-1"}
+    assert others == [f"sites/{SITE}/consent"]
+
+
+def test_a_withdrawal_recalls_the_parcels_not_yet_fetched_and_keeps_the_others(site) -> None:
+    """C (car park) is offline when A shares p-1 (whole site) and p-2 (whole site); p-1 then
+    withdraws. A clears p-1's parcels from the broker (an empty retained publish on each topic it
+    sent them to) and forgets them; p-2's stay. Tried: the recall once the list changes, then again
+    with no change (nothing more cleared)."""
+    authority, a, b, c = site
+    _issue(authority, [a], T0, **{"p-1": _entry("p-1", "face"), "p-2": _entry("p-2", "face")})
+    assert a.sync.share_face("p-1", list(_faces()), MODEL, int(T0), T0) == sorted([b.id, c.id])
+    a.sync.share_face("p-2", list(_faces(seed=6)), MODEL, int(T0), T0)
+    p1_topics = sorted(a.sync.store.sent_topics("p-1"))
+    assert a.sync.process(T0 + 1) == []  # nothing to recall under the list that allowed them
+    assert not [e for e in a.outbox.pending(limit=100) if e.retain and e.payload == b""]
+    message, _ = authority.withdraw("p-1", now=T0 + 5)
+    a.enforcer.apply(message, T0 + 5)
+    a.sync.process(T0 + 6)
+    cleared = sorted(e.topic for e in a.outbox.pending(limit=100) if e.retain and e.payload == b"")
+    assert cleared == p1_topics
+    assert a.sync.store.sent_topics("p-1") == []
+    assert len(a.sync.store.sent_topics("p-2")) == 2
+    a.sync.process(T0 + 7)
+    assert len([e for e in a.outbox.pending(limit=100) if e.retain and e.payload == b""]) == len(p1_topics)

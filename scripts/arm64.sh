@@ -7,6 +7,7 @@
 #   scripts/arm64.sh                 # every step, from nothing: root setup models demo tests parity
 #   scripts/arm64.sh demo parity     # some steps (all but `root` need the root made before)
 #   scripts/arm64.sh check           # can this machine run the lane? (exit 1, with the reason, if not)
+#   scripts/arm64.sh sh 'COMMAND'    # one command inside the root, in the project's synced copy
 #   scripts/arm64.sh clean           # remove the root
 #
 # Needs root on the host (mount, chroot) and a kernel that lets it mount binfmt_misc: a VM or a
@@ -22,6 +23,9 @@ INSIDE=/srv/gate-edge  # the project's copy inside the root (its own .venv, mode
 SUITE=bookworm
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}
 DATASETS=${EDGE_DATASETS:-$REPO/../shared/datasets}
+# inside, the datasets sit at the host's own path: caches keyed by the data's path (the gallery tests'
+# dlib embeddings of LFW) then match, and the lane does not redo hours of emulated dlib work
+[ -d "$DATASETS" ] && DATASETS=$(realpath "$DATASETS")
 # the numeric suites run inside: gallery, CPU parity, consent, events, detection
 ARM64_TESTS=(tests/numeric tests/gallery tests/consent tests/events tests/vision/test_face_detect.py)
 STEPS_ALL=(root setup models demo tests parity)
@@ -139,7 +143,7 @@ mount_root() {
   done >"$OUT/cpuinfo-cortex-a72"
   mount_at "$ROOT/proc/cpuinfo" --bind "$OUT/cpuinfo-cortex-a72"
   if [ -d "$DATASETS" ]; then
-    mount_at "$ROOT/srv/shared/datasets" --bind -o ro "$(realpath "$DATASETS")"
+    mount_at "$ROOT$DATASETS" --bind -o ro "$DATASETS"
   fi
   # local package folders the pip config names (find-links, file:// indexes), at the same paths
   local dir
@@ -182,7 +186,7 @@ unmount_root() {
 
 inside() { # inside COMMAND: run a shell command in the project's copy inside the root
   local env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU")
-  [ -d "$DATASETS" ] && env+=(EDGE_DATASETS=/srv/shared/datasets)
+  [ -d "$DATASETS" ] && env+=(EDGE_DATASETS="$DATASETS")
   local var
   for var in $(compgen -e | grep -E '^(PIP_|SSL_CERT|REQUESTS_CA|CURL_CA|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY)'); do
     env+=("$var=${!var}")
@@ -211,9 +215,33 @@ sync_repo() {
 # ------------------------------------------------------------------ steps
 
 step_setup() {
-  inside "bash scripts/setup.sh" || die "scripts/setup.sh failed inside the arm64 root"
+  # PIP_VERBOSE=1 cancels setup.sh's -q: the log shows what pip downloaded and what it built
+  inside "PIP_VERBOSE=1 bash scripts/setup.sh" >"$OUT/arm64-setup.log" 2>&1 ||
+    die "scripts/setup.sh failed inside the arm64 root (log: $OUT/arm64-setup.log)"
   inside ".venv/bin/python -c 'import platform, numpy, faiss, cv2, ai_edge_litert; print(\"arm64: python\", platform.python_version(), platform.machine(), \"numpy\", numpy.__version__)'"
   inside ".venv/bin/python -m pip list --format=freeze" >"$OUT/arm64-packages.txt"
+  inside ".venv/bin/python -" <<'PY' >"$OUT/arm64-wheels.txt"
+# every installed distribution by the tag of the wheel it came from: a compiled one from PyPI carries
+# manylinux_*_aarch64; one pip compiled here from its source carries a bare linux_aarch64
+import importlib.metadata as md
+
+kinds = {"aarch64 wheel": [], "built here from source": [], "pure Python": []}
+for dist in md.distributions():
+    wheel = dist.read_text("WHEEL") or ""
+    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+    name = f"{dist.metadata['Name']} {dist.version}"
+    if any(t.endswith("-any") for t in tags):
+        kinds["pure Python"].append(name)
+    elif any("manylinux" in t or "musllinux" in t for t in tags):
+        kinds["aarch64 wheel"].append(f"{name} ({tags[0]})")
+    else:
+        kinds["built here from source"].append(f"{name} ({', '.join(tags) or 'no WHEEL file'})")
+for kind, names in kinds.items():
+    print(f"{kind}: {len(names)}")
+    for n in sorted(names, key=str.lower):
+        print(f"  {n}")
+PY
+  say "setup: $(awk -F': ' '/^[a-z]/ { printf "%s%s %s", sep, $2, $1; sep = ", " }' "$OUT/arm64-wheels.txt") (report: $OUT/arm64-wheels.txt)"
 }
 
 step_models() {
@@ -271,6 +299,19 @@ main() {
     check)
       check_host
       say "this machine can run the lane (binfmt_misc with qemu-aarch64, chroot as root)"
+      return
+      ;;
+    sh)
+      # one command inside, in the project's copy (synced from the working tree first)
+      [ ${#steps[@]} -eq 2 ] || die "usage: scripts/arm64.sh sh 'COMMAND'"
+      [ -f "$ROOT/.lane-ready" ] || die "no arm64 root at $ROOT: run scripts/arm64.sh root first"
+      check_host
+      stale_mounts
+      trap unmount_root EXIT
+      host_config
+      mount_root
+      sync_repo
+      inside "${steps[1]}"
       return
       ;;
     clean)

@@ -23,9 +23,6 @@ INSIDE=/srv/gate-edge  # the project's copy inside the root (its own .venv, mode
 SUITE=bookworm
 export QEMU_CPU=${QEMU_CPU:-cortex-a72}
 DATASETS=${EDGE_DATASETS:-$REPO/../shared/datasets}
-# inside, the datasets sit at the host's own path: caches keyed by the data's path (the gallery tests'
-# dlib embeddings of LFW) then match, and the lane does not redo hours of emulated dlib work
-[ -d "$DATASETS" ] && DATASETS=$(realpath "$DATASETS")
 # the numeric suites run inside: gallery, CPU parity, consent, events, detection
 ARM64_TESTS=(tests/numeric tests/gallery tests/consent tests/events tests/vision/test_face_detect.py)
 STEPS_ALL=(root setup models demo tests parity)
@@ -143,7 +140,7 @@ mount_root() {
   done >"$OUT/cpuinfo-cortex-a72"
   mount_at "$ROOT/proc/cpuinfo" --bind "$OUT/cpuinfo-cortex-a72"
   if [ -d "$DATASETS" ]; then
-    mount_at "$ROOT$DATASETS" --bind -o ro "$DATASETS"
+    mount_at "$ROOT/srv/shared/datasets" --bind -o ro "$(realpath "$DATASETS")"
   fi
   # local package folders the pip config names (find-links, file:// indexes), at the same paths
   local dir
@@ -152,6 +149,14 @@ mount_root() {
     case "$dir" in / | /etc* | /usr* | /proc* | /sys* | /dev*) continue ;; esac
     if [ -d "$dir" ] && ! mountpoint -q "$ROOT$dir"; then mount_at "$ROOT$dir" --bind -o ro "$dir"; fi
   done
+}
+
+lock_root() {
+  # one run at a time per root: a second run's stale_mounts and kill_inside would otherwise take
+  # the mounts and processes of a run still going (flock is released when this shell exits)
+  mkdir -p "$(dirname "$ROOT")"
+  exec 9>"$ROOT.lock"
+  flock -n 9 || die "another scripts/arm64.sh is using $ROOT (lock $ROOT.lock held); wait for it or use another ARM64_ROOT"
 }
 
 stale_mounts() {
@@ -186,7 +191,7 @@ unmount_root() {
 
 inside() { # inside COMMAND: run a shell command in the project's copy inside the root
   local env=(HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 QEMU_CPU="$QEMU_CPU")
-  [ -d "$DATASETS" ] && env+=(EDGE_DATASETS="$DATASETS")
+  [ -d "$DATASETS" ] && env+=(EDGE_DATASETS=/srv/shared/datasets)
   local var
   for var in $(compgen -e | grep -E '^(PIP_|SSL_CERT|REQUESTS_CA|CURL_CA|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY)'); do
     env+=("$var=${!var}")
@@ -306,6 +311,7 @@ main() {
       [ ${#steps[@]} -eq 2 ] || die "usage: scripts/arm64.sh sh 'COMMAND'"
       [ -f "$ROOT/.lane-ready" ] || die "no arm64 root at $ROOT: run scripts/arm64.sh root first"
       check_host
+      lock_root
       stale_mounts
       trap unmount_root EXIT
       host_config
@@ -316,6 +322,8 @@ main() {
       ;;
     clean)
       [ -d "$ROOT" ] || return 0
+      lock_root
+      stale_mounts
       say "removing $ROOT"
       rm -rf --one-file-system "$ROOT"
       return
@@ -329,6 +337,7 @@ main() {
   local t0 t
   t0=$(now)
   : >"$OUT/times.txt"
+  lock_root
   stale_mounts
   trap unmount_root EXIT
   for s in "${steps[@]}"; do

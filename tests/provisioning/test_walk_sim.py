@@ -46,7 +46,7 @@ def fpsim() -> Iterator[Any]:
     sim = SimulatorProcess(model="r503")
     sim.start()
     yield sim
-    sim.stop()
+    print(f"edge-fpsim stderr:\n{sim.stop()}")  # shown by pytest when the test failed
 
 
 @pytest.fixture(scope="module")

@@ -229,24 +229,34 @@ step_setup() {
 # every installed distribution by the tag of the wheel it came from: a compiled one from PyPI carries
 # manylinux_*_aarch64; one pip compiled here from its source carries a bare linux_aarch64
 import importlib.metadata as md
+import json
+import sysconfig
 
-kinds = {"aarch64 wheel": [], "built here from source": [], "pure Python": []}
-for dist in md.distributions():
+kinds: dict[str, list[str]] = {"aarch64 wheel": [], "compiled here from source": [], "pure Python": [], "this project (editable)": []}
+# the venv's own packages only (not the project's egg-info that the working directory also shows)
+for dist in md.distributions(path=sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})):
     wheel = dist.read_text("WHEEL") or ""
     tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
     name = f"{dist.metadata['Name']} {dist.version}"
-    if any(t.endswith("-any") for t in tags):
+    editable = json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable", False)
+    if editable:
+        kinds["this project (editable)"].append(name)
+    elif any(t.endswith("-any") for t in tags):
         kinds["pure Python"].append(name)
     elif any("manylinux" in t or "musllinux" in t for t in tags):
         kinds["aarch64 wheel"].append(f"{name} ({tags[0]})")
     else:
-        kinds["built here from source"].append(f"{name} ({', '.join(tags) or 'no WHEEL file'})")
+        kinds["compiled here from source"].append(f"{name} ({', '.join(tags) or 'no WHEEL file'})")
 for kind, names in kinds.items():
     print(f"{kind}: {len(names)}")
     for n in sorted(names, key=str.lower):
         print(f"  {n}")
 PY
-  say "setup: $(awk -F': ' '/^[a-z]/ { printf "%s%s %s", sep, $2, $1; sep = ", " }' "$OUT/arm64-wheels.txt") (report: $OUT/arm64-wheels.txt)"
+  # pure-Python sdists pip turned into wheels (only in a run that installed them: a cold one)
+  local built
+  built=$(grep -oE 'Building wheel for [^ ]+' "$OUT/arm64-setup.log" | awk '{ print $4 }' | sort -u | paste -sd ' ' || true)
+  echo "built into wheels by pip in this run: ${built:-none}" >>"$OUT/arm64-wheels.txt"
+  say "setup: $(awk -F': ' '/^[a-z]/ && !/^built/ { printf "%s%s %s", sep, $2, $1; sep = ", " }' "$OUT/arm64-wheels.txt"); built by pip in this run: ${built:-none} (report: $OUT/arm64-wheels.txt)"
 }
 
 step_models() {

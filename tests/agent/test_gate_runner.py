@@ -336,6 +336,8 @@ class LivePipeline:
 
     def __init__(self, threshold: float = 0.1) -> None:
         self.threshold = threshold
+        #: the landmarks of every frame the gate looked at (tests wait for a frame to be seen)
+        self.seen: list[object] = []
 
     def process(self, frame: tuple[np.ndarray, float, object], rule: str = "gate") -> Observation:
         return self.probe(frame, rule)
@@ -344,6 +346,7 @@ class LivePipeline:
         self, frame: tuple[np.ndarray, float, object], rule: str = "gate", uncertain: object = None
     ) -> Observation:
         embedding, score, points = frame
+        self.seen.append(points)
         if score < self.threshold:  # as FacePipeline: an attack is never embedded
             return Observation(embedding[:0], attack=True, live_score=score)
         return Observation(embedding, live_score=score, points=points if self.want_points else None)
@@ -391,8 +394,11 @@ def test_challenge_mode_lets_a_face_in_only_after_it_blinks(monkeypatch: pytest.
         assert wait_for(lambda: prompts == ["please blink"])
         time.sleep(0.4)
         assert rig.grants("face") == 0
-        rig.frames[0] = (near(unit(0), 1), 0.97, face_points(0.05))  # type: ignore[call-overload]
-        time.sleep(0.1)
+        closed = face_points(0.05)
+        rig.frames[0] = (near(unit(0), 1), 0.97, closed)  # type: ignore[call-overload]
+        # the blink is one frame: wait until the gate has looked at it (a fixed 0.1 s missed it
+        # whenever the gate's thread was not scheduled in that time)
+        assert wait_for(lambda: any(points is closed for points in rig.pipeline.seen))  # type: ignore[attr-defined]
         rig.frames[0] = (near(unit(0), 1), 0.97, face_points(0.3))  # type: ignore[call-overload]
         assert wait_for(lambda: rig.grants("face") >= 1)
         rig.frames.clear()

@@ -7,6 +7,7 @@
 #   scripts/arm64.sh                 # every step, from nothing: root setup models demo tests parity
 #   scripts/arm64.sh demo parity     # some steps (all but `root` need the root made before)
 #   scripts/arm64.sh check           # can this machine run the lane? (exit 1, with the reason, if not)
+#   scripts/arm64.sh sh 'COMMAND'    # one command inside the root, in the project's synced copy
 #   scripts/arm64.sh clean           # remove the root
 #
 # Needs root on the host (mount, chroot) and a kernel that lets it mount binfmt_misc: a VM or a
@@ -150,6 +151,14 @@ mount_root() {
   done
 }
 
+lock_root() {
+  # one run at a time per root: a second run's stale_mounts and kill_inside would otherwise take
+  # the mounts and processes of a run still going (flock is released when this shell exits)
+  mkdir -p "$(dirname "$ROOT")"
+  exec 9>"$ROOT.lock"
+  flock -n 9 || die "another scripts/arm64.sh is using $ROOT (lock $ROOT.lock held); wait for it or use another ARM64_ROOT"
+}
+
 stale_mounts() {
   # a run killed before its EXIT trap (a lost session, SIGKILL) leaves its mounts behind, some on
   # directories since deleted; mounting over those fails with ENOENT: undo them first, deepest first
@@ -211,9 +220,43 @@ sync_repo() {
 # ------------------------------------------------------------------ steps
 
 step_setup() {
-  inside "bash scripts/setup.sh" || die "scripts/setup.sh failed inside the arm64 root"
+  # PIP_VERBOSE=1 cancels setup.sh's -q: the log shows what pip downloaded and what it built
+  inside "PIP_VERBOSE=1 bash scripts/setup.sh" >"$OUT/arm64-setup.log" 2>&1 ||
+    die "scripts/setup.sh failed inside the arm64 root (log: $OUT/arm64-setup.log)"
   inside ".venv/bin/python -c 'import platform, numpy, faiss, cv2, ai_edge_litert; print(\"arm64: python\", platform.python_version(), platform.machine(), \"numpy\", numpy.__version__)'"
   inside ".venv/bin/python -m pip list --format=freeze" >"$OUT/arm64-packages.txt"
+  inside ".venv/bin/python -" <<'PY' >"$OUT/arm64-wheels.txt"
+# every installed distribution by the tag of the wheel it came from: a compiled one from PyPI carries
+# manylinux_*_aarch64; one pip compiled here from its source carries a bare linux_aarch64
+import importlib.metadata as md
+import json
+import sysconfig
+
+kinds: dict[str, list[str]] = {"aarch64 wheel": [], "compiled here from source": [], "pure Python": [], "this project (editable)": []}
+# the venv's own packages only (not the project's egg-info that the working directory also shows)
+for dist in md.distributions(path=sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})):
+    wheel = dist.read_text("WHEEL") or ""
+    tags = [line.split(":", 1)[1].strip() for line in wheel.splitlines() if line.startswith("Tag:")]
+    name = f"{dist.metadata['Name']} {dist.version}"
+    editable = json.loads(dist.read_text("direct_url.json") or "{}").get("dir_info", {}).get("editable", False)
+    if editable:
+        kinds["this project (editable)"].append(name)
+    elif any(t.endswith("-any") for t in tags):
+        kinds["pure Python"].append(name)
+    elif any("manylinux" in t or "musllinux" in t for t in tags):
+        kinds["aarch64 wheel"].append(f"{name} ({tags[0]})")
+    else:
+        kinds["compiled here from source"].append(f"{name} ({', '.join(tags) or 'no WHEEL file'})")
+for kind, names in kinds.items():
+    print(f"{kind}: {len(names)}")
+    for n in sorted(names, key=str.lower):
+        print(f"  {n}")
+PY
+  # pure-Python sdists pip turned into wheels (only in a run that installed them: a cold one)
+  local built
+  built=$(grep -oE 'Building wheel for [^ ]+' "$OUT/arm64-setup.log" | awk '{ print $4 }' | sort -u | paste -sd ' ' || true)
+  echo "built into wheels by pip in this run: ${built:-none}" >>"$OUT/arm64-wheels.txt"
+  say "setup: $(awk -F': ' '/^[a-z]/ && !/^built/ { printf "%s%s %s", sep, $2, $1; sep = ", " }' "$OUT/arm64-wheels.txt"); built by pip in this run: ${built:-none} (report: $OUT/arm64-wheels.txt)"
 }
 
 step_models() {
@@ -273,8 +316,24 @@ main() {
       say "this machine can run the lane (binfmt_misc with qemu-aarch64, chroot as root)"
       return
       ;;
+    sh)
+      # one command inside, in the project's copy (synced from the working tree first)
+      [ ${#steps[@]} -eq 2 ] || die "usage: scripts/arm64.sh sh 'COMMAND'"
+      [ -f "$ROOT/.lane-ready" ] || die "no arm64 root at $ROOT: run scripts/arm64.sh root first"
+      check_host
+      lock_root
+      stale_mounts
+      trap unmount_root EXIT
+      host_config
+      mount_root
+      sync_repo
+      inside "${steps[1]}"
+      return
+      ;;
     clean)
       [ -d "$ROOT" ] || return 0
+      lock_root
+      stale_mounts
       say "removing $ROOT"
       rm -rf --one-file-system "$ROOT"
       return
@@ -288,6 +347,7 @@ main() {
   local t0 t
   t0=$(now)
   : >"$OUT/times.txt"
+  lock_root
   stale_mounts
   trap unmount_root EXIT
   for s in "${steps[@]}"; do

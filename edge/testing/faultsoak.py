@@ -98,6 +98,7 @@ class FaultReport:
     missing: list[int] = field(default_factory=list)  # acknowledged, not verified, not announced, not queued
     still_queued: int = 0
     start_failures: int = 0  # edge run exits we did not cause
+    clean_restarts: int = 0  # SIGTERM and start, after a damaged row (not a fault of its own)
     safe_mode: int = 0
     integrity: dict[str, str] = field(default_factory=dict)
 
@@ -118,6 +119,7 @@ class FaultReport:
             f"{self.announced_lost} announced lost, {self.still_queued} still queued, missing {len(self.missing)}; "
             f"redeliveries refused as replays {self.duplicates_refused}, other rejections {self.other_rejections}",
             f"start-ups that failed: {self.start_failures}; safe-mode entries: {self.safe_mode}; "
+            f"clean restarts by the soak: {self.clean_restarts}; "
             f"crash loops: {1 if self.start_failures >= 3 else 0}",
             "faults:   " + "  ".join(f"{f:<{width}}" for f in FAULTS),
             "injected: " + "  ".join(f"{self.injected[f]:<{width}}" for f in FAULTS),
@@ -214,7 +216,7 @@ def run_fault_soak(
     from edge.site.verifier import Verifier
     from edge.state import StateDir
     from edge.state_faults import write_fault_file
-    from edge.testing.mosquitto import Mosquitto, free_port
+    from edge.testing.mosquitto import Mosquitto, free_port, give_to_broker_user
     from edge.transport.mqtt import MqttSettings
     from edge.transport.outbox import Outbox
 
@@ -222,7 +224,9 @@ def run_fault_soak(
     work.mkdir(parents=True, exist_ok=True)
     report = FaultReport(duration_s, seed)
     broker = Mosquitto(work / "broker", extra=f"persistence true\npersistence_location {work / 'broker'}/\n")
-    broker.start()
+    broker.write_config()
+    give_to_broker_user(broker.workdir)  # its persistence file (and log) must be writable by it: a restart
+    broker.start()  # keeps what the subscriber's session still had to receive, as a production broker does
     sim = SimulatorProcess(model="r307", seed=seed)
     sim.start()
     stop = threading.Event()
@@ -351,7 +355,7 @@ def run_fault_soak(
                         conn.execute("UPDATE templates SET box = ? WHERE id = ?", (bytes(box), row))
                 conn.close()
                 restart(kill=False)  # the gallery reads every row at start: that is where it is found
-                report.injected["restart"] += 1
+                report.clean_restarts += 1
             elif fault == "broker":
                 broker.stop()
                 time.sleep(rng.uniform(1.0, 3.0))

@@ -13,6 +13,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -37,9 +39,23 @@ def give_to_broker_user(*paths: Path) -> None:
 
 
 def free_port() -> int:
+    """A loopback port free at this moment. Nothing holds it afterwards: another process (a broker
+    of a test suite running beside this one, the source port of any outgoing connection) may take
+    it before it is used. For a port where nothing may listen, use :func:`closed_port`."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port where nothing listens for as long as the block runs: a connection to it is
+    refused. The port is held bound (not listening, without SO_REUSEADDR), so no other process can
+    listen on it meanwhile and no outgoing connection gets it as its source port (a TCP socket
+    connecting from a port to the same port connects to itself)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def find_mosquitto() -> str:
@@ -49,6 +65,34 @@ def find_mosquitto() -> str:
     raise TransportError(
         "mosquitto is not installed", hint="sudo apt-get install mosquitto (scripts/setup.sh does this)"
     )
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on 127.0.0.1:``port`` (Linux /proc); where
+    /proc cannot tell, whether anything accepts a connection there."""
+    try:
+        want = f"0100007F:{port:04X}"
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == want and fields[3] == "0A":  # 0A: TCP_LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except (OSError, IndexError):
+        fds = None
+    if fds is not None:
+        for fd in fds if inodes else []:
+            try:
+                if str(fd.readlink()) in inodes:
+                    return True
+            except OSError:  # closed meanwhile
+                continue
+        return False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
 
 
 class Mosquitto:
@@ -70,6 +114,8 @@ class Mosquitto:
     ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        #: the port was picked here, so start() may pick another if it is taken before the broker binds it
+        self._port_chosen = port is None and config_text is None
         self.extra = extra
         self.anonymous = anonymous
         #: A whole config (e.g. ``production_config(...)``) used instead of the generated one; its
@@ -104,25 +150,42 @@ class Mosquitto:
     def start(self, timeout_s: float = 10.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
             return
+        # free_port() holds nothing: a port picked here can be taken (by a broker of a test suite
+        # running beside this one) before Mosquitto binds it; then, at the first start only, pick
+        # another
+        for _attempt in range(5):
+            if self._launch(timeout_s):
+                self._port_chosen = False  # a restart keeps the port its clients reconnect to
+                return
+            self.port = free_port()
+        raise TransportError("mosquitto found every port it was given taken by another process")
+
+    def _launch(self, timeout_s: float) -> bool:
+        """Start the broker; True once it listens on every port, False if a picked port was taken."""
+        log_start = self.log.stat().st_size if self.log.exists() else 0
         self.write_config()
-        self.proc = subprocess.Popen(
-            [find_mosquitto(), "-c", str(self.conf)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # what it says before its log file is open (or when it cannot open it) goes to stderr
+        stderr = self.workdir / "mosquitto.stderr"
+        with stderr.open("wb") as err:
+            proc = self.proc = subprocess.Popen(
+                [find_mosquitto(), "-c", str(self.conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                log = self.log.read_text(errors="replace") if self.log.exists() else ""
-                raise TransportError(f"mosquitto exited at start (code {self.proc.returncode}): {log[-400:]}")
-            try:
-                for port in self.ports:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        pass
-                return
-            except OSError:
-                time.sleep(0.02)
+            if proc.poll() is not None:
+                said = stderr.read_bytes() + (self.log.read_bytes()[log_start:] if self.log.exists() else b"")
+                log = said.decode(errors="replace")
+                self.proc = None
+                if self._port_chosen and "Address already in use" in log:
+                    return False
+                raise TransportError(f"mosquitto exited at start (code {proc.returncode}): {log[-400:]}")
+            # listening means this process's own listening sockets, not whoever answers on the port
+            if all(_listens(proc.pid, port) for port in self.ports):
+                return True
+            time.sleep(0.02)
         self.stop()
         raise TransportError(f"mosquitto did not listen on 127.0.0.1:{self.port} within {timeout_s} s")
 

@@ -411,6 +411,8 @@ class LivePipeline:
 
     def __init__(self, threshold: float = 0.1) -> None:
         self.threshold = threshold
+        #: the landmarks of every frame the gate looked at (tests wait for a frame to be seen)
+        self.seen: list[np.ndarray] = []
 
     def process(self, frame: Frame, rule: Rule = "gate") -> Observation:
         return self.probe(frame, rule)
@@ -421,6 +423,7 @@ class LivePipeline:
         packed = np.asarray(frame, dtype=np.float32)
         embedding, score, marks = packed[:128], float(packed[128]), packed[129:].reshape(POINTS)
         points = None if np.isnan(marks).all() or not self.want_points else marks
+        self.seen.append(marks)
         if score < self.threshold:  # as FacePipeline: an attack is never embedded
             return Observation(embedding[:0], attack=True, live_score=score)
         return Observation(embedding, live_score=score, points=points)
@@ -460,7 +463,7 @@ def test_challenge_mode_lets_a_face_in_only_after_it_blinks(monkeypatch: pytest.
     monkeypatch.setattr(face_step_module, "draw", lambda: Challenge.BLINK)
     prompts: list[str] = []
     rig = Rig()
-    rig.pipeline = LivePipeline()
+    rig.pipeline = live = LivePipeline()
     policy = LivenessPolicy(threshold=0.1, challenge=True)
     with rig.runner(liveness=policy, prompt=prompts.append):
         assert rig.pipeline.want_points  # the runner asked the pipeline for landmarks
@@ -468,8 +471,11 @@ def test_challenge_mode_lets_a_face_in_only_after_it_blinks(monkeypatch: pytest.
         assert wait_for(lambda: prompts == ["please blink"])
         time.sleep(0.4)
         assert rig.grants("face") == 0
-        rig.frames[0] = live_frame(near(unit(0), 1), 0.97, face_points(0.05))
-        time.sleep(0.1)
+        closed = face_points(0.05)
+        rig.frames[0] = live_frame(near(unit(0), 1), 0.97, closed)
+        # the blink is one frame: wait until the gate has looked at it (a fixed 0.1 s missed it
+        # whenever the gate's thread was not scheduled in that time)
+        assert wait_for(lambda: any(np.allclose(marks, closed, equal_nan=True) for marks in live.seen))
         rig.frames[0] = live_frame(near(unit(0), 1), 0.97, face_points(0.3))
         assert wait_for(lambda: rig.grants("face") >= 1)
         rig.frames.clear()

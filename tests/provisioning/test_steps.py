@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from edge.testing.mosquitto import Mosquitto, free_port
+from edge.testing.mosquitto import Mosquitto, closed_port
 from tests.provisioning.conftest import Pki, Run
 from tests.provisioning.test_walk import snapshot
 
@@ -159,8 +159,11 @@ def test_broker_acl_that_denies_the_device_topic_is_reported(
 
 
 def test_broker_that_is_not_running_is_refused_with_the_fix(provision: Run, initialised: Path) -> None:
-    result = provision("broker", "--url", f"mqtt://127.0.0.1:{free_port()}", "--json", "--timeout", "3")
-    assert result.code == 3
+    # a port held closed for the whole probe: a port that was merely free a moment before may be a
+    # broker of a test suite running beside this one by the time the probe connects
+    with closed_port() as port:
+        result = provision("broker", "--url", f"mqtt://127.0.0.1:{port}", "--json", "--timeout", "3")
+    assert result.code == 3, result.out
     assert result.json()["problem"] == "refused"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cbor2
@@ -15,7 +16,7 @@ from edge.events.outbox_sink import OutboxSink
 from edge.modality import Modality
 from edge.site.registry import Registry
 from edge.site.verifier import Verifier
-from edge.testing.mosquitto import Mosquitto, free_port
+from edge.testing.mosquitto import Mosquitto, closed_port
 from edge.transport import topics
 from edge.transport.mqtt import Backoff, MqttPublisher, MqttSettings
 from edge.transport.outbox import Outbox
@@ -88,19 +89,24 @@ def test_availability_is_retained_online_then_offline(tmp_path: Path, mosquitto:
 
 
 def test_emit_never_waits_for_an_absent_broker_and_the_outbox_replays_after_restart(tmp_path: Path) -> None:
-    port = free_port()
-    settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{port}", connect_timeout_s=1.0)
     dev = Device(tmp_path)
-    publisher = dev.publisher(settings)
-    publisher.start()
-    try:
-        for i in range(50):  # nothing listens on the port: emit only writes SQLite
-            dev.sink.emit(Health(uptime_s=i, outbox_depth=i))
-        assert dev.outbox.depth() == 50
-        assert not publisher.connected
-        assert publisher.stats.connect_failures >= 1
-    finally:
-        publisher.stop()
+    with closed_port() as port:  # held: no broker of a suite running beside this one can appear there
+        settings = MqttSettings.from_url(f"mqtt://127.0.0.1:{port}", connect_timeout_s=1.0)
+        publisher = dev.publisher(settings)
+        publisher.start()
+        try:
+            for i in range(50):  # nothing listens on the port: emit only writes SQLite
+                dev.sink.emit(Health(uptime_s=i, outbox_depth=i))
+            assert dev.outbox.depth() == 50
+            assert not publisher.connected
+            # the publisher's thread tries on its own time: wait for the failure this asserts
+            deadline = time.monotonic() + 20
+            while publisher.stats.connect_failures < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert publisher.stats.connect_failures >= 1
+            assert not publisher.connected
+        finally:
+            publisher.stop()
     dev.outbox.close()
     # "Restart": a new outbox object on the same file, a broker on the port, a new publisher.
     dev.outbox = Outbox(tmp_path / f"{dev.id}.sqlite3")

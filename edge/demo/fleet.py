@@ -33,12 +33,21 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.demo.run import CARD_EVE, Demo, Options, _capture, _missing_parts, access
+from edge.demo.run import (
+    CARD_EVE,
+    Demo,
+    Options,
+    _capture,
+    _missing_parts,
+    access,
+    enrol_by_photos,
+    enrol_on_simulator,
+)
 from edge.errors import EdgeError
 
 CARD_BEN = "0099 5678"
@@ -279,8 +288,7 @@ class FleetDemo(Demo):
         is sealed for the gates in the person's scope as it is stored. Returns when it finished."""
         from edge.errors import ConsentError
         from edge.state import StateDir
-        from edge.vision.camera import ReplayCamera
-        from provisioning import enrol, hooks
+        from provisioning import hooks
 
         ports = hooks.enrol_ports(StateDir(gate.root), pipeline=gate.pipeline)
         assert ports is not None
@@ -288,66 +296,23 @@ class FleetDemo(Demo):
         try:
             assert ports.apply_list is not None
             ports.apply_list(first_list, time.time())  # the installer's copy of the list
-            eve_camera = ReplayCamera(list(cast_faces["p-anna"].enrol), fps=0)
-            try:
-                enrol.enrol_face(
-                    "p-eve",
-                    enforcer=ports.enforcer,
-                    camera=eve_camera,
-                    pipeline=gate.pipeline,
-                    gallery=ports.gallery,
-                    model_id=ports.model_id,
-                    sink=ports.sink,
-                    share=ports.share_face,
+            try:  # consent is checked before any frame is read
+                enrol_by_photos(
+                    ports, gate.pipeline, "p-eve", cast_faces["p-anna"].enrol, self.opts.step_timeout_s, share=True
                 )
                 self.check("enrolment of p-eve is refused at gate-1 (no consent)", False, "it was accepted")
             except ConsentError:
                 self.check("enrolment of p-eve is refused at gate-1 (no consent)", True)
-            finally:
-                eve_camera.close()
             for who in ("p-anna", "p-dan"):
-                camera = ReplayCamera(list(cast_faces[who].enrol), fps=0)
-                try:
-                    report = enrol.enrol_face(
-                        who,
-                        enforcer=ports.enforcer,
-                        camera=camera,
-                        pipeline=gate.pipeline,
-                        gallery=ports.gallery,
-                        model_id=ports.model_id,
-                        sink=ports.sink,
-                        wanted=3,
-                        timeout_s=max(30.0, self.opts.step_timeout_s / 2),
-                        share=ports.share_face,
-                    )
-                finally:
-                    camera.close()
+                timeout_s = max(30.0, self.opts.step_timeout_s / 2)
+                report = enrol_by_photos(ports, gate.pipeline, who, cast_faces[who].enrol, timeout_s, share=True)
                 self.say(
                     f"gate-1: enrolled {who} by face ({report.stored} templates), sealed for "
                     f"{report.shared_with} other gate(s)"
                 )
-            assert ports.sensor is not None
             for who, finger in fingers.items():
-                refs = iter(finger.enrol)
-
-                def drive(prompt: str, refs: Iterator[str] = refs, last: str = finger.enrol[-1]) -> None:
-                    if prompt.lower().startswith("lift"):
-                        sim.control.lift()
-                    elif prompt.lower().startswith("place"):
-                        sim.control.place(next(refs, last))
-
-                report = enrol.enrol_finger(
-                    who,
-                    enforcer=ports.enforcer,
-                    sensor=ports.sensor(),
-                    gallery=ports.gallery,
-                    sink=ports.sink,
-                    captures=len(finger.enrol),
-                    timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation
-                    feedback=drive,
-                    share=ports.share_finger,
-                )
-                sim.control.lift()
+                timeout_s = max(20.0, self.opts.step_timeout_s / 2)  # slower under emulation
+                report = enrol_on_simulator(ports, sim, who, finger, timeout_s, share=True)
                 self.say(
                     f"gate-1: enrolled {who} on the sensor (slot {report.sensor_slot}); the module's template "
                     f"read back and sealed for {report.shared_with} other gate(s)"

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from edge.osdp.panel import PtyBus, SimPanel
     from edge.state import StateDir
     from edge.vision.pipeline import FacePipeline
+    from provisioning.enrol import EnrolReport
     from provisioning.hooks import EnrolPorts
 
 CARD_EVE = "0099 1234"
@@ -497,78 +498,29 @@ class Demo:
 
     def _enrol_refused(self, ports: EnrolPorts, pipeline: FacePipeline, cast: Cast) -> None:
         from edge.errors import ConsentError
-        from edge.vision.camera import ReplayCamera
-        from provisioning import enrol
 
-        camera = ReplayCamera(list(cast.faces["p-anna"].enrol), fps=0)  # consent is checked first
-        try:
-            enrol.enrol_face(
-                "p-eve",
-                enforcer=ports.enforcer,
-                camera=camera,
-                pipeline=pipeline,
-                gallery=ports.gallery,
-                model_id=ports.model_id,
-                sink=ports.sink,
-            )
+        try:  # consent is checked before any frame is read
+            enrol_by_photos(ports, pipeline, "p-eve", cast.faces["p-anna"].enrol, self.opts.step_timeout_s)
             self.check("enrolment of p-eve is refused (no consent)", False, "it was accepted")
         except ConsentError:
             self.check("enrolment of p-eve is refused (no consent)", True)
-        finally:
-            camera.close()
 
     def _enrol_faces(self, ports: EnrolPorts, pipeline: FacePipeline, cast: Cast) -> int:
-        from edge.vision.camera import ReplayCamera
-        from provisioning import enrol
-
         enrolled = 0
         for who in ("p-anna", "p-dan", "p-cara"):
             person = cast.faces.get(who)
             if person is None:
                 continue
-            camera = ReplayCamera(list(person.enrol), fps=0)
-            try:
-                report = enrol.enrol_face(
-                    who,
-                    enforcer=ports.enforcer,
-                    camera=camera,
-                    pipeline=pipeline,
-                    gallery=ports.gallery,
-                    model_id=ports.model_id,
-                    sink=ports.sink,
-                    wanted=3,
-                    timeout_s=max(30.0, self.opts.step_timeout_s / 2),
-                )
-            finally:
-                camera.close()
+            timeout_s = max(30.0, self.opts.step_timeout_s / 2)
+            report = enrol_by_photos(ports, pipeline, who, person.enrol, timeout_s)
             self.say(f"enrolled {who} by face: {report.stored} templates from {report.frames_seen} frames")
             enrolled += 1
         return enrolled
 
     def _enrol_fingers(self, ports: EnrolPorts, cast: Cast, sim: SimulatorProcess) -> int:
-        from provisioning import enrol
-
-        assert ports.sensor is not None
         for who, finger in cast.fingers.items():
-            refs = iter(finger.enrol)
-
-            def drive(prompt: str, refs: Iterator[str] = refs, last: str = finger.enrol[-1]) -> None:
-                if prompt.lower().startswith("lift"):
-                    sim.control.lift()
-                elif prompt.lower().startswith("place"):
-                    sim.control.place(next(refs, last))
-
-            report = enrol.enrol_finger(
-                who,
-                enforcer=ports.enforcer,
-                sensor=ports.sensor(),
-                gallery=ports.gallery,
-                sink=ports.sink,
-                captures=len(finger.enrol),
-                timeout_s=max(20.0, self.opts.step_timeout_s / 2),  # slower under emulation (arm64 lane)
-                feedback=drive,
-            )
-            sim.control.lift()
+            timeout_s = max(20.0, self.opts.step_timeout_s / 2)  # slower under emulation (arm64 lane)
+            report = enrol_on_simulator(ports, sim, who, finger, timeout_s)
             self.say(f"enrolled {who} on the sensor: slot {report.sensor_slot}")
         return len(cast.fingers)
 
@@ -681,6 +633,70 @@ class Demo:
             f"expected outcomes in {time.monotonic() - self.t0:.0f} s"
         )
         return 0 if not failed else 1
+
+
+def enrol_by_photos(
+    ports: EnrolPorts,
+    pipeline: FacePipeline,
+    who: str,
+    photos: Sequence[Path],
+    timeout_s: float,
+    *,
+    share: bool = False,
+) -> EnrolReport:
+    """``edge-provision enrol``'s face enrolment (3 templates) with a replay camera over ``photos``;
+    with ``share``, sealed for the site's other gates through the ports' site sync (the N-gate demo)."""
+    from edge.vision.camera import ReplayCamera
+    from provisioning import enrol
+
+    camera = ReplayCamera(list(photos), fps=0)
+    try:
+        return enrol.enrol_face(
+            who,
+            enforcer=ports.enforcer,
+            camera=camera,
+            pipeline=pipeline,
+            gallery=ports.gallery,
+            model_id=ports.model_id,
+            sink=ports.sink,
+            wanted=3,
+            timeout_s=timeout_s,
+            share=ports.share_face if share else None,
+        )
+    finally:
+        camera.close()
+
+
+def enrol_on_simulator(
+    ports: EnrolPorts, sim: SimulatorProcess, who: str, finger: Finger, timeout_s: float, *, share: bool = False
+) -> EnrolReport:
+    """``edge-provision enrol``'s finger enrolment, its prompts acted out on the simulator ("lift"
+    lifts the finger, "place" puts the next capture of ``finger`` on the sensor, the last one again if
+    asked for more); the finger is lifted when it is done. ``share`` as in ``enrol_by_photos``."""
+    from provisioning import enrol
+
+    assert ports.sensor is not None
+    refs = iter(finger.enrol)
+
+    def drive(prompt: str) -> None:
+        if prompt.lower().startswith("lift"):
+            sim.control.lift()
+        elif prompt.lower().startswith("place"):
+            sim.control.place(next(refs, finger.enrol[-1]))
+
+    report = enrol.enrol_finger(
+        who,
+        enforcer=ports.enforcer,
+        sensor=ports.sensor(),
+        gallery=ports.gallery,
+        sink=ports.sink,
+        captures=len(finger.enrol),
+        timeout_s=timeout_s,
+        feedback=drive,
+        share=ports.share_finger if share else None,
+    )
+    sim.control.lift()
+    return report
 
 
 def _granted_by_panel(panel: SimPanel, number: int) -> bool:

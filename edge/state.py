@@ -134,11 +134,16 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
     finally:
         os.close(fd)
     tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or unlink in directory ``path`` durable (a power cut after it keeps it)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
+        os.fsync(fd)
     finally:
-        os.close(dir_fd)
+        os.close(fd)
 
 
 def open_store(path: Path, schema: str, what: str, *, memory_fallback: bool = True) -> sqlite3.Connection:

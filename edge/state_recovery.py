@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -27,7 +26,7 @@ from pathlib import Path
 
 from edge.errors import StorageError
 from edge.events.kinds import Alarm
-from edge.state import atomic_write
+from edge.state import atomic_write, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ def set_aside(path: Path, store: str, detail: str, *, now: float | None = None) 
             if extra.exists():
                 extra.replace(target.with_name(target.name + suffix))
         path.replace(target)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(
             f"the damaged {store} {path} cannot be moved aside ({exc.strerror})",
@@ -148,11 +147,3 @@ def report_set_aside(root: Path, audit: Callable[[str, dict[str, object]], int],
         write_note(root, replace(info, audit_seq=seq))
         count += 1
     return count
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from edge.errors import EdgeError
-from edge.state import StateDir
+from edge.state import StateDir, fsync_dir
 from provisioning.common import EXIT_INCOMPLETE, EXIT_OK, json_option, print_json, state_of, state_option, table
 
 
@@ -64,11 +64,7 @@ def erase(state: StateDir, erase_sensor: object | None, *, skip_sensor: bool = F
             path.unlink()
         rows.append((str(path.relative_to(state.root)), "deleted"))
     state.ensure()  # leave an empty, 0700 state dir with its trust/ subdirectory
-    dir_fd = os.open(state.root, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(state.root)
     return rows
 
 

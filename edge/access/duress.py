@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from edge.errors import StorageError
+from edge.state import fsync_dir
 
 
 class DuressSlots:
@@ -62,9 +63,5 @@ class DuressSlots:
             finally:
                 os.close(fd)
             tmp.replace(self.path)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.path.parent)
             self._slots = slots

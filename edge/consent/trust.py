@@ -22,7 +22,7 @@ from nacl.signing import VerifyKey
 
 from edge.crypto.keys import key_id, load_verify_key
 from edge.errors import StorageError
-from edge.state import StateDir
+from edge.state import StateDir, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def pin(state: StateDir, public: VerifyKey | bytes) -> bytes:
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     tmp.replace(path)
-    _fsync_dir(state.trust_dir)
+    fsync_dir(state.trust_dir)
     log.info("pinned consent authority key %s", kid.hex())
     return kid
 
@@ -76,16 +76,8 @@ def retire(state: StateDir, kid: bytes) -> None:
     path = key_path(state, kid)
     if path.exists():
         path.unlink()
-        _fsync_dir(state.trust_dir)
+        fsync_dir(state.trust_dir)
         log.info("retired consent authority key %s", kid.hex())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def install_credential_key(state: StateDir, key: bytes) -> Path:

@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 
 from edge.crypto.keys import read_secret, write_secret
 from edge.errors import IntegrityError, StorageError
+from edge.state import fsync_dir
 
 MASTER_LEN = 32
 KEY_CHECK_PLAINTEXT = b"gate-edge/gallery/key-check/v1"
@@ -135,11 +136,7 @@ def destroy_file(path: Path) -> bool:
     finally:
         os.close(fd)
     path.unlink()
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(path.parent)
     return True
 
 
